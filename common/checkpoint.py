@@ -1,0 +1,63 @@
+"""Checkpoint files: one JSON header line (Args, step, run name) followed by the leaves of a pytree.
+
+The header is readable without knowing the tree's structure, so `--resume PATH` can rebuild the
+run's Args first and only then the tree to load into.
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+
+def _is_key(x: Any) -> bool:
+    return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _serialise_leaf(f, x):
+    # typed PRNG keys have no NumPy form: store their raw key data
+    eqx.default_serialise_filter_spec(f, jax.random.key_data(x) if _is_key(x) else x)
+
+
+def save_checkpoint(path: str | Path, tree: Any, header: dict) -> None:
+    """Write `tree` to `path` atomically: a run killed while saving keeps its previous file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "wb") as f:
+        f.write((json.dumps(header) + "\n").encode())
+        eqx.tree_serialise_leaves(f, tree, filter_spec=_serialise_leaf)
+    os.replace(partial, path)
+
+
+def read_header(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    with open(path, "rb") as f:
+        first_line = f.readline()
+    try:
+        return json.loads(first_line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not a checkpoint of this kit (no JSON header line)") from error
+
+
+def load_checkpoint(path: str | Path, like: Any) -> Any:
+    """Read the leaves saved in `path` into a tree shaped like `like` (arrays or ShapeDtypeStructs)."""
+    key_data_like = jax.tree.map(lambda x: jax.eval_shape(jax.random.key_data, x) if _is_key(x) else x, like)
+    with open(path, "rb") as f:
+        f.readline()
+        loaded = eqx.tree_deserialise_leaves(f, key_data_like)
+    return jax.tree.map(lambda x, model: jax.random.wrap_key_data(x) if _is_key(model) else x, loaded, like)
+
+
+def prune_checkpoints(directory: str | Path, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoints (file names sort by step); keep <= 0 keeps all."""
+    if keep <= 0:
+        return
+    for old in sorted(Path(directory).glob("step_*.eqx"))[:-keep]:
+        old.unlink()

@@ -1,0 +1,126 @@
+"""TensorBoard logging for vmapped seeds, fed from inside a jitted loop through a host callback.
+
+One sub-run per seed under `runs/{run_name}/seed_{seed}`, so TensorBoard overlays the seeds and
+`common.plot` can aggregate them. Values are reduced on the device over a fixed interval and sent to
+the host once per interval; a NaN value means "nothing to report" (for example no episode ended
+during the interval) and is not written.
+"""
+
+import dataclasses
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import io_callback
+from tensorboardX import SummaryWriter
+from tqdm import tqdm
+
+from common.devices import replicate
+
+
+def make_run_name(env_id: str, exp_name: str, seed: int) -> str:
+    """CleanRL's run name; env ids with slashes (Minari) become one directory level."""
+    return f"{env_id.replace('/', '-')}__{exp_name}__{seed}__{int(time.time())}"
+
+
+def hyperparameter_table(args: Any) -> str:
+    rows = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
+    return f"|param|value|\n|-|-|\n{rows}"
+
+
+class RunLogger:
+    """Per-seed TensorBoard writers, a progress bar, and steps-per-second bookkeeping."""
+
+    def __init__(self, run_dir: Path, args: Any, seeds: list[int], total_steps: int, first_step: int):
+        table = hyperparameter_table(args)
+        self.writers = []
+        for seed in seeds:
+            writer = SummaryWriter(str(run_dir / f"seed_{seed}"))
+            writer.add_text("hyperparameters", table)
+            self.writers.append(writer)
+        self.progress = tqdm(total=total_steps, initial=first_step, unit="step", dynamic_ncols=True, disable=None)
+        self.last_step = first_step
+        self.last_time: float | None = None
+
+    def write(self, step: int, scalars: dict[str, np.ndarray], bar_charts: dict[str, np.ndarray] | None = None):
+        """`scalars[tag]` has one value per seed; `bar_charts[tag]` one row of non-negative weights per seed."""
+        now = time.perf_counter()
+        if self.last_time is not None:  # the first interval includes compilation: no speed for it
+            scalars = {
+                **scalars,
+                "charts/SPS": np.full(len(self.writers), (step - self.last_step) / (now - self.last_time)),
+            }
+        for index, writer in enumerate(self.writers):
+            for tag, values in scalars.items():
+                if np.isfinite(values[index]):
+                    writer.add_scalar(tag, float(values[index]), step)
+            for tag, weights in (bar_charts or {}).items():
+                add_bar_chart(writer, tag, weights[index], step)
+        episodic = scalars.get("charts/episodic_return")
+        if episodic is not None and np.isfinite(episodic).any():
+            self.progress.set_postfix(episodic_return=f"{np.nanmean(episodic):.1f}", refresh=False)
+        self.progress.update(step - self.progress.n)
+        self.last_step, self.last_time = step, now
+
+    def jax_writer(self, mesh: jax.sharding.Mesh | None = None) -> Callable:
+        """A function to call inside jit: `write(step, scalars, bar_charts)` with per-seed arrays,
+        run on the host through an io_callback."""
+
+        def write_from_device(step, scalars, bar_charts):
+            if mesh is not None:
+                scalars, bar_charts = replicate((scalars, bar_charts), mesh)
+
+            def on_host(step, scalars, bar_charts):
+                to_numpy = partial(jax.tree.map, np.asarray)
+                self.write(int(step), to_numpy(scalars), to_numpy(bar_charts))
+
+            io_callback(on_host, None, step, scalars, bar_charts)
+
+        return write_from_device
+
+    def close(self):
+        self.progress.close()
+        for writer in self.writers:
+            writer.close()
+
+
+def add_bar_chart(writer: SummaryWriter, tag: str, weights: np.ndarray, step: int):
+    """A categorical distribution as a TensorBoard histogram with one unit-wide bucket per category."""
+    categories = np.arange(len(weights))
+    writer.add_histogram_raw(
+        tag,
+        min=-0.5,
+        max=len(weights) - 0.5,
+        num=float(weights.sum()),
+        sum=float((categories * weights).sum()),
+        sum_squares=float((categories**2 * weights).sum()),
+        bucket_limits=(categories + 0.5).tolist(),
+        bucket_counts=weights.tolist(),
+        global_step=step,
+    )
+
+
+def nan_mean(total: jax.Array, count: jax.Array) -> jax.Array:
+    """total / count, NaN (= nothing to report) where count is 0."""
+    return jnp.where(count > 0, total / jnp.maximum(count, 1), jnp.nan)
+
+
+def start_tracking(args: Any, run_name: str, project: str, entity: str | None) -> None:
+    """`--track`: mirror the TensorBoard logs to Weights & Biases (wandb must be installed)."""
+    try:
+        import wandb
+    except ImportError as error:
+        raise SystemExit("--track needs Weights & Biases: pip install wandb") from error
+    wandb.init(
+        project=project,
+        entity=entity,
+        sync_tensorboard=True,
+        config=dataclasses.asdict(args),
+        name=run_name,
+        save_code=True,
+    )

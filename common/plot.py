@@ -1,0 +1,105 @@
+"""Learning curves and result tables from the kit's TensorBoard logs.
+
+    python -m common.plot runs/CartPole-v1__dqn__* runs/CartPole-v1__mirl__* --out curves.png
+
+Each run directory holds one sub-run per seed (`seed_*`); a curve is the mean over seeds with a band
+of ± one standard deviation, one curve per label. Runs sharing a label (the experiment name in the run
+name by default) are pooled. The table prints the last value of --final-tag per seed.
+"""
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tyro
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+
+@dataclass
+class Args:
+    runs: list[Path]
+    """run directories (runs/{run_name}), each with seed_* sub-runs"""
+    out: Path = Path("curves.png")
+    """where to write the figure"""
+    tag: str = "charts/episodic_return"
+    """the scalar to plot"""
+    final_tag: str = "eval/episodic_return"
+    """the scalar whose last value per seed goes into the table"""
+    labels: list[str] | None = None
+    """one label per run directory (default: the experiment name in the run name)"""
+    title: str | None = None
+    """figure title (default: the environment id)"""
+    points: int = 200
+    """curve resolution: seeds are interpolated onto this many common steps"""
+
+
+def read_scalars(sub_run: Path, tag: str) -> tuple[np.ndarray, np.ndarray]:
+    accumulator = EventAccumulator(str(sub_run), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    if tag not in accumulator.Tags()["scalars"]:
+        return np.empty(0), np.empty(0)
+    events = accumulator.Scalars(tag)
+    return np.array([e.step for e in events]), np.array([e.value for e in events])
+
+
+def run_label(run_dir: Path) -> str:
+    """`{env_id}__{exp_name}__{seed}__{time}` → exp_name."""
+    parts = run_dir.name.split("__")
+    return parts[1] if len(parts) >= 4 else run_dir.name
+
+
+def seed_dirs(run_dir: Path) -> list[Path]:
+    found = sorted(run_dir.glob("seed_*"), key=lambda p: int(re.sub(r"\D", "", p.name) or 0))
+    if not found:
+        raise SystemExit(f"error: {run_dir} has no seed_* sub-runs; is it a run directory of this kit?")
+    return found
+
+
+def main(args: Args) -> dict[str, np.ndarray]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = args.labels or [run_label(run) for run in args.runs]
+    if len(labels) != len(args.runs):
+        raise SystemExit(f"error: {len(labels)} labels for {len(args.runs)} runs")
+    curves, finals = defaultdict(list), defaultdict(list)
+    for run, label in zip(args.runs, labels, strict=True):
+        for sub_run in seed_dirs(run):
+            steps, values = read_scalars(sub_run, args.tag)
+            if len(steps):
+                curves[label].append((steps, values))
+            _, final = read_scalars(sub_run, args.final_tag)
+            if len(final):
+                finals[label].append(final[-1])
+
+    figure, axis = plt.subplots(figsize=(6.4, 4.0))
+    for label, seeds in curves.items():
+        grid = np.linspace(max(s[0] for s, _ in seeds), min(s[-1] for s, _ in seeds), args.points)
+        values = np.stack([np.interp(grid, steps, vals) for steps, vals in seeds])
+        mean, std = values.mean(0), values.std(0)
+        axis.plot(grid, mean, label=f"{label} ({len(seeds)} seeds)")
+        axis.fill_between(grid, mean - std, mean + std, alpha=0.2)
+    axis.set_xlabel("environment steps (per seed)")
+    axis.set_ylabel(args.tag)
+    axis.set_title(args.title or args.runs[0].name.split("__")[0])
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(args.out, dpi=120)
+    print(f"wrote {args.out}")
+
+    table = {label: np.array(values) for label, values in finals.items()}
+    if table:
+        print(f"\n| run | {args.final_tag} (mean ± std over seeds) | seeds |\n|-|-|-|")
+        for label, values in table.items():
+            print(f"| {label} | {values.mean():.1f} ± {values.std():.1f} | {len(values)} |")
+    return table
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

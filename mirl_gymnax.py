@@ -1,0 +1,661 @@
+"""MIRL on gymnax: soft Q-learning with a learned marginal action prior ρ and an adaptive inverse
+temperature β (Grau-Moya, Leibfried & Vrancx, "Soft Q-Learning with Mutual-Information
+Regularization", ICLR 2019), with SQL (uniform prior) and DQN (hard max) as `--algo` special cases.
+
+The environments run on the device too: acting, the replay buffer, the ε schedule, ρ, β, target
+syncs and gradient updates are one `jax.lax.scan`, compiled once. `--num-seeds N` trains N
+independent seeds at once (vmapped, and sharded over devices when there are several).
+"""
+
+import dataclasses
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import equinox as eqx
+import gymnax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tyro
+from gymnax.environments import spaces
+
+from common.checkpoint import load_checkpoint, prune_checkpoints, read_header, save_checkpoint
+from common.devices import check_fits, seed_mesh, shard_seeds
+from common.logger import RunLogger, make_run_name, nan_mean, start_tracking
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the first run; seed k of --num-seeds uses seed + k"""
+    num_seeds: int = 1
+    """independent seeds trained at once (vmapped; sharded over devices when there are several)"""
+    track: bool = False
+    """mirror the TensorBoard logs to Weights & Biases"""
+    wandb_project_name: str = "mirl-jax"
+    """the Weights & Biases project"""
+    wandb_entity: str | None = None
+    """the Weights & Biases entity (team)"""
+    save_model: bool = False
+    """write a checkpoint (parameters, optimiser, ρ, β, replay, RNG, step, Args) every --checkpoint-interval steps"""
+    checkpoint_interval: int = 100_000
+    """environment steps (per seed) between checkpoints; also how often a non-finite loss is checked for"""
+    keep_checkpoints: int = 1
+    """how many of the newest checkpoints to keep (0 keeps all)"""
+    resume: str | None = None
+    """continue the run saved in this checkpoint file, with the Args saved in it"""
+    log_interval: int = 5_000
+    """environment steps (per seed) between TensorBoard writes"""
+
+    # Algorithm
+    env_id: str = "CartPole-v1"
+    """the id of a discrete-action gymnax environment"""
+    algo: Literal["mirl", "sql", "dqn"] = "mirl"
+    """mirl: learned prior ρ, adaptive β; sql: uniform prior, adaptive β; dqn: hard max backup"""
+    total_timesteps: int = 500_000
+    """environment steps per seed"""
+    num_envs: int = 10
+    """parallel environments per seed"""
+    learning_rate: float = 2.5e-4
+    """Adam learning rate"""
+    buffer_size: int = 10_000
+    """replay capacity in transitions (per seed)"""
+    gamma: float = 0.99
+    """discount factor"""
+    target_network_frequency: int = 500
+    """environment steps between hard copies of the Q-network into the target network"""
+    batch_size: int = 128
+    """minibatch size"""
+    start_e: float = 1.0
+    """ε at the start"""
+    end_e: float = 0.05
+    """ε at the end of the exploration phase"""
+    exploration_fraction: float = 0.5
+    """fraction of --total-timesteps over which ε decays linearly"""
+    learning_starts: int = 10_000
+    """environment steps before learning starts"""
+    train_frequency: int = 10
+    """environment steps per gradient step"""
+    huber: bool = False
+    """Huber instead of squared TD error"""
+    alpha_rho: float = 4e-5
+    """prior step size α_ρ, per environment step (mirl only; sql and dqn keep ρ uniform)"""
+    alpha_beta: float = 2e-4
+    """β step size α_β, per gradient step (0 keeps β fixed at --beta-init; mirl and sql)"""
+    beta_init: float = 1.0
+    """initial inverse temperature β"""
+    beta_min: float = 1e-2
+    """lower clip for β"""
+    beta_max: float = 1e3
+    """upper clip for β"""
+    td_loss_floor: float = 1e-3
+    """β moves towards 1/max(L, floor): a near-zero loss must not send β to infinity"""
+    eval_episodes: int = 10
+    """greedy evaluation episodes per seed at the end"""
+
+
+# ----------------------------------------------------------------------------------------------
+# Environment
+# ----------------------------------------------------------------------------------------------
+
+# gymnax environments with a continuous action space; a test keeps this in step with gymnax
+CONTINUOUS_ENV_IDS = ("Pendulum-v1", "MountainCarContinuous-v0", "PointRobot-misc", "Reacher-misc", "Swimmer-misc")
+
+
+def make_env(env_id: str):
+    discrete = [name for name in gymnax.registered_envs if name not in CONTINUOUS_ENV_IDS]
+    if env_id not in gymnax.registered_envs:
+        raise SystemExit(
+            f"error: unknown env id {env_id!r}; discrete-action gymnax environments: {', '.join(discrete)}"
+        )
+    env, env_params = gymnax.make(env_id)
+    if not isinstance(env.action_space(env_params), spaces.Discrete):
+        raise SystemExit(
+            f"error: {env_id} has a continuous action space; MIRL needs discrete actions: {', '.join(discrete)}"
+        )
+    return env, env_params
+
+
+def replay_obs_dtype(env, env_params) -> jnp.dtype:
+    """Grid observations (MinAtar, bsuite: integer bounds within [0, 255]) are stored as uint8,
+    a quarter of float32's memory; anything else as float32."""
+    space = env.observation_space(env_params)
+    if isinstance(space, spaces.Discrete):
+        return jnp.uint8 if space.n <= 256 else jnp.float32
+    low, high = np.asarray(space.low), np.asarray(space.high)
+    is_byte_grid = (
+        (low >= 0).all() and (high <= 255).all() and (low == np.round(low)).all() and (high == np.round(high)).all()
+    )
+    return jnp.uint8 if is_byte_grid else jnp.float32
+
+
+# ----------------------------------------------------------------------------------------------
+# Network: an MLP for vector observations, the MinAtar CNN for image observations
+# ----------------------------------------------------------------------------------------------
+
+
+class PatchConv(eqx.Module):
+    """A valid, stride-1 k×k convolution on one (height, width, channels) image, written as a matmul
+    over its k×k patches: the same function as a convolution, and at MinAtar's size (10×10) its
+    gradient runs ~20× faster than XLA:CPU's native convolution."""
+
+    linear: eqx.nn.Linear
+    size: int = eqx.field(static=True)
+
+    def __init__(self, in_channels: int, out_channels: int, size: int, key: jax.Array):
+        self.linear = eqx.nn.Linear(size * size * in_channels, out_channels, key=key)
+        self.size = size
+
+    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+        rows, cols = x.shape[0] - self.size + 1, x.shape[1] - self.size + 1
+        shifts = [x[i : i + rows, j : j + cols] for i in range(self.size) for j in range(self.size)]
+        return jnp.concatenate(shifts, axis=-1) @ self.linear.weight.T + self.linear.bias
+
+
+class QNetwork(eqx.Module):
+    layers: eqx.nn.Sequential
+
+    def __init__(self, obs_shape: tuple[int, ...], num_actions: int, key: jax.Array):
+        keys = jax.random.split(key, 3)
+        if len(obs_shape) == 3:  # (height, width, channels): Young & Tian's MinAtar DQN, conv 16×3×3 → 128
+            height, width, channels = obs_shape
+            self.layers = eqx.nn.Sequential(
+                [
+                    PatchConv(channels, 16, size=3, key=keys[0]),
+                    eqx.nn.Lambda(jax.nn.relu),
+                    eqx.nn.Lambda(jnp.ravel),
+                    eqx.nn.Linear(16 * (height - 2) * (width - 2), 128, key=keys[1]),
+                    eqx.nn.Lambda(jax.nn.relu),
+                    eqx.nn.Linear(128, num_actions, key=keys[2]),
+                ]
+            )
+        else:  # CleanRL's DQN MLP
+            self.layers = eqx.nn.Sequential(
+                [
+                    eqx.nn.Lambda(jnp.ravel),
+                    eqx.nn.Linear(int(np.prod(obs_shape)), 120, key=keys[0]),
+                    eqx.nn.Lambda(jax.nn.relu),
+                    eqx.nn.Linear(120, 84, key=keys[1]),
+                    eqx.nn.Lambda(jax.nn.relu),
+                    eqx.nn.Linear(84, num_actions, key=keys[2]),
+                ]
+            )
+
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        return self.layers(obs.astype(jnp.float32))
+
+
+# ----------------------------------------------------------------------------------------------
+# The algorithm's math
+# ----------------------------------------------------------------------------------------------
+
+
+def soft_value(q: jax.Array, log_prior: jax.Array, beta: jax.Array) -> jax.Array:
+    """V(s) = logsumexp_a(log ρ(a) + β Q(s, a)) / β over the last axis, accurate for every β.
+
+    Both forms below are centred on the prior mean Q̄ = Σ ρ Q and exact in real arithmetic. Where
+    β|Q − Q̄| < 1, log1p/expm1 keep the rounding error near eps·|Q − Q̄|, whereas logsumexp(·)/β would
+    divide float32 rounding by a tiny β; beyond that, logsumexp (which cannot overflow) is as accurate."""
+    prior = jnp.exp(log_prior)
+    prior_mean = jnp.sum(prior * q, axis=-1, keepdims=True)
+    centred = beta * (q - prior_mean)
+    near = jnp.log1p(jnp.sum(prior * jnp.expm1(jnp.minimum(centred, 1.0)), axis=-1))
+    far = jax.nn.logsumexp(log_prior + centred, axis=-1)
+    return prior_mean[..., 0] + jnp.where(jnp.abs(centred).max(axis=-1) < 1.0, near, far) / beta
+
+
+def policy_logits(q: jax.Array, log_prior: jax.Array, beta: jax.Array) -> jax.Array:
+    """log π(a|s) up to a constant: π(a|s) ∝ ρ(a) exp(β Q(s, a))."""
+    return log_prior + beta * q
+
+
+def kl_to_prior(logits: jax.Array, log_prior: jax.Array) -> jax.Array:
+    """KL(π(·|s) ‖ ρ) for π = softmax(logits); its mean over visited states estimates I(S; A)."""
+    log_pi = jax.nn.log_softmax(logits, axis=-1)
+    return jnp.sum(jnp.where(log_pi > -jnp.inf, jnp.exp(log_pi) * (log_pi - log_prior), 0.0), axis=-1)
+
+
+def update_prior(prior: jax.Array, mean_policy: jax.Array, alpha: float, num_states: int) -> jax.Array:
+    """ρ ← ρ + (1 − (1 − α)^N)(mean_k π(·|s_k) − ρ): N sequential steps ρ ← ρ + α(π − ρ) with the
+    N states' policies in any order have this closed form when the policies are averaged, so α keeps its
+    per-environment-step meaning whatever the number of parallel environments."""
+    rate = -jnp.expm1(num_states * jnp.log1p(-alpha))
+    prior = prior + rate * (mean_policy - prior)
+    total = prior.sum()
+    # a convex combination stays a distribution up to float32 rounding; renormalise only real drift
+    return jnp.where(jnp.abs(total - 1.0) > 1e-5, prior / total, prior)
+
+
+def update_beta(beta, loss, alpha: float, loss_floor: float, beta_min: float, beta_max: float) -> jax.Array:
+    """β ← β + α_β (1 / max(L, floor) − β), clipped to [β_min, β_max]."""
+    beta = beta + alpha * (1.0 / jnp.maximum(loss, loss_floor) - beta)
+    return jnp.clip(beta, beta_min, beta_max)
+
+
+def behaviour_action(key: jax.Array, greedy: jax.Array, log_prior: jax.Array, epsilon: jax.Array) -> jax.Array:
+    """ε-greedy whose exploratory action is drawn from the prior ρ (uniform for sql and dqn)."""
+    explore_key, draw_key = jax.random.split(key)
+    explore = jax.random.uniform(explore_key, greedy.shape) < epsilon
+    return jnp.where(explore, jax.random.categorical(draw_key, log_prior, shape=greedy.shape), greedy)
+
+
+def linear_schedule(start: float, end: float, duration: int, t: jax.Array) -> jax.Array:
+    return start + (end - start) * jnp.clip(t / duration, 0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training state
+# ----------------------------------------------------------------------------------------------
+
+
+class Replay(eqx.Module):
+    """A circular buffer of transitions. Where to write and how much is filled follow from the
+    iteration number, the same for every seed, so vmapped writes stay in-place slice updates."""
+
+    obs: jax.Array
+    actions: jax.Array
+    rewards: jax.Array
+    next_obs: jax.Array
+    terminated: jax.Array
+
+    @staticmethod
+    def empty(capacity: int, obs_shape: tuple[int, ...], obs_dtype) -> "Replay":
+        return Replay(
+            obs=jnp.zeros((capacity, *obs_shape), obs_dtype),
+            actions=jnp.zeros(capacity, jnp.int32),
+            rewards=jnp.zeros(capacity, jnp.float32),
+            next_obs=jnp.zeros((capacity, *obs_shape), obs_dtype),
+            terminated=jnp.zeros(capacity, jnp.bool_),
+        )
+
+    def add(self, position: jax.Array, obs, actions, rewards, next_obs, terminated) -> "Replay":
+        def write(buffer, values):
+            return jax.lax.dynamic_update_slice_in_dim(buffer, values.astype(buffer.dtype), position, axis=0)
+
+        return Replay(
+            *map(
+                write,
+                (self.obs, self.actions, self.rewards, self.next_obs, self.terminated),
+                (obs, actions, rewards, next_obs, terminated),
+            )
+        )
+
+    def sample(self, key: jax.Array, filled: jax.Array, batch_size: int) -> "Replay":
+        indices = jax.random.randint(key, (batch_size,), 0, filled)
+        return jax.tree.map(lambda buffer: buffer[indices], self)
+
+
+class IntervalStats(eqx.Module):
+    """Sums over the current logging interval, reduced to means when they are written."""
+
+    return_sum: jax.Array
+    length_sum: jax.Array
+    episodes: jax.Array
+    td_loss_sum: jax.Array
+    q_sum: jax.Array
+    updates: jax.Array
+    kl_sum: jax.Array
+    acting_states: jax.Array
+
+    @staticmethod
+    def zeros() -> "IntervalStats":
+        return IntervalStats(*(jnp.zeros((), jnp.float32) for _ in range(8)))
+
+
+class AgentState(eqx.Module):
+    """Everything one seed carries through the scan; saved whole in checkpoints."""
+
+    params: Any
+    target_params: Any
+    opt_state: Any
+    replay: Replay
+    env_state: Any
+    obs: jax.Array
+    episode_return: jax.Array
+    episode_length: jax.Array
+    prior: jax.Array  # ρ
+    beta: jax.Array  # β
+    key: jax.Array
+    stats: IntervalStats
+    nan_step: jax.Array  # environment step of the first non-finite TD loss, -1 if none
+
+
+class Trainer(NamedTuple):
+    init: Callable  # key -> AgentState (one seed)
+    run: Callable  # (states, first_iteration, num_iterations) -> states (seeds on the leading axis)
+    evaluate: Callable  # (states, key) -> greedy episode returns, (num_seeds, eval_episodes)
+    train: Callable  # keys -> states: the whole run as one call, for use as a library
+
+
+def make_train(args: Args, env, env_params, log: Callable | None = None) -> Trainer:
+    """Static setup; returns pure functions. `log(step, scalars, bar_charts)` is called from inside
+    the jitted loop every --log-interval steps with per-seed arrays (see common.logger)."""
+    num_actions = env.action_space(env_params).n
+    obs_shape = env.observation_space(env_params).shape
+    obs_dtype = replay_obs_dtype(env, env_params)
+    soft_backup = args.algo != "dqn"  # dqn: β = ∞, the hard max
+    alpha_rho = args.alpha_rho if args.algo == "mirl" else 0.0  # sql and dqn keep ρ uniform
+    total_iterations = args.total_timesteps // args.num_envs
+    log_every = max(1, args.log_interval // args.num_envs)
+    learn_period = max(args.train_frequency, args.num_envs)  # environment steps between learning phases
+    updates_per_learn = max(1, args.num_envs // args.train_frequency)
+    exploration_steps = args.exploration_fraction * args.total_timesteps
+    optimizer = optax.adam(args.learning_rate)
+    _, network_static = eqx.partition(QNetwork(obs_shape, num_actions, jax.random.key(0)), eqx.is_array)
+
+    def q_values(params, obs):
+        return jax.vmap(eqx.combine(params, network_static))(obs)
+
+    def greedy_logits(q, prior, beta):
+        return policy_logits(q, jnp.log(prior), beta) if soft_backup else q
+
+    def init(key: jax.Array) -> AgentState:
+        network_key, env_key, loop_key = jax.random.split(key, 3)
+        params, _ = eqx.partition(QNetwork(obs_shape, num_actions, network_key), eqx.is_array)
+        obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(env_key, args.num_envs), env_params)
+        return AgentState(
+            params=params,
+            target_params=params,
+            opt_state=optimizer.init(params),
+            replay=Replay.empty(args.buffer_size, obs_shape, obs_dtype),
+            env_state=env_state,
+            obs=obs,
+            episode_return=jnp.zeros(args.num_envs),
+            episode_length=jnp.zeros(args.num_envs),
+            prior=jnp.full(num_actions, 1.0 / num_actions),
+            beta=jnp.asarray(args.beta_init, jnp.float32),
+            key=loop_key,
+            stats=IntervalStats.zeros(),
+            nan_step=jnp.asarray(-1, jnp.int32),
+        )
+
+    def act(state: AgentState, iteration: jax.Array) -> AgentState:
+        """One step of every environment: behave, update ρ from the acting states, store."""
+        key, action_key, env_key = jax.random.split(state.key, 3)
+        epsilon = linear_schedule(args.start_e, args.end_e, exploration_steps, iteration * args.num_envs)
+        log_prior = jnp.log(state.prior)
+        logits = greedy_logits(q_values(state.params, state.obs), state.prior, state.beta)
+        actions = behaviour_action(action_key, jnp.argmax(logits, axis=-1), log_prior, epsilon)
+        prior = state.prior
+        if alpha_rho > 0:
+            prior = update_prior(prior, jax.nn.softmax(logits).mean(axis=0), alpha_rho, args.num_envs)
+
+        step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+        obs, env_state, rewards, terminated, truncated, info = step(
+            jax.random.split(env_key, args.num_envs), state.env_state, actions, env_params
+        )
+        # gymnax auto-resets: `obs` of a finished episode is the next episode's first one
+        replay = state.replay.add(
+            (iteration * args.num_envs) % args.buffer_size,
+            state.obs,
+            actions,
+            rewards,
+            info["final_observation"],
+            terminated,
+        )
+        done = terminated | truncated
+        episode_return = state.episode_return + rewards
+        episode_length = state.episode_length + 1
+        stats = state.stats
+        stats = eqx.tree_at(
+            lambda s: (s.return_sum, s.length_sum, s.episodes, s.kl_sum, s.acting_states),
+            stats,
+            (
+                stats.return_sum + jnp.sum(jnp.where(done, episode_return, 0.0)),
+                stats.length_sum + jnp.sum(jnp.where(done, episode_length, 0.0)),
+                stats.episodes + jnp.sum(done),
+                stats.kl_sum + jnp.sum(kl_to_prior(logits, log_prior)) if soft_backup else stats.kl_sum,
+                stats.acting_states + args.num_envs,
+            ),
+        )
+        return dataclasses.replace(
+            state,
+            replay=replay,
+            env_state=env_state,
+            obs=obs,
+            episode_return=jnp.where(done, 0.0, episode_return),
+            episode_length=jnp.where(done, 0.0, episode_length),
+            prior=prior,
+            key=key,
+            stats=stats,
+        )
+
+    def learn(state: AgentState, iteration: jax.Array) -> AgentState:
+        """One gradient step on a replay minibatch, then β from that minibatch's loss."""
+        key, sample_key = jax.random.split(state.key)
+        filled = jnp.minimum((iteration + 1) * args.num_envs, args.buffer_size)
+        batch = state.replay.sample(sample_key, filled, args.batch_size)
+        next_q = q_values(state.target_params, batch.next_obs)
+        next_value = soft_value(next_q, jnp.log(state.prior), state.beta) if soft_backup else next_q.max(axis=-1)
+        target = batch.rewards + args.gamma * (1.0 - batch.terminated) * next_value
+
+        def td_loss(params):
+            q_taken = jnp.take_along_axis(q_values(params, batch.obs), batch.actions[:, None], axis=-1)[:, 0]
+            error = q_taken - target
+            loss = optax.huber_loss(error).mean() if args.huber else jnp.mean(error**2)
+            return loss, q_taken.mean()
+
+        (loss, q_mean), grads = jax.value_and_grad(td_loss, has_aux=True)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        beta = state.beta
+        if soft_backup:
+            beta = update_beta(beta, loss, args.alpha_beta, args.td_loss_floor, args.beta_min, args.beta_max)
+
+        # a non-finite loss leaves the learner as it was; the host stops the run at the chunk's end
+        finite = jnp.isfinite(loss)
+        params, opt_state, beta = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old),
+            (params, opt_state, beta),
+            (state.params, state.opt_state, state.beta),
+        )
+        env_steps = (iteration + 1) * args.num_envs
+        nan_step = jnp.where((state.nan_step < 0) & ~finite, env_steps, state.nan_step)
+        stats = eqx.tree_at(
+            lambda s: (s.td_loss_sum, s.q_sum, s.updates),
+            state.stats,
+            (state.stats.td_loss_sum + loss, state.stats.q_sum + q_mean, state.stats.updates + 1),
+        )
+        return dataclasses.replace(
+            state, params=params, opt_state=opt_state, beta=beta, key=key, stats=stats, nan_step=nan_step
+        )
+
+    def iterate(state: AgentState, iteration: jax.Array) -> AgentState:
+        """One seed, one step of all its environments. `iteration` is shared by all seeds (not
+        vmapped), so these branches stay branches under vmap instead of computing both sides."""
+        state = act(state, iteration)
+        env_steps = (iteration + 1) * args.num_envs
+        learning = env_steps > args.learning_starts
+
+        def learn_phase(state):
+            return jax.lax.fori_loop(0, updates_per_learn, lambda _, s: learn(s, iteration), state)
+
+        state = jax.lax.cond(learning & (env_steps % learn_period == 0), learn_phase, lambda s: s, state)
+        sync = learning & (env_steps % args.target_network_frequency < args.num_envs)
+        target_params = jax.lax.cond(sync, lambda: state.params, lambda: state.target_params)
+        return dataclasses.replace(state, target_params=target_params)
+
+    def interval_metrics(states: AgentState, iteration: jax.Array):
+        stats = states.stats
+        scalars = {
+            "charts/episodic_return": nan_mean(stats.return_sum, stats.episodes),
+            "charts/episodic_length": nan_mean(stats.length_sum, stats.episodes),
+            "charts/epsilon": jnp.broadcast_to(
+                linear_schedule(args.start_e, args.end_e, exploration_steps, iteration * args.num_envs),
+                stats.episodes.shape,
+            ),
+            "losses/td_loss": nan_mean(stats.td_loss_sum, stats.updates),
+            "losses/q_values": nan_mean(stats.q_sum, stats.updates),
+        }
+        if soft_backup:
+            scalars["mirl/beta"] = states.beta
+            scalars["mirl/prior_entropy"] = -jnp.sum(states.prior * jnp.log(states.prior), axis=-1)
+            scalars["mirl/kl_pi_prior"] = nan_mean(stats.kl_sum, stats.acting_states)
+        return scalars, {"mirl/prior": states.prior} if soft_backup else {}
+
+    def run(states: AgentState, first_iteration: jax.Array, num_iterations: int) -> AgentState:
+        """Advance all seeds (leading axis of `states`) by `num_iterations` iterations."""
+
+        if states.nan_step.shape[0] == 1:  # XLA:CPU runs a batch-of-one matmul ~20% slower than a plain one
+
+            def iterate_seeds(states, iteration):
+                return jax.tree.map(lambda x: x[None], iterate(jax.tree.map(lambda x: x[0], states), iteration))
+        else:
+            iterate_seeds = jax.vmap(iterate, in_axes=(0, None))
+
+        def body(states, iteration):
+            states = iterate_seeds(states, iteration)
+            if log is None:
+                return states, None
+            is_log_iteration = (iteration + 1) % log_every == 0
+            jax.lax.cond(
+                is_log_iteration,
+                lambda: log((iteration + 1) * args.num_envs, *interval_metrics(states, iteration)),
+                lambda: None,
+            )
+            fresh = jax.vmap(lambda _: IntervalStats.zeros())(states.nan_step)
+            stats = jax.tree.map(lambda zero, kept: jnp.where(is_log_iteration, zero, kept), fresh, states.stats)
+            return dataclasses.replace(states, stats=stats), None
+
+        iterations = first_iteration + jnp.arange(num_iterations, dtype=jnp.int32)
+        return jax.lax.scan(body, states, iterations)[0]
+
+    def evaluate_seed(state: AgentState, key: jax.Array) -> jax.Array:
+        """Greedy episodes (argmax π for mirl/sql, argmax Q for dqn) in parallel environments."""
+        reset_key, step_key = jax.random.split(key)
+        obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(
+            jax.random.split(reset_key, args.eval_episodes), env_params
+        )
+
+        def step(carry, key):
+            obs, env_state, returns, running = carry
+            actions = jnp.argmax(greedy_logits(q_values(state.params, obs), state.prior, state.beta), axis=-1)
+            obs, env_state, rewards, terminated, truncated, _ = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+                jax.random.split(key, args.eval_episodes), env_state, actions, env_params
+            )
+            returns = returns + jnp.where(running, rewards, 0.0)
+            return (obs, env_state, returns, running & ~(terminated | truncated)), None
+
+        carry = (obs, env_state, jnp.zeros(args.eval_episodes), jnp.ones(args.eval_episodes, jnp.bool_))
+        max_steps = int(env_params.max_steps_in_episode)
+        return jax.lax.scan(step, carry, jax.random.split(step_key, max_steps))[0][2]
+
+    def evaluate(states: AgentState, key: jax.Array) -> jax.Array:
+        return jax.vmap(evaluate_seed)(states, jax.random.split(key, states.nan_step.shape[0]))
+
+    def train(keys: jax.Array) -> AgentState:
+        return run(jax.vmap(init)(keys), jnp.asarray(0, jnp.int32), total_iterations)
+
+    return Trainer(init=init, run=run, evaluate=evaluate, train=train)
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------
+
+
+def check_args(args: Args) -> None:
+    problems = []
+    if args.num_envs <= 0 or args.total_timesteps % args.num_envs:
+        problems.append(
+            f"--total-timesteps ({args.total_timesteps}) must be a multiple of --num-envs ({args.num_envs})"
+        )
+    if args.train_frequency % args.num_envs and args.num_envs % args.train_frequency:
+        problems.append(
+            f"--train-frequency ({args.train_frequency}) and --num-envs ({args.num_envs}) must divide one another"
+        )
+    if args.buffer_size % args.num_envs:
+        problems.append(f"--buffer-size ({args.buffer_size}) must be a multiple of --num-envs ({args.num_envs})")
+    if args.checkpoint_interval % args.num_envs or args.checkpoint_interval <= 0:
+        problems.append(f"--checkpoint-interval ({args.checkpoint_interval}) must be a positive multiple of --num-envs")
+    if args.learning_starts < args.batch_size:
+        problems.append(f"--learning-starts ({args.learning_starts}) must be at least --batch-size ({args.batch_size})")
+    if not 0 <= args.alpha_rho <= 1 or not 0 <= args.alpha_beta <= 1:
+        problems.append("--alpha-rho and --alpha-beta must lie in [0, 1]")
+    if not 0 < args.beta_min <= args.beta_init <= args.beta_max:
+        problems.append("need 0 < --beta-min <= --beta-init <= --beta-max")
+    if problems:
+        raise SystemExit("error: " + "; ".join(problems))
+
+
+def main(args: Args) -> dict:
+    """Train (or resume) and evaluate; returns the final states and evaluation returns."""
+    first_iteration = 0
+    if args.resume:
+        header = read_header(args.resume)
+        args = dataclasses.replace(Args(**header["args"]), resume=args.resume)
+        run_name, first_iteration = header["run_name"], header["iteration"]
+    else:
+        run_name = make_run_name(args.env_id, args.exp_name, args.seed)
+    check_args(args)
+    env, env_params = make_env(args.env_id)
+    run_dir = Path("runs") / run_name
+    seeds = [args.seed + k for k in range(args.num_seeds)]
+    mesh = seed_mesh(args.num_seeds)
+
+    obs_shape = env.observation_space(env_params).shape
+    obs_bytes = int(np.prod(obs_shape)) * np.dtype(replay_obs_dtype(env, env_params)).itemsize
+    replay_bytes = args.num_seeds * args.buffer_size * (2 * obs_bytes + 4 + 4 + 1)
+    check_fits(
+        f"the replay buffers ({args.num_seeds} seeds × {args.buffer_size} transitions × {2 * obs_bytes + 9} bytes)",
+        replay_bytes,
+        list(mesh.devices.flat),
+        "lower --buffer-size or --num-seeds",
+    )
+
+    if args.track:
+        start_tracking(args, run_name, args.wandb_project_name, args.wandb_entity)
+    total_iterations = args.total_timesteps // args.num_envs
+    logger = RunLogger(run_dir, args, seeds, args.total_timesteps, first_iteration * args.num_envs)
+    trainer = make_train(args, env, env_params, logger.jax_writer(mesh))
+    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
+    if args.resume:
+        states = load_checkpoint(args.resume, eqx.filter_eval_shape(jax.vmap(trainer.init), keys))
+    else:
+        states = jax.jit(jax.vmap(trainer.init))(keys)
+    states = shard_seeds(states, mesh)
+
+    run = jax.jit(trainer.run, static_argnums=2, donate_argnums=0)
+    chunk = args.checkpoint_interval // args.num_envs
+    checkpoint_dir = run_dir / "checkpoints"
+    last_checkpoint = args.resume
+    iteration = first_iteration
+    while iteration < total_iterations:
+        num_iterations = min(chunk, total_iterations - iteration)
+        states = run(states, jnp.asarray(iteration, jnp.int32), num_iterations)
+        iteration += num_iterations
+        nan_steps = np.asarray(states.nan_step)
+        if (nan_steps >= 0).any():
+            logger.close()
+            bad = {seed: int(step) for seed, step in zip(seeds, nan_steps, strict=True) if step >= 0}
+            raise SystemExit(
+                f"error: the TD loss became non-finite (seed: environment step) {bad}; run stopped. "
+                f"Last checkpoint kept: {last_checkpoint or 'none (use --save-model)'}"
+            )
+        if args.save_model:
+            last_checkpoint = checkpoint_dir / f"step_{iteration * args.num_envs:09d}.eqx"
+            header = {"args": dataclasses.asdict(args), "run_name": run_name, "iteration": iteration}
+            save_checkpoint(last_checkpoint, states, header)
+            prune_checkpoints(checkpoint_dir, args.keep_checkpoints)
+
+    eval_returns = np.asarray(jax.jit(trainer.evaluate)(states, jax.random.key(args.seed)))
+    final_step = args.total_timesteps
+    for writer, returns in zip(logger.writers, eval_returns, strict=True):
+        writer.add_scalar("eval/episodic_return", float(returns.mean()), final_step)
+    logger.close()
+    means = eval_returns.mean(axis=1)
+    print(
+        f"{run_name}: greedy eval/episodic_return over {args.eval_episodes} episodes per seed: "
+        f"{means.mean():.1f} ± {means.std():.1f} (seeds {seeds}: {np.round(means.astype(float), 1).tolist()})"
+    )
+    return {"states": states, "eval_returns": eval_returns, "run_dir": run_dir, "last_checkpoint": last_checkpoint}
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

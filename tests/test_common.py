@@ -1,0 +1,92 @@
+"""The shared helpers: logging, plotting, checkpoints, devices."""
+
+from argparse import Namespace
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from common import plot
+from common.checkpoint import load_checkpoint, prune_checkpoints, read_header, save_checkpoint
+from common.devices import check_fits
+from common.logger import RunLogger, make_run_name
+
+
+def write_run(root: Path, name: str, seeds: list[int], offset: float) -> Path:
+    run_dir = root / name
+    logger = RunLogger(run_dir, Namespace(lr=0.1), seeds, total_steps=300, first_step=0)
+    for step in (100, 200, 300):
+        returns = np.array([offset + step / 100 + k for k in range(len(seeds))])
+        logger.write(step, {"charts/episodic_return": returns, "losses/td_loss": np.full(len(seeds), np.nan)})
+    for k, writer in enumerate(logger.writers):
+        writer.add_scalar("eval/episodic_return", offset + 10 * k, 300)
+    logger.close()
+    return run_dir
+
+
+def test_logger_writes_one_sub_run_per_seed_and_skips_nan(tmp_path):
+    run_dir = write_run(tmp_path, "Env__exp__1__0", [1, 2], offset=0.0)
+    accumulator = EventAccumulator(str(run_dir / "seed_2"))
+    accumulator.Reload()
+    assert [e.value for e in accumulator.Scalars("charts/episodic_return")] == [2.0, 3.0, 4.0]
+    assert "losses/td_loss" not in accumulator.Tags()["scalars"]  # NaN = nothing to report
+    assert len(accumulator.Scalars("charts/SPS")) == 2  # none for the first interval (compilation)
+    assert "hyperparameters/text_summary" in accumulator.Tags()["tensors"]
+
+
+def test_bar_chart_is_a_histogram_of_the_weights(tmp_path):
+    logger = RunLogger(tmp_path / "run", Namespace(), [1], total_steps=1, first_step=0)
+    logger.write(1, {}, {"mirl/prior": np.array([[0.2, 0.5, 0.3]])})
+    logger.close()
+    accumulator = EventAccumulator(str(tmp_path / "run" / "seed_1"), size_guidance={"histograms": 0})
+    accumulator.Reload()
+    histogram = accumulator.Histograms("mirl/prior")[0].histogram_value
+    np.testing.assert_allclose(histogram.bucket, [0.2, 0.5, 0.3], rtol=1e-6)
+    np.testing.assert_allclose(histogram.bucket_limit, [0.5, 1.5, 2.5])
+
+
+def test_plot_aggregates_seeds_and_tabulates(tmp_path):
+    runs = [write_run(tmp_path, "Env__dqn__1__0", [1, 2], 0.0), write_run(tmp_path, "Env__mirl__1__0", [1, 2], 5.0)]
+    out = tmp_path / "curves.png"
+    table = plot.main(plot.Args(runs=runs, out=out))
+    assert out.stat().st_size > 10_000
+    np.testing.assert_allclose(table["dqn"], [0.0, 10.0])
+    np.testing.assert_allclose(table["mirl"], [5.0, 15.0])
+    with pytest.raises(SystemExit, match="no seed_"):
+        plot.main(plot.Args(runs=[tmp_path], out=out))
+
+
+def test_checkpoint_round_trip_with_keys(tmp_path):
+    tree = {"w": jnp.arange(6.0).reshape(2, 3), "key": jax.random.split(jax.random.key(3), 2), "step": jnp.int32(7)}
+    save_checkpoint(tmp_path / "step_1.eqx", tree, {"iteration": 7, "args": {"seed": 3}})
+    assert read_header(tmp_path / "step_1.eqx") == {"iteration": 7, "args": {"seed": 3}}
+    loaded = load_checkpoint(tmp_path / "step_1.eqx", jax.eval_shape(lambda: tree))
+    np.testing.assert_array_equal(loaded["w"], tree["w"])
+    np.testing.assert_array_equal(jax.random.key_data(loaded["key"]), jax.random.key_data(tree["key"]))
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_checkpoint_errors_and_pruning(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint file"):
+        read_header(tmp_path / "missing.eqx")
+    (tmp_path / "junk.eqx").write_bytes(b"\x00\x01 not json\n")
+    with pytest.raises(ValueError, match="not a checkpoint"):
+        read_header(tmp_path / "junk.eqx")
+    for step in (3, 1, 2):
+        save_checkpoint(tmp_path / f"step_{step:09d}.eqx", {"x": jnp.zeros(1)}, {})
+    prune_checkpoints(tmp_path, keep=2)
+    assert sorted(p.name for p in tmp_path.glob("step_*")) == ["step_000000002.eqx", "step_000000003.eqx"]
+
+
+def test_check_fits_refuses_with_the_size():
+    check_fits("a small thing", 1024, jax.devices(), "no hint needed")
+    with pytest.raises(MemoryError, match=r"a huge thing needs 1048576\.00 GiB .* lower it"):
+        check_fits("a huge thing", 2**50, jax.devices(), "lower it")
+
+
+def test_run_name_is_cleanrl_style_and_path_safe():
+    name = make_run_name("mujoco/halfcheetah/medium-v0", "misa", 3)
+    assert name.startswith("mujoco-halfcheetah-medium-v0__misa__3__") and "/" not in name

@@ -1,0 +1,219 @@
+"""mirl_gymnax.py end to end, with tiny budgets: every algo runs, logs and evaluates; seeds differ;
+runs reproduce, resume and shard exactly; bad input fails with a clear message; it learns."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from gymnax.environments import spaces
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from common.checkpoint import read_header
+from mirl_gymnax import CONTINUOUS_ENV_IDS, Args, main, make_env, replay_obs_dtype
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(
+    total_timesteps=2_000,
+    num_envs=4,
+    buffer_size=1_000,
+    learning_starts=400,
+    batch_size=32,
+    train_frequency=4,
+    target_network_frequency=200,
+    log_interval=200,
+    checkpoint_interval=1_000,
+    eval_episodes=2,
+    alpha_rho=1e-3,
+    alpha_beta=1e-2,
+)
+
+
+@pytest.fixture(autouse=True)
+def in_tmp_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+def leaves(states):
+    return [
+        np.asarray(x)
+        for x in jax.tree.leaves(
+            jax.tree.map(
+                lambda x: jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x, states
+            )
+        )
+    ]
+
+
+def scalars(run_dir: Path, seed: int) -> dict[str, list]:
+    accumulator = EventAccumulator(str(run_dir / f"seed_{seed}"), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Breakout-MinAtar"])
+@pytest.mark.parametrize("algo", ["mirl", "sql", "dqn"])
+def test_smoke_runs_log_and_evaluate(env_id, algo):
+    result = main(Args(env_id=env_id, algo=algo, num_seeds=2, **TINY))
+    assert result["eval_returns"].shape == (2, 2) and np.isfinite(result["eval_returns"]).all()
+    logged = scalars(result["run_dir"], 2)
+    expected = {
+        "charts/episodic_return",
+        "charts/epsilon",
+        "charts/SPS",
+        "losses/td_loss",
+        "losses/q_values",
+        "eval/episodic_return",
+    }
+    if algo != "dqn":
+        expected |= {"mirl/beta", "mirl/prior_entropy", "mirl/kl_pi_prior"}
+    assert expected <= set(logged)
+    assert len(logged["charts/epsilon"]) == TINY["total_timesteps"] // TINY["log_interval"]
+    # returns are reported only for finished episodes: never a placeholder 0 before the first one ends
+    assert all(value > 0 for _, value in logged["charts/episodic_return"]) or env_id != "CartPole-v1"
+    prior = np.asarray(result["states"].prior)
+    np.testing.assert_allclose(prior.sum(-1), 1.0, atol=1e-5)
+    if algo == "mirl":
+        assert not np.allclose(prior, prior[0, 0])  # ρ moved away from uniform
+    else:
+        np.testing.assert_array_equal(prior, np.full_like(prior, 1.0 / prior.shape[-1]))
+    if algo == "dqn":
+        np.testing.assert_array_equal(result["states"].beta, TINY.get("beta_init", 1.0))
+
+
+def test_vmapped_seeds_differ():
+    result = main(Args(num_seeds=3, **TINY))
+    first_layer = np.asarray(jax.tree.leaves(result["states"].params)[0])
+    assert not np.array_equal(first_layer[0], first_layer[1]) and not np.array_equal(first_layer[1], first_layer[2])
+    actions = np.asarray(result["states"].replay.actions)
+    assert not np.array_equal(actions[0], actions[1])  # different exploration, not only different init
+
+
+def test_same_seed_reproduces_bit_for_bit():
+    first = main(Args(num_seeds=2, **TINY))
+    second = main(Args(num_seeds=2, **TINY))
+    for a, b in zip(leaves(first["states"]), leaves(second["states"]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(first["eval_returns"], second["eval_returns"])
+
+
+def test_resume_reaches_the_uninterrupted_result():
+    args = Args(num_seeds=2, save_model=True, keep_checkpoints=0, **TINY)
+    uninterrupted = main(args)
+    checkpoints = sorted((uninterrupted["run_dir"] / "checkpoints").glob("step_*.eqx"))
+    assert [c.name for c in checkpoints] == ["step_000001000.eqx", "step_000002000.eqx"]
+    header = read_header(checkpoints[0])
+    assert header["iteration"] == 1_000 // TINY["num_envs"] and header["args"]["num_seeds"] == 2
+
+    resumed = main(Args(resume=str(checkpoints[0])))
+    for a, b in zip(leaves(uninterrupted["states"]), leaves(resumed["states"]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(uninterrupted["eval_returns"], resumed["eval_returns"])
+
+
+SHARDING_PROBE = """
+import sys, numpy as np, jax
+from mirl_gymnax import Args, main
+states = main(Args(num_seeds=8, **{tiny!r}))["states"]
+print("devices", len(jax.devices()), "shards", len(states.beta.sharding.device_set))
+np.savez(sys.argv[1], actions=states.replay.actions, obs=states.replay.obs, beta=states.beta, prior=states.prior,
+         params=np.concatenate([np.asarray(x).reshape(8, -1) for x in jax.tree.leaves(states.params)], axis=1))
+"""
+
+
+def test_sharded_seeds_equal_unsharded(tmp_path):
+    """8 seeds on 4 devices against 8 seeds on 1: the same trajectories, and the same numbers up to
+    float32 rounding (XLA compiles a batch of 2 seeds a little differently from a batch of 8)."""
+    outputs = {}
+    for devices in (1, 4):
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", PYTHONPATH=str(ROOT))
+        out = tmp_path / f"devices_{devices}.npz"
+        done = subprocess.run(
+            [sys.executable, "-c", SHARDING_PROBE.format(tiny=TINY), str(out)], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert f"devices {devices} shards {devices}" in done.stdout
+        outputs[devices] = np.load(out)
+    sharded, single = outputs[4], outputs[1]
+    np.testing.assert_array_equal(sharded["actions"], single["actions"])
+    np.testing.assert_array_equal(sharded["obs"], single["obs"])
+    for name in ("beta", "prior", "params"):
+        relative = np.linalg.norm(sharded[name] - single[name], axis=-1) / np.linalg.norm(single[name], axis=-1)
+        assert (relative < 1e-3).all(), (name, relative)
+
+
+def test_unknown_env_id_lists_the_valid_ones():
+    with pytest.raises(SystemExit, match="unknown env id 'CartPole-v0'.*CartPole-v1.*Breakout-MinAtar"):
+        main(Args(env_id="CartPole-v0", **TINY))
+
+
+def test_continuous_env_is_refused():
+    with pytest.raises(SystemExit, match="Pendulum-v1 has a continuous action space.*Acrobot-v1"):
+        main(Args(env_id="Pendulum-v1", **TINY))
+
+
+def test_inconsistent_flags_are_refused():
+    with pytest.raises(SystemExit, match="--buffer-size .* multiple of --num-envs"):
+        main(Args(**{**TINY, "buffer_size": 1_001}))
+
+
+def test_oversized_replay_is_refused_before_allocation():
+    with pytest.raises(MemoryError, match=r"replay buffers \(1 seeds × 4000000000 transitions.*needs 1\d\d\.\d\d GiB"):
+        main(Args(**{**TINY, "buffer_size": 4_000_000_000}))
+
+
+def test_non_finite_loss_stops_the_run_naming_the_step():
+    with pytest.raises(
+        SystemExit, match=r"TD loss became non-finite .*\{1: \d+\}.*Last checkpoint kept: .*step_000001000"
+    ):
+        main(Args(**{**TINY, "learning_rate": 1e36, "learning_starts": 1_200, "save_model": True}))
+
+
+def test_continuous_env_list_matches_gymnax():
+    continuous = []
+    for name in gymnax.registered_envs:
+        if name == "MNISTBandit-bsuite":  # downloads MNIST when made
+            continue
+        env, params = gymnax.make(name)
+        if not isinstance(env.action_space(params), spaces.Discrete):
+            continuous.append(name)
+    assert sorted(continuous) == sorted(CONTINUOUS_ENV_IDS)
+
+
+@pytest.mark.parametrize("env_id", ["Breakout-MinAtar", "SpaceInvaders-MinAtar", "Catch-bsuite", "DeepSea-bsuite"])
+def test_byte_storage_is_lossless(env_id):
+    env, params = make_env(env_id)
+    assert replay_obs_dtype(env, params) == jnp.uint8
+
+    def random_step(carry, key):
+        state, _ = carry
+        action_key, step_key = jax.random.split(key)
+        obs, state, *_ = env.step(step_key, state, env.action_space(params).sample(action_key), params)
+        return (state, obs), obs
+
+    obs, state = env.reset(jax.random.key(0), params)
+    _, observations = jax.lax.scan(random_step, (state, obs), jax.random.split(jax.random.key(1), 500))
+    np.testing.assert_array_equal(observations, observations.astype(np.uint8))
+
+
+def test_command_line_runs_and_documents_every_flag():
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    helped = subprocess.run(
+        [sys.executable, str(ROOT / "mirl_gymnax.py"), "--help"], env=env, capture_output=True, text=True
+    )
+    assert helped.returncode == 0
+    for field in dataclasses.fields(Args):
+        assert "--" + field.name.replace("_", "-") in helped.stdout
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+    ran = subprocess.run(
+        [sys.executable, str(ROOT / "mirl_gymnax.py"), "--algo", "sql", *flags], env=env, capture_output=True, text=True
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert "greedy eval/episodic_return" in ran.stdout
+    assert len(list(Path("runs").glob("CartPole-v1__mirl_gymnax__1__*/seed_1/events.out.tfevents.*"))) == 1
