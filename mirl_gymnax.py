@@ -64,6 +64,8 @@ class Args:
     """parallel environments per seed"""
     learning_rate: float = 2.5e-4
     """Adam learning rate"""
+    anneal_lr: bool = True
+    """decay the learning rate linearly to 0 over the gradient steps, so that the final policy is a settled one"""
     buffer_size: int = 10_000
     """replay capacity in transitions (per seed)"""
     gamma: float = 0.99
@@ -346,7 +348,9 @@ def make_train(args: Args, env, env_params, log: Callable | None = None) -> Trai
     learn_period = max(args.train_frequency, args.num_envs)  # environment steps between learning phases
     updates_per_learn = max(1, args.num_envs // args.train_frequency)
     exploration_steps = args.exploration_fraction * args.total_timesteps
-    optimizer = optax.adam(args.learning_rate)
+    num_updates = (args.total_timesteps - args.learning_starts) // learn_period * updates_per_learn
+    schedule = optax.linear_schedule(args.learning_rate, 0.0, num_updates) if args.anneal_lr else args.learning_rate
+    optimizer = optax.adam(schedule)
     _, network_static = eqx.partition(QNetwork(obs_shape, num_actions, jax.random.key(0)), eqx.is_array)
 
     def q_values(params, obs):

@@ -19,7 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 @dataclass
 class Args:
-    runs: list[Path]
+    runs: tyro.conf.Positional[list[Path]]
     """run directories (runs/{run_name}), each with seed_* sub-runs"""
     out: Path = Path("curves.png")
     """where to write the figure"""

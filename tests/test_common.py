@@ -1,5 +1,7 @@
 """The shared helpers: logging, plotting, checkpoints, devices."""
 
+import subprocess
+import sys
 from argparse import Namespace
 from pathlib import Path
 
@@ -13,6 +15,8 @@ from common import plot
 from common.checkpoint import load_checkpoint, prune_checkpoints, read_header, save_checkpoint
 from common.devices import check_fits
 from common.logger import RunLogger, make_run_name
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_run(root: Path, name: str, seeds: list[int], offset: float) -> Path:
@@ -57,6 +61,19 @@ def test_plot_aggregates_seeds_and_tabulates(tmp_path):
     np.testing.assert_allclose(table["mirl"], [5.0, 15.0])
     with pytest.raises(SystemExit, match="no seed_"):
         plot.main(plot.Args(runs=[tmp_path], out=out))
+
+
+def test_plot_command_line(tmp_path):
+    runs = [write_run(tmp_path, f"Env__{name}__1__0", [1], 0.0) for name in ("dqn", "mirl")]
+    out = tmp_path / "cli.png"
+    done = subprocess.run(
+        [sys.executable, "-m", "common.plot", *map(str, runs), "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert out.exists() and "| mirl | 0.0 ± 0.0 | 1 |" in done.stdout
 
 
 def test_checkpoint_round_trip_with_keys(tmp_path):
