@@ -1,5 +1,6 @@
 """The MIRL pieces against limits, invariants and hand-computed values."""
 
+import inspect
 import itertools
 
 import jax
@@ -191,17 +192,40 @@ def test_replay_wraps_around_and_samples_only_filled():
     np.testing.assert_array_equal(batch.obs[:, 0], batch.actions)
 
 
-def test_patch_conv_is_a_valid_convolution():
+@pytest.mark.parametrize(
+    "size, stride, image_size, channels",
+    [(3, 1, 10, 4), (8, 4, 84, 4), (4, 2, 20, 32), (3, 1, 9, 64)],  # MinAtar's conv; the Nature CNN's three
+)
+def test_patch_conv_is_a_valid_convolution(size, stride, image_size, channels):
     from mirl_gymnax import PatchConv
 
-    conv = PatchConv(4, 16, size=3, key=jax.random.key(0))
-    image = jax.random.normal(jax.random.key(1), (10, 10, 4))
+    conv = PatchConv(channels, 16, size=size, stride=stride, key=jax.random.key(0))
+    image = jax.random.normal(jax.random.key(1), (image_size, image_size, channels))
     # the same weights as an (out, height, width, in) kernel for XLA's own convolution
-    kernel = conv.linear.weight.reshape(16, 3, 3, 4)
-    reference = (
-        jax.lax.conv_general_dilated(image[None], kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "OHWI", "NHWC"))[
-            0
-        ]
-        + conv.linear.bias
-    )
-    np.testing.assert_allclose(conv(image), reference, rtol=1e-5, atol=1e-5)
+    kernel = conv.linear.weight.reshape(16, size, size, channels)
+    reference = jax.lax.conv_general_dilated(
+        image[None], kernel, (stride, stride), "VALID", dimension_numbers=("NHWC", "OHWI", "NHWC")
+    )[0]
+    np.testing.assert_allclose(conv(image), reference + conv.linear.bias, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "soft_value",
+        "policy_logits",
+        "kl_to_prior",
+        "update_prior",
+        "update_beta",
+        "behaviour_action",
+        "linear_schedule",
+        "PatchConv",
+    ],
+)
+def test_atari_script_has_the_same_math(name):
+    """Each script carries its own copy of the algorithm and the patch convolution (single-file
+    style); the tests above check mirl_gymnax's, and this keeps mirl_atari's identical to it."""
+    import mirl_atari
+    import mirl_gymnax
+
+    assert inspect.getsource(getattr(mirl_atari, name)) == inspect.getsource(getattr(mirl_gymnax, name))

@@ -1,0 +1,114 @@
+"""Training throughput of mirl_atari.py: environment steps per second, wall time and peak memory.
+
+    python benchmarks/atari_speed.py                     # Breakout-v5, 1 and 4 seeds (the CPU table)
+    python benchmarks/atari_speed.py --seeds 1 4 8 --steps 20000 --buffer-size 1000000    # on a GPU
+
+Each measurement runs in its own process: the whole jitted loop (envpool's XLA step, the frame
+replay, one update of batch 32 every 4 environment steps, target syncs, ρ, β, the TensorBoard
+callback) is compiled, the replay is filled past --learning-starts by a first untimed chunk, and then
+--steps environment steps per seed are timed. dqn and mirl alternate over --repeats runs; the table
+gives medians.
+"""
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tyro
+from harness import child_main, compare, peak_memory
+
+
+@dataclass
+class Args:
+    env_id: str = "Breakout-v5"
+    """envpool Atari game"""
+    seeds: list[int] = field(default_factory=lambda: [1, 4])
+    """numbers of seeds (one pool of seeds × num-envs environments)"""
+    algos: list[str] = field(default_factory=lambda: ["dqn", "mirl"])
+    """algorithms; ratios are to the first"""
+    steps: int = 2_000
+    """environment steps per seed (timed, after the warm-up)"""
+    num_envs: int = 4
+    """environments per seed (mirl_atari.py's default)"""
+    learning_starts: int = 1_000
+    """environment steps per seed before learning starts (the untimed warm-up)"""
+    buffer_size: int = 100_000
+    """replay capacity per seed (1,000,000 is the default of mirl_atari.py: 7.1 GB per seed)"""
+    repeats: int = 3
+    """runs per algorithm, interleaved; the table reports medians"""
+
+
+def measure(config: dict) -> dict:
+    """Runs inside the child process."""
+    import jax
+    import jax.numpy as jnp
+
+    from common.devices import seed_mesh, shard_seeds
+    from common.logger import RunLogger
+    from mirl_atari import Args as TrainArgs
+    from mirl_atari import make_train, open_pools, reset_pools, sharded_env_step
+
+    num_seeds, steps, warmup = config["num_seeds"], config["steps"], config["learning_starts"]
+    args = TrainArgs(
+        env_id=config["env_id"],
+        algo=config["algo"],
+        num_seeds=num_seeds,
+        num_envs=config["num_envs"],
+        total_timesteps=warmup + steps,
+        learning_starts=warmup,
+        buffer_size=config["buffer_size"],
+    )
+    seeds = list(range(1, num_seeds + 1))
+    mesh = seed_mesh(num_seeds)
+    pools, pool_steps, handles = open_pools(args, seeds, mesh, training=True)
+    run_dir = Path("/tmp/mirl_benchmark_runs") / f"{args.env_id}_{args.algo}_{num_seeds}"
+    logger = RunLogger(run_dir, args, seeds, args.total_timesteps, 0)
+    logger.progress.disable = True
+    env_step = sharded_env_step(pool_steps, mesh, args.num_envs)
+    trainer = make_train(args, int(pools[0].action_space.n), (4, 84, 84), env_step, env_step, logger.jax_writer(mesh))
+    obs = shard_seeds(jnp.asarray(reset_pools(pools, num_seeds)), mesh)
+    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
+    states = shard_seeds(jax.jit(jax.vmap(trainer.init))(keys, obs), mesh)
+    warmup_iterations, timed_iterations = warmup // args.num_envs, steps // args.num_envs
+    run = jax.jit(trainer.run, static_argnums=3, donate_argnums=0)
+    states, handles = jax.block_until_ready(run(states, handles, jnp.int32(0), warmup_iterations))
+    start = time.perf_counter()
+    timed = run.lower(states, handles, jnp.int32(warmup_iterations), timed_iterations).compile()
+    compile_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    jax.block_until_ready(timed(states, handles, jnp.int32(warmup_iterations)))
+    seconds = time.perf_counter() - start
+    logger.close()
+    return {
+        **config,
+        "compile_s": round(compile_seconds, 2),
+        "wall_s": round(seconds, 3),
+        "env_steps_total": num_seeds * steps,
+        **peak_memory(),
+    }
+
+
+def main(args: Args) -> list[dict]:
+    groups = [
+        dict(
+            env_id=args.env_id,
+            num_seeds=num_seeds,
+            steps=args.steps,
+            num_envs=args.num_envs,
+            learning_starts=args.learning_starts,
+            buffer_size=args.buffer_size,
+        )
+        for num_seeds in args.seeds
+    ]
+    return compare(
+        __file__,
+        groups,
+        args.algos,
+        args.repeats,
+        lambda g: f"{g['env_id']}, {g['num_seeds']} seeds, {g['steps']:,} steps",
+    )
+
+
+if __name__ == "__main__":
+    if not child_main(measure):
+        main(tyro.cli(Args))

@@ -1,0 +1,81 @@
+"""What the speed benchmarks share: each measurement in a fresh process (so peak memory is its own),
+the algorithms interleaved over repeats (so the machine's drift hits them alike), medians reported.
+
+A benchmark script defines `measure(config: dict) -> dict` (run in the child; it returns at least
+`wall_s`, `env_steps_per_s` and the memory figures) and calls `compare` with its configurations.
+"""
+
+import json
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def child_main(measure: Callable[[dict], dict]) -> bool:
+    """In the child process (`script --child JSON`): measure and print the result; False in the parent."""
+    if sys.argv[1:2] != ["--child"]:
+        return False
+    sys.path.insert(0, str(ROOT))
+    print(json.dumps(measure(json.loads(sys.argv[2]))))
+    return True
+
+
+def run_child(script: str, config: dict) -> dict:
+    child = subprocess.run(
+        [sys.executable, script, "--child", json.dumps(config)], cwd=ROOT, capture_output=True, text=True
+    )
+    if child.returncode != 0:
+        raise SystemExit(f"{config} failed:\n{child.stderr[-3000:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def compare(script: str, groups: list[dict], algos: list[str], repeats: int, label: Callable[[dict], str]) -> list:
+    """For each group (a configuration without its algo), run every algo `repeats` times, interleaved,
+    and print one row per algo with median figures, then the ratio of median wall times to the first algo."""
+    print(
+        "| configuration | algo | env steps/s (all seeds) | per seed | wall s (median) | wall s (all) | compile s "
+        "| peak host MiB | peak device MiB |"
+    )
+    print("|-|-|-|-|-|-|-|-|-|")
+    results = []
+    for group in groups:
+        runs = {algo: [] for algo in algos}
+        for _ in range(repeats):
+            for algo in algos:
+                runs[algo].append(run_child(script, {**group, "algo": algo}))
+        medians = {}
+        for algo in algos:
+            walls = [r["wall_s"] for r in runs[algo]]
+            medians[algo] = statistics.median(walls)
+            last = runs[algo][-1]
+            steps = last["env_steps_total"]
+            print(
+                f"| {label(group)} | {algo} | {round(steps / medians[algo]):,} | "
+                f"{round(steps / medians[algo] / group['num_seeds']):,} | {medians[algo]:.2f} | "
+                f"{' '.join(f'{w:.2f}' for w in walls)} | {last['compile_s']} | {last['peak_host_rss_mib']:,} | "
+                f"{last['peak_device_mib'] or '-'} |",
+                flush=True,
+            )
+            results.extend(runs[algo])
+        for algo in algos[1:]:
+            ratio = medians[algo] / medians[algos[0]]
+            print(f"| {label(group)} | {algo}/{algos[0]} time per step | **{ratio:.3f}** | | | | | | |", flush=True)
+    return results
+
+
+def peak_memory() -> dict:
+    """Peak resident host memory of this process, and the first device's peak where the runtime reports it."""
+    import resource
+
+    import jax
+
+    stats = jax.devices()[0].memory_stats() or {}
+    return {
+        "device": f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind}",
+        "peak_host_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_device_mib": round(stats["peak_bytes_in_use"] / 2**20) if "peak_bytes_in_use" in stats else None,
+    }

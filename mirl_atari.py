@@ -1,0 +1,862 @@
+"""MIRL on Atari from pixels: soft Q-learning with a learned marginal action prior ρ and an adaptive
+inverse temperature β (Grau-Moya, Leibfried & Vrancx, ICLR 2019), with SQL and DQN as `--algo`
+special cases, on envpool's Atari environments with the DeepMind preprocessing.
+
+envpool's XLA interface puts the environment step inside the compiled program, so acting, storing,
+sampling, gradient updates, target syncs, ρ, β and ε are one `jax.lax.scan` under one `jit`; Python
+only drives it in chunks for evaluation and checkpoints. `--num-seeds N` trains N independent seeds
+in one process: one envpool of N × --num-envs environments per device, the agents vmapped over seeds.
+
+The replay stores each frame once (84·84 bytes per transition instead of two 4-frame stacks) and
+rebuilds the stacks and next observations when it samples.
+"""
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tyro
+from jax.sharding import NamedSharding, PartitionSpec
+
+from common.checkpoint import load_checkpoint, prune_checkpoints, read_header, save_checkpoint
+from common.devices import SEED_AXIS, check_fits, seed_mesh, shard_seeds
+from common.logger import RunLogger, make_run_name, nan_mean, start_tracking
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the first run; seed k of --num-seeds uses seed + k (network, exploration and its environments)"""
+    num_seeds: int = 1
+    """independent seeds trained at once (vmapped; sharded over devices when there are several)"""
+    track: bool = False
+    """mirror the TensorBoard logs to Weights & Biases"""
+    wandb_project_name: str = "mirl-jax"
+    """the Weights & Biases project"""
+    wandb_entity: str | None = None
+    """the Weights & Biases entity (team)"""
+    save_model: bool = False
+    """write a checkpoint (parameters, optimiser, ρ, β, replay, RNG, step, Args) every --checkpoint-interval steps"""
+    checkpoint_interval: int = 1_000_000
+    """environment steps (per seed) between checkpoints; also how often a non-finite loss is checked for"""
+    keep_checkpoints: int = 1
+    """how many of the newest checkpoints to keep (0 keeps all)"""
+    resume: str | None = None
+    """continue the run saved in this checkpoint file, with the Args saved in it (the games restart)"""
+    log_interval: int = 10_000
+    """environment steps (per seed) between TensorBoard writes"""
+    eval_interval: int = 1_000_000
+    """environment steps (per seed) between evaluations; there is always one at the end"""
+    eval_episodes: int = 10
+    """evaluation games per seed (full games, true score)"""
+    eval_epsilon: float = 0.05
+    """ε of the evaluation policy: a strictly greedy agent can wait forever to serve after losing a life"""
+
+    # Environment (envpool's Atari options)
+    env_id: str = "Breakout-v5"
+    """an envpool Atari game id"""
+    num_envs: int = 4
+    """parallel environments per seed"""
+    max_episode_steps: int = 27_000
+    """agent steps (4 frames each: 30 minutes of play) after which a game is cut, in training and evaluation"""
+    repeat_action_probability: float = 0.0
+    """sticky actions (0.25 is Machado et al.'s protocol); 0 is the DeepMind setup"""
+    episodic_life: bool = True
+    """training only: a lost life ends the episode for the learner (the reported score is the whole game's)"""
+    reward_clip: bool = True
+    """training only: learn from the sign of the reward (the reported score is unclipped)"""
+
+    # Algorithm
+    algo: Literal["mirl", "sql", "dqn"] = "mirl"
+    """mirl: learned prior ρ, adaptive β; sql: uniform prior, adaptive β; dqn: hard max backup"""
+    total_timesteps: int = 10_000_000
+    """environment steps per seed (agent steps: each is 4 frames)"""
+    learning_rate: float = 1e-4
+    """Adam learning rate"""
+    anneal_lr: bool = False
+    """decay the learning rate linearly to 0 over the gradient steps"""
+    buffer_size: int = 1_000_000
+    """replay capacity in transitions (per seed); each takes one 84×84 frame plus 8 bytes"""
+    gamma: float = 0.99
+    """discount factor"""
+    target_network_frequency: int = 10_000
+    """environment steps between hard copies of the Q-network into the target network (the paper's 1e4)"""
+    batch_size: int = 32
+    """minibatch size"""
+    start_e: float = 1.0
+    """ε at the start"""
+    end_e: float = 0.01
+    """ε at the end of the exploration phase"""
+    exploration_fraction: float = 0.10
+    """fraction of --total-timesteps over which ε decays linearly"""
+    learning_starts: int = 80_000
+    """environment steps before learning starts"""
+    train_frequency: int = 4
+    """environment steps per gradient step"""
+    huber: bool = False
+    """Huber instead of squared TD error"""
+    alpha_rho: float = 2e-6
+    """prior step size α_ρ, per environment step (the paper's Atari value; mirl only)"""
+    alpha_beta: float = 3.3e-6
+    """β step size α_β, per gradient step (the paper's Atari value; 0 keeps β fixed at --beta-init)"""
+    beta_init: float = 100.0
+    """initial inverse temperature β: near 1/L for clipped rewards, so the entropy bonus log|A|/β stays small"""
+    beta_min: float = 1.0
+    """lower clip for β: the entropy bonus per step stays below log|A| ≤ 2.9, the scale of a clipped reward"""
+    beta_max: float = 1e3
+    """upper clip for β"""
+    td_loss_floor: float = 1e-3
+    """β moves towards 1/max(L, floor): a near-zero loss (sparse rewards) must not send β to infinity"""
+
+
+# ----------------------------------------------------------------------------------------------
+# Environment: envpool Atari pools, one per device
+# ----------------------------------------------------------------------------------------------
+
+
+def atari_env_ids() -> list[str]:
+    try:
+        from envpool.registration import registry
+    except ImportError as error:
+        raise SystemExit('error: mirl_atari.py needs envpool: pip install -e ".[atari]"') from error
+    return sorted(env_id for env_id, (module, *_) in registry.specs.items() if module == "envpool.atari")
+
+
+def check_env_id(env_id: str) -> None:
+    valid = atari_env_ids()
+    if env_id not in valid:
+        close = [v for v in valid if v.lower().startswith(env_id.lower()[:3])][:10] or valid[:10]
+        raise SystemExit(
+            f"error: {env_id!r} is not an envpool Atari game ({len(valid)} are, for example {', '.join(close)})"
+        )
+
+
+def make_pool(args: Args, env_seeds: list[int], training: bool):
+    """An envpool of len(env_seeds) Atari environments with the DeepMind preprocessing: up to 30
+    no-ops at reset, frame skip 4 with max-pooling, 84×84 gray, 4-frame stack, fire at reset. Training
+    pools end an episode at a lost life and clip rewards (--episodic-life, --reward-clip); evaluation
+    pools play whole games with true scores. envpool auto-resets on the step after a `done`."""
+    import envpool
+
+    return envpool.make(
+        args.env_id,
+        env_type="gymnasium",
+        num_envs=len(env_seeds),
+        batch_size=len(env_seeds),
+        env_seed=env_seeds,
+        episodic_life=args.episodic_life and training,
+        reward_clip=args.reward_clip and training,
+        noop_max=30,
+        frame_skip=4,
+        stack_num=4,
+        img_height=84,
+        img_width=84,
+        gray_scale=True,
+        use_fire_reset=True,
+        repeat_action_probability=args.repeat_action_probability,
+        max_episode_steps=args.max_episode_steps,
+    )
+
+
+def pool_seeds(seeds: list[int], envs_per_seed: int, offset: int = 0) -> list[int]:
+    """Distinct environment seeds that depend only on the agent's seed, not on the other seeds in the pool."""
+    return [offset + seed * envs_per_seed + index for seed in seeds for index in range(envs_per_seed)]
+
+
+class EnvStep(NamedTuple):
+    """One envpool step, per seed and environment."""
+
+    obs: jax.Array  # (stack, 84, 84) uint8, the newest frame last
+    reward: jax.Array  # clipped in training pools
+    terminated: jax.Array  # a lost life also terminates in training pools with --episodic-life
+    truncated: jax.Array
+    score: jax.Array  # the unclipped reward
+    game_over: jax.Array  # the game is over (not just a life)
+    elapsed: jax.Array  # agent steps into the game; 0 for a fresh reset
+
+
+def sharded_env_step(pool_steps: list[Callable], mesh: jax.sharding.Mesh, envs_per_seed: int) -> Callable:
+    """`(handles, actions (seeds, envs)) -> (handles, EnvStep (seeds, envs, ...))`, with one pool per
+    device (`pool_steps[d]`, `handles[d]`). A pool cannot be vmapped, and envpool binds each XLA step
+    function to its own pool (the handle array only orders the calls), so each device picks its pool's
+    step by its index on the seed axis and steps it with its own seeds' actions."""
+
+    def step_with(pool_step: Callable) -> Callable:
+        def step(handle, actions):
+            handle, (obs, reward, terminated, truncated, info) = pool_step(handle, actions.reshape(-1))
+            result = EnvStep(
+                obs,
+                reward,
+                terminated,
+                truncated,
+                info["reward"],
+                info["terminated"].astype(jnp.bool_),
+                info["elapsed_step"],
+            )
+            return handle, jax.tree.map(lambda x: x.reshape(-1, envs_per_seed, *x.shape[1:]), result)
+
+        return step
+
+    def step_local(handles, actions):
+        device = jax.lax.axis_index(SEED_AXIS)
+        handle, result = jax.lax.switch(device, [step_with(s) for s in pool_steps], handles[0], actions)
+        return handle[None], result
+
+    spec = PartitionSpec(SEED_AXIS)
+    return jax.shard_map(step_local, mesh=mesh, in_specs=(spec, spec), out_specs=(spec, spec))
+
+
+# ----------------------------------------------------------------------------------------------
+# Network: the Nature DQN CNN, its convolutions written as patch matmuls
+# ----------------------------------------------------------------------------------------------
+
+
+def scale_pixels(obs: jax.Array) -> jax.Array:
+    """envpool's (stack, height, width) uint8 frames to (height, width, stack) floats in [0, 1]."""
+    return jnp.transpose(obs.astype(jnp.float32) / 255.0, (1, 2, 0))
+
+
+class PatchConv(eqx.Module):
+    """A valid k×k convolution with stride s on one (height, width, channels) image, written as a matmul
+    over its k×k patches: the same function as a convolution. Inside a compiled loop, XLA:CPU runs the
+    gradient of its native convolution ~15-20× slower than this (MinAtar's 10×10 and Atari's 84×84 alike)."""
+
+    linear: eqx.nn.Linear
+    size: int = eqx.field(static=True)
+    stride: int = eqx.field(static=True)
+
+    def __init__(self, in_channels: int, out_channels: int, size: int, key: jax.Array, stride: int = 1):
+        self.linear = eqx.nn.Linear(size * size * in_channels, out_channels, key=key)
+        self.size, self.stride = size, stride
+
+    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+        rows = (x.shape[0] - self.size) // self.stride + 1
+        cols = (x.shape[1] - self.size) // self.stride + 1
+        row_span, col_span = self.stride * (rows - 1) + 1, self.stride * (cols - 1) + 1
+        shifts = [
+            x[i : i + row_span : self.stride, j : j + col_span : self.stride]
+            for i in range(self.size)
+            for j in range(self.size)
+        ]
+        return jnp.concatenate(shifts, axis=-1) @ self.linear.weight.T + self.linear.bias
+
+
+class QNetwork(eqx.Module):
+    """Mnih et al. (2015): conv 32·8×8/4, 64·4×4/2, 64·3×3/1, dense 512, on (stack, height, width) pixels."""
+
+    layers: eqx.nn.Sequential
+
+    def __init__(self, obs_shape: tuple[int, int, int], num_actions: int, key: jax.Array):
+        stack, height, width = obs_shape
+        keys = jax.random.split(key, 5)
+        for kernel, stride in ((8, 4), (4, 2), (3, 1)):
+            height, width = (height - kernel) // stride + 1, (width - kernel) // stride + 1
+        self.layers = eqx.nn.Sequential(
+            [
+                eqx.nn.Lambda(scale_pixels),
+                PatchConv(stack, 32, size=8, stride=4, key=keys[0]),
+                eqx.nn.Lambda(jax.nn.relu),
+                PatchConv(32, 64, size=4, stride=2, key=keys[1]),
+                eqx.nn.Lambda(jax.nn.relu),
+                PatchConv(64, 64, size=3, stride=1, key=keys[2]),
+                eqx.nn.Lambda(jax.nn.relu),
+                eqx.nn.Lambda(jnp.ravel),
+                eqx.nn.Linear(64 * height * width, 512, key=keys[3]),
+                eqx.nn.Lambda(jax.nn.relu),
+                eqx.nn.Linear(512, num_actions, key=keys[4]),
+            ]
+        )
+
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        return self.layers(obs)
+
+
+# ----------------------------------------------------------------------------------------------
+# The algorithm's math (the same functions as in mirl_gymnax.py; tests/test_mirl_math.py checks both)
+# ----------------------------------------------------------------------------------------------
+
+
+def soft_value(q: jax.Array, log_prior: jax.Array, beta: jax.Array) -> jax.Array:
+    """V(s) = logsumexp_a(log ρ(a) + β Q(s, a)) / β over the last axis, accurate for every β.
+
+    Both forms below are centred on the prior mean Q̄ = Σ ρ Q and exact in real arithmetic. Where
+    β|Q − Q̄| < 1, log1p/expm1 keep the rounding error near eps·|Q − Q̄|, whereas logsumexp(·)/β would
+    divide float32 rounding by a tiny β; beyond that, logsumexp (which cannot overflow) is as accurate."""
+    prior = jnp.exp(log_prior)
+    prior_mean = jnp.sum(prior * q, axis=-1, keepdims=True)
+    centred = beta * (q - prior_mean)
+    near = jnp.log1p(jnp.sum(prior * jnp.expm1(jnp.minimum(centred, 1.0)), axis=-1))
+    far = jax.nn.logsumexp(log_prior + centred, axis=-1)
+    return prior_mean[..., 0] + jnp.where(jnp.abs(centred).max(axis=-1) < 1.0, near, far) / beta
+
+
+def policy_logits(q: jax.Array, log_prior: jax.Array, beta: jax.Array) -> jax.Array:
+    """log π(a|s) up to a constant: π(a|s) ∝ ρ(a) exp(β Q(s, a))."""
+    return log_prior + beta * q
+
+
+def kl_to_prior(logits: jax.Array, log_prior: jax.Array) -> jax.Array:
+    """KL(π(·|s) ‖ ρ) for π = softmax(logits); its mean over visited states estimates I(S; A)."""
+    log_pi = jax.nn.log_softmax(logits, axis=-1)
+    return jnp.sum(jnp.where(log_pi > -jnp.inf, jnp.exp(log_pi) * (log_pi - log_prior), 0.0), axis=-1)
+
+
+def update_prior(prior: jax.Array, mean_policy: jax.Array, alpha: float, num_states: int) -> jax.Array:
+    """ρ ← ρ + (1 − (1 − α)^N)(mean_k π(·|s_k) − ρ): N sequential steps ρ ← ρ + α(π − ρ) with the
+    N states' policies in any order have this closed form when the policies are averaged, so α keeps its
+    per-environment-step meaning whatever the number of parallel environments."""
+    rate = -jnp.expm1(num_states * jnp.log1p(-alpha))
+    prior = prior + rate * (mean_policy - prior)
+    total = prior.sum()
+    # a convex combination stays a distribution up to float32 rounding; renormalise only real drift
+    return jnp.where(jnp.abs(total - 1.0) > 1e-5, prior / total, prior)
+
+
+def update_beta(beta, loss, alpha: float, loss_floor: float, beta_min: float, beta_max: float) -> jax.Array:
+    """β ← β + α_β (1 / max(L, floor) − β), clipped to [β_min, β_max]."""
+    beta = beta + alpha * (1.0 / jnp.maximum(loss, loss_floor) - beta)
+    return jnp.clip(beta, beta_min, beta_max)
+
+
+def behaviour_action(key: jax.Array, greedy: jax.Array, log_prior: jax.Array, epsilon: jax.Array) -> jax.Array:
+    """ε-greedy whose exploratory action is drawn from the prior ρ (uniform for sql and dqn)."""
+    explore_key, draw_key = jax.random.split(key)
+    explore = jax.random.uniform(explore_key, greedy.shape) < epsilon
+    return jnp.where(explore, jax.random.categorical(draw_key, log_prior, shape=greedy.shape), greedy)
+
+
+def linear_schedule(start: float, end: float, duration: int, t: jax.Array) -> jax.Array:
+    return start + (end - start) * jnp.clip(t / duration, 0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Replay: one frame per transition, stacks rebuilt at sampling time
+# ----------------------------------------------------------------------------------------------
+
+
+class Batch(NamedTuple):
+    obs: jax.Array
+    actions: jax.Array
+    rewards: jax.Array
+    next_obs: jax.Array
+    terminated: jax.Array
+    valid: jax.Array  # False for transitions that must not train (see FrameReplay.gather)
+
+
+class FrameReplay(eqx.Module):
+    """A circular buffer of rows, one row per iteration, one column per environment. Row t holds the
+    newest frame of the stack the agent acted on, the action, and what the step returned.
+
+    envpool stacks frames continuously across a lost life and fills the whole stack with the first
+    frame after a real reset (game over or truncation): `stack` rebuilds exactly that from the frames
+    and the `first` flags. The step after a `done` is envpool's auto-reset, which ignores the action:
+    such rows are not `valid` transitions, and neither is a row whose next row starts a new game."""
+
+    frames: jax.Array  # (rows, envs, height, width) uint8
+    actions: jax.Array  # (rows, envs) uint8
+    rewards: jax.Array  # (rows, envs) float32, as the learner sees them (clipped)
+    terminated: jax.Array  # (rows, envs): the step ended the episode (a life, with --episodic-life)
+    first: jax.Array  # (rows, envs): the row's stack is a fresh reset, every frame the same
+    valid: jax.Array  # (rows, envs): the action was carried out (not an auto-reset step)
+    stack_size: int = eqx.field(static=True)
+
+    @staticmethod
+    def empty(capacity: int, num_envs: int, obs_shape: tuple[int, int, int]) -> "FrameReplay":
+        stack_size, *frame_shape = obs_shape
+        rows = capacity // num_envs
+        return FrameReplay(
+            frames=jnp.zeros((rows, num_envs, *frame_shape), jnp.uint8),
+            actions=jnp.zeros((rows, num_envs), jnp.uint8),
+            rewards=jnp.zeros((rows, num_envs), jnp.float32),
+            terminated=jnp.zeros((rows, num_envs), jnp.bool_),
+            first=jnp.zeros((rows, num_envs), jnp.bool_),
+            valid=jnp.zeros((rows, num_envs), jnp.bool_),
+            stack_size=stack_size,
+        )
+
+    @staticmethod
+    def bytes_per_transition(obs_shape: tuple[int, int, int]) -> int:
+        """One frame, a uint8 action, a float32 reward and three flags."""
+        return int(np.prod(obs_shape[1:])) + 1 + 4 + 3
+
+    @property
+    def num_rows(self) -> int:
+        return self.frames.shape[0]
+
+    def add(self, row: jax.Array, frame, action, reward, terminated, first, valid) -> "FrameReplay":
+        def write(buffer, values):
+            return jax.lax.dynamic_update_index_in_dim(buffer, values.astype(buffer.dtype), row, axis=0)
+
+        fields = (self.frames, self.actions, self.rewards, self.terminated, self.first, self.valid)
+        return FrameReplay(
+            *map(write, fields, (frame, action, reward, terminated, first, valid)), stack_size=self.stack_size
+        )
+
+    def sample_indices(self, key: jax.Array, rows_written: jax.Array, batch_size: int):
+        """Uniform (row, env) pairs among the rows whose stack and next stack are both still stored:
+        every written row but the newest (no next row yet) and, once the buffer has wrapped, the
+        oldest stack_size − 1 (their earlier frames are overwritten)."""
+        full = rows_written >= self.num_rows
+        next_row = rows_written % self.num_rows
+        start = jnp.where(full, next_row + self.stack_size - 1, 0)
+        count = jnp.where(full, self.num_rows - self.stack_size, rows_written - 1)
+        num_envs = self.frames.shape[1]
+        flat = jax.random.randint(key, (batch_size,), 0, count * num_envs)
+        return (start + flat // num_envs) % self.num_rows, flat % num_envs
+
+    def stack(self, rows: jax.Array, envs: jax.Array) -> jax.Array:
+        """The (batch, stack_size, height, width) observations of rows `rows`, oldest frame first:
+        frames before the newest fresh reset within the stack are replaced by that reset frame."""
+        lags = jnp.arange(self.stack_size)  # 0 is the newest frame
+        recent_first = self.first[(rows[:, None] - lags[None, :-1]) % self.num_rows, envs[:, None]]
+        reset_lag = jnp.where(recent_first.any(axis=1), jnp.argmax(recent_first, axis=1), self.stack_size - 1)
+        frame_lags = jnp.minimum(lags[::-1][None, :], reset_lag[:, None])
+        return self.frames[(rows[:, None] - frame_lags) % self.num_rows, envs[:, None]]
+
+    def gather(self, rows: jax.Array, envs: jax.Array) -> Batch:
+        next_rows = (rows + 1) % self.num_rows
+        # a row followed by a fresh reset has no real next observation: during a run that row is an
+        # auto-reset step already, and after --resume it is the last step before the interruption
+        valid = self.valid[rows, envs] & ~self.first[next_rows, envs]
+        return Batch(
+            obs=self.stack(rows, envs),
+            actions=self.actions[rows, envs].astype(jnp.int32),
+            rewards=self.rewards[rows, envs],
+            next_obs=self.stack(next_rows, envs),
+            terminated=self.terminated[rows, envs],
+            valid=valid,
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Training state
+# ----------------------------------------------------------------------------------------------
+
+
+class IntervalStats(eqx.Module):
+    """Sums over the current logging interval, reduced to means when they are written."""
+
+    return_sum: jax.Array
+    length_sum: jax.Array
+    games: jax.Array
+    td_loss_sum: jax.Array
+    q_sum: jax.Array
+    updates: jax.Array
+    kl_sum: jax.Array
+    acting_states: jax.Array
+
+    @staticmethod
+    def zeros() -> "IntervalStats":
+        return IntervalStats(*(jnp.zeros((), jnp.float32) for _ in range(8)))
+
+
+class AgentState(eqx.Module):
+    """Everything one seed carries through the scan; saved whole in checkpoints."""
+
+    params: Any
+    target_params: Any
+    opt_state: Any
+    replay: FrameReplay
+    obs: jax.Array  # (envs, stack, 84, 84): what the agent acts on next
+    obs_first: jax.Array  # (envs,): `obs` is a fresh reset
+    after_done: jax.Array  # (envs,): the last step ended an episode, so the next one is an auto-reset
+    game_return: jax.Array  # (envs,): unclipped score of the game in progress
+    prior: jax.Array  # ρ
+    beta: jax.Array  # β
+    key: jax.Array
+    stats: IntervalStats
+    nan_step: jax.Array  # environment step of the first non-finite TD loss, -1 if none
+
+
+def fresh_games(obs: jax.Array) -> dict:
+    """The per-environment fields of one seed's AgentState for games that have just been reset."""
+    num_envs = obs.shape[0]
+    return {
+        "obs": obs,
+        "obs_first": jnp.ones(num_envs, jnp.bool_),
+        "after_done": jnp.zeros(num_envs, jnp.bool_),
+        "game_return": jnp.zeros(num_envs),
+    }
+
+
+class Trainer(NamedTuple):
+    init: Callable  # (key, first obs (envs, ...)) -> AgentState (one seed)
+    run: Callable  # (states, handles, first_iteration, num_iterations) -> (states, handles)
+    evaluate: Callable  # (states, handles, first obs (seeds, episodes, ...), key) -> (returns, handles)
+
+
+def make_train(
+    args: Args, num_actions: int, obs_shape: tuple[int, int, int], env_step: Callable, eval_step: Callable, log=None
+) -> Trainer:
+    """Static setup; returns pure functions. `env_step`/`eval_step` step the training/evaluation pools
+    (see sharded_env_step); `log(step, scalars, bar_charts)` is called from inside the jitted loop
+    every --log-interval steps with per-seed arrays (see common.logger)."""
+    soft_backup = args.algo != "dqn"  # dqn: β = ∞, the hard max
+    alpha_rho = args.alpha_rho if args.algo == "mirl" else 0.0  # sql and dqn keep ρ uniform
+    log_every = max(1, args.log_interval // args.num_envs)
+    learn_period = max(args.train_frequency, args.num_envs)  # environment steps between learning phases
+    updates_per_learn = max(1, args.num_envs // args.train_frequency)
+    exploration_steps = args.exploration_fraction * args.total_timesteps
+    num_updates = (args.total_timesteps - args.learning_starts) // learn_period * updates_per_learn
+    schedule = optax.linear_schedule(args.learning_rate, 0.0, num_updates) if args.anneal_lr else args.learning_rate
+    optimizer = optax.adam(schedule)
+    _, network_static = eqx.partition(QNetwork(obs_shape, num_actions, jax.random.key(0)), eqx.is_array)
+
+    def q_values(params, obs):
+        return jax.vmap(eqx.combine(params, network_static))(obs)
+
+    def greedy_logits(q, prior, beta):
+        return policy_logits(q, jnp.log(prior), beta) if soft_backup else q
+
+    def epsilon_at(iteration):
+        return linear_schedule(args.start_e, args.end_e, exploration_steps, iteration * args.num_envs)
+
+    def init(key: jax.Array, obs: jax.Array) -> AgentState:
+        network_key, loop_key = jax.random.split(key)
+        params, _ = eqx.partition(QNetwork(obs_shape, num_actions, network_key), eqx.is_array)
+        return AgentState(
+            params=params,
+            target_params=params,
+            opt_state=optimizer.init(params),
+            replay=FrameReplay.empty(args.buffer_size, args.num_envs, obs_shape),
+            **fresh_games(obs),
+            prior=jnp.full(num_actions, 1.0 / num_actions, jnp.float32),
+            beta=jnp.asarray(args.beta_init, jnp.float32),
+            key=loop_key,
+            stats=IntervalStats.zeros(),
+            nan_step=jnp.asarray(-1, jnp.int32),
+        )
+
+    def choose(state: AgentState, iteration: jax.Array) -> tuple[AgentState, jax.Array]:
+        """Behave on the current observations and update ρ from the acting states."""
+        key, action_key = jax.random.split(state.key)
+        log_prior = jnp.log(state.prior)
+        logits = greedy_logits(q_values(state.params, state.obs), state.prior, state.beta)
+        actions = behaviour_action(action_key, jnp.argmax(logits, axis=-1), log_prior, epsilon_at(iteration))
+        prior = state.prior
+        if alpha_rho > 0:
+            prior = update_prior(prior, jax.nn.softmax(logits).mean(axis=0), alpha_rho, args.num_envs)
+        stats = state.stats
+        if soft_backup:
+            stats = eqx.tree_at(lambda s: s.kl_sum, stats, stats.kl_sum + jnp.sum(kl_to_prior(logits, log_prior)))
+        stats = eqx.tree_at(lambda s: s.acting_states, stats, stats.acting_states + args.num_envs)
+        return dataclasses.replace(state, prior=prior, key=key, stats=stats), actions
+
+    def observe(state: AgentState, actions: jax.Array, step: EnvStep, iteration: jax.Array) -> AgentState:
+        """Store the step and keep the true game score of finished games."""
+        replay = state.replay.add(
+            iteration % state.replay.num_rows,
+            frame=state.obs[:, -1],
+            action=actions,
+            reward=step.reward,
+            terminated=step.terminated,
+            first=state.obs_first,
+            valid=~state.after_done,
+        )
+        game_return = state.game_return + step.score
+        game_end = step.game_over | step.truncated
+        stats = state.stats
+        stats = eqx.tree_at(
+            lambda s: (s.return_sum, s.length_sum, s.games),
+            stats,
+            (
+                stats.return_sum + jnp.sum(jnp.where(game_end, game_return, 0.0)),
+                stats.length_sum + jnp.sum(jnp.where(game_end, step.elapsed, 0)),
+                stats.games + jnp.sum(game_end),
+            ),
+        )
+        return dataclasses.replace(
+            state,
+            replay=replay,
+            obs=step.obs,
+            obs_first=step.elapsed == 0,
+            after_done=step.terminated | step.truncated,
+            game_return=jnp.where(game_end, 0.0, game_return),
+            stats=stats,
+        )
+
+    def learn(state: AgentState, iteration: jax.Array) -> AgentState:
+        """One gradient step on a replay minibatch, then β from that minibatch's loss."""
+        key, sample_key = jax.random.split(state.key)
+        batch = state.replay.gather(*state.replay.sample_indices(sample_key, iteration + 1, args.batch_size))
+        next_q = q_values(state.target_params, batch.next_obs)
+        next_value = soft_value(next_q, jnp.log(state.prior), state.beta) if soft_backup else next_q.max(axis=-1)
+        target = batch.rewards + args.gamma * (1.0 - batch.terminated) * next_value
+        weights = batch.valid.astype(jnp.float32) / jnp.maximum(batch.valid.sum(), 1)
+
+        def td_loss(params):
+            q_taken = jnp.take_along_axis(q_values(params, batch.obs), batch.actions[:, None], axis=-1)[:, 0]
+            error = q_taken - target
+            loss = jnp.sum(weights * (optax.huber_loss(error) if args.huber else error**2))
+            return loss, jnp.sum(weights * q_taken)
+
+        (loss, q_mean), grads = jax.value_and_grad(td_loss, has_aux=True)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        beta = state.beta
+        if soft_backup:
+            beta = update_beta(beta, loss, args.alpha_beta, args.td_loss_floor, args.beta_min, args.beta_max)
+
+        # a non-finite loss leaves the learner as it was; the host stops the run at the chunk's end
+        finite = jnp.isfinite(loss)
+        params, opt_state, beta = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old),
+            (params, opt_state, beta),
+            (state.params, state.opt_state, state.beta),
+        )
+        env_steps = (iteration + 1) * args.num_envs
+        nan_step = jnp.where((state.nan_step < 0) & ~finite, env_steps, state.nan_step)
+        stats = eqx.tree_at(
+            lambda s: (s.td_loss_sum, s.q_sum, s.updates),
+            state.stats,
+            (state.stats.td_loss_sum + loss, state.stats.q_sum + q_mean, state.stats.updates + 1),
+        )
+        return dataclasses.replace(
+            state, params=params, opt_state=opt_state, beta=beta, key=key, stats=stats, nan_step=nan_step
+        )
+
+    def observe_and_learn(state: AgentState, actions, step: EnvStep, iteration: jax.Array) -> AgentState:
+        """One seed, after the step of all its environments. `iteration` is shared by all seeds (not
+        vmapped), so these branches stay branches under vmap instead of computing both sides."""
+        state = observe(state, actions, step, iteration)
+        env_steps = (iteration + 1) * args.num_envs
+        learning = env_steps > args.learning_starts
+
+        def learn_phase(state):
+            return jax.lax.fori_loop(0, updates_per_learn, lambda _, s: learn(s, iteration), state)
+
+        state = jax.lax.cond(learning & (env_steps % learn_period == 0), learn_phase, lambda s: s, state)
+        sync = learning & (env_steps % args.target_network_frequency < args.num_envs)
+        target_params = jax.lax.cond(sync, lambda: state.params, lambda: state.target_params)
+        return dataclasses.replace(state, target_params=target_params)
+
+    def interval_metrics(states: AgentState, iteration: jax.Array):
+        stats = states.stats
+        scalars = {
+            "charts/episodic_return": nan_mean(stats.return_sum, stats.games),
+            "charts/episodic_length": nan_mean(stats.length_sum, stats.games),
+            "charts/epsilon": jnp.broadcast_to(epsilon_at(iteration), stats.games.shape),
+            "losses/td_loss": nan_mean(stats.td_loss_sum, stats.updates),
+            "losses/q_values": nan_mean(stats.q_sum, stats.updates),
+        }
+        if soft_backup:
+            scalars["mirl/beta"] = states.beta
+            scalars["mirl/prior_entropy"] = -jnp.sum(states.prior * jnp.log(states.prior), axis=-1)
+            scalars["mirl/kl_pi_prior"] = nan_mean(stats.kl_sum, stats.acting_states)
+        return scalars, {"mirl/prior": states.prior} if soft_backup else {}
+
+    def run(states: AgentState, handles: jax.Array, first_iteration: jax.Array, num_iterations: int):
+        """Advance all seeds (leading axis of `states`) by `num_iterations` steps of their environments."""
+
+        def body(carry, iteration):
+            states, handles = carry
+            states, actions = jax.vmap(choose, in_axes=(0, None))(states, iteration)
+            handles, step = env_step(handles, actions)
+            states = jax.vmap(observe_and_learn, in_axes=(0, 0, 0, None))(states, actions, step, iteration)
+            if log is None:
+                return (states, handles), None
+            is_log_iteration = (iteration + 1) % log_every == 0
+            jax.lax.cond(
+                is_log_iteration,
+                lambda: log((iteration + 1) * args.num_envs, *interval_metrics(states, iteration)),
+                lambda: None,
+            )
+            fresh = jax.vmap(lambda _: IntervalStats.zeros())(states.nan_step)
+            stats = jax.tree.map(lambda zero, kept: jnp.where(is_log_iteration, zero, kept), fresh, states.stats)
+            return (dataclasses.replace(states, stats=stats), handles), None
+
+        iterations = first_iteration + jnp.arange(num_iterations, dtype=jnp.int32)
+        return jax.lax.scan(body, (states, handles), iterations)[0]
+
+    def evaluate(states: AgentState, handles: jax.Array, obs: jax.Array, key: jax.Array):
+        """One whole game per evaluation environment (--eval-episodes per seed), ε-greedy on argmax π
+        (argmax Q for dqn) with --eval-epsilon; returns the true scores, (seeds, episodes)."""
+
+        def act(state, obs, key):
+            logits = greedy_logits(q_values(state.params, obs), state.prior, state.beta)
+            return behaviour_action(key, jnp.argmax(logits, axis=-1), jnp.log(state.prior), args.eval_epsilon)
+
+        def not_finished(carry):
+            steps, running = carry[0], carry[-1]
+            return running.any() & (steps <= args.max_episode_steps)
+
+        def step(carry):
+            steps, handles, obs, key, returns, running = carry
+            key, action_key = jax.random.split(key)
+            actions = jax.vmap(act)(states, obs, jax.random.split(action_key, obs.shape[0]))
+            handles, result = eval_step(handles, actions)
+            returns = returns + jnp.where(running, result.score, 0.0)
+            running = running & ~(result.game_over | result.truncated)
+            return steps + 1, handles, result.obs, key, returns, running
+
+        returns = jnp.zeros(obs.shape[:2])
+        carry = (0, handles, obs, key, returns, jnp.ones(obs.shape[:2], jnp.bool_))
+        _, handles, _, _, returns, _ = jax.lax.while_loop(not_finished, step, carry)
+        return returns, handles
+
+    return Trainer(init=init, run=run, evaluate=evaluate)
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------
+
+
+def check_args(args: Args) -> None:
+    problems = []
+    if args.num_envs <= 0 or args.total_timesteps % args.num_envs:
+        problems.append(
+            f"--total-timesteps ({args.total_timesteps}) must be a multiple of --num-envs ({args.num_envs})"
+        )
+    if args.train_frequency % args.num_envs and args.num_envs % args.train_frequency:
+        problems.append(
+            f"--train-frequency ({args.train_frequency}) and --num-envs ({args.num_envs}) must divide one another"
+        )
+    if args.buffer_size % args.num_envs:
+        problems.append(f"--buffer-size ({args.buffer_size}) must be a multiple of --num-envs ({args.num_envs})")
+    if args.buffer_size // max(args.num_envs, 1) <= 4:
+        problems.append("--buffer-size must hold more than 4 steps of every environment (a frame stack and its next)")
+    for name in ("checkpoint_interval", "eval_interval"):
+        value = getattr(args, name)
+        if value <= 0 or value % args.num_envs:
+            problems.append(f"--{name.replace('_', '-')} ({value}) must be a positive multiple of --num-envs")
+    if args.learning_starts < args.batch_size or args.learning_starts < 2 * args.num_envs:
+        problems.append(
+            f"--learning-starts ({args.learning_starts}) must be at least --batch-size and two steps of every env"
+        )
+    if not 0 <= args.alpha_rho <= 1 or not 0 <= args.alpha_beta <= 1:
+        problems.append("--alpha-rho and --alpha-beta must lie in [0, 1]")
+    if not 0 < args.beta_min <= args.beta_init <= args.beta_max:
+        problems.append("need 0 < --beta-min <= --beta-init <= --beta-max")
+    if not 0 <= args.eval_epsilon <= 1 or not 0 <= args.repeat_action_probability < 1:
+        problems.append("--eval-epsilon must lie in [0, 1] and --repeat-action-probability in [0, 1)")
+    if args.eval_episodes <= 0:
+        problems.append("--eval-episodes must be positive")
+    if problems:
+        raise SystemExit("error: " + "; ".join(problems))
+
+
+def open_pools(args: Args, seeds: list[int], mesh: jax.sharding.Mesh, training: bool):
+    """One pool per device for that device's seeds. Returns the pools, their step functions for jit,
+    and their handles as a (devices, handle bytes) array with a row on each device."""
+    per_seed = args.num_envs if training else args.eval_episodes
+    per_device = len(seeds) // mesh.size
+    offset = 0 if training else 1_000_000_007  # evaluation games differ from training games
+    pools = [
+        make_pool(args, pool_seeds(seeds[d * per_device : (d + 1) * per_device], per_seed, offset), training)
+        for d in range(mesh.size)
+    ]
+    xla = [pool.xla() for pool in pools]
+    handles = jax.device_put(np.stack([handle for handle, *_ in xla]), NamedSharding(mesh, PartitionSpec(SEED_AXIS)))
+    return pools, [step for *_, step in xla], handles
+
+
+def reset_pools(pools, num_seeds: int) -> np.ndarray:
+    """Reset every pool; the first observations per seed, (seeds, envs per seed, stack, 84, 84)."""
+    obs = np.concatenate([pool.reset()[0] for pool in pools])
+    return obs.reshape(num_seeds, -1, *obs.shape[1:])
+
+
+def main(args: Args) -> dict:
+    """Train (or resume) with evaluations; returns the final states and the last evaluation's returns."""
+    first_iteration = 0
+    if args.resume:
+        header = read_header(args.resume)
+        args = dataclasses.replace(Args(**header["args"]), resume=args.resume)
+        run_name, first_iteration = header["run_name"], header["iteration"]
+    else:
+        run_name = make_run_name(args.env_id, args.exp_name, args.seed)
+    check_args(args)
+    check_env_id(args.env_id)
+    run_dir = Path("runs") / run_name
+    seeds = [args.seed + k for k in range(args.num_seeds)]
+    mesh = seed_mesh(args.num_seeds)
+
+    obs_shape = (4, 84, 84)
+    transition_bytes = FrameReplay.bytes_per_transition(obs_shape)
+    check_fits(
+        f"the replay buffers ({args.num_seeds} seeds × {args.buffer_size} transitions × {transition_bytes} bytes)",
+        args.num_seeds * args.buffer_size * transition_bytes,
+        list(mesh.devices.flat),
+        "lower --buffer-size or --num-seeds",
+    )
+
+    if args.track:
+        start_tracking(args, run_name, args.wandb_project_name, args.wandb_entity)
+    pools, pool_steps, handles = open_pools(args, seeds, mesh, training=True)
+    eval_pools, eval_pool_steps, eval_handles = open_pools(args, seeds, mesh, training=False)
+    num_actions = int(pools[0].action_space.n)
+    total_iterations = args.total_timesteps // args.num_envs
+    logger = RunLogger(run_dir, args, seeds, args.total_timesteps, first_iteration * args.num_envs)
+    trainer = make_train(
+        args,
+        num_actions,
+        obs_shape,
+        sharded_env_step(pool_steps, mesh, args.num_envs),
+        sharded_env_step(eval_pool_steps, mesh, args.eval_episodes),
+        logger.jax_writer(mesh),
+    )
+    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
+    # envpool cannot save its emulators: a resumed run starts new games, everything else is restored
+    obs = shard_seeds(jnp.asarray(reset_pools(pools, args.num_seeds)), mesh)
+    if args.resume:
+        like = eqx.filter_eval_shape(jax.vmap(trainer.init), keys, obs)
+        states = dataclasses.replace(load_checkpoint(args.resume, like), **jax.vmap(fresh_games)(obs))
+    else:
+        states = jax.jit(jax.vmap(trainer.init))(keys, obs)
+    states = shard_seeds(states, mesh)
+
+    run = jax.jit(trainer.run, static_argnums=3, donate_argnums=0)
+    evaluate = jax.jit(trainer.evaluate)
+    eval_every = args.eval_interval // args.num_envs
+    checkpoint_every = args.checkpoint_interval // args.num_envs
+    chunk = math.gcd(eval_every, checkpoint_every)
+    checkpoint_dir = run_dir / "checkpoints"
+    last_checkpoint = args.resume
+    iteration = first_iteration
+    eval_returns = None
+    while iteration < total_iterations:
+        num_iterations = min(chunk - iteration % chunk, total_iterations - iteration)
+        states, handles = run(states, handles, jnp.asarray(iteration, jnp.int32), num_iterations)
+        iteration += num_iterations
+        nan_steps = np.asarray(states.nan_step)
+        if (nan_steps >= 0).any():
+            logger.close()
+            bad = {seed: int(step) for seed, step in zip(seeds, nan_steps, strict=True) if step >= 0}
+            raise SystemExit(
+                f"error: the TD loss became non-finite (seed: environment step) {bad}; run stopped. "
+                f"Last checkpoint kept: {last_checkpoint or 'none (use --save-model)'}"
+            )
+        if args.save_model and (iteration % checkpoint_every == 0 or iteration == total_iterations):
+            last_checkpoint = checkpoint_dir / f"step_{iteration * args.num_envs:09d}.eqx"
+            header = {"args": dataclasses.asdict(args), "run_name": run_name, "iteration": iteration}
+            save_checkpoint(last_checkpoint, states, header)
+            prune_checkpoints(checkpoint_dir, args.keep_checkpoints)
+        if iteration % eval_every == 0 or iteration == total_iterations:
+            eval_obs = shard_seeds(jnp.asarray(reset_pools(eval_pools, args.num_seeds)), mesh)
+            eval_returns, eval_handles = evaluate(states, eval_handles, eval_obs, jax.random.key(args.seed + iteration))
+            eval_returns = np.asarray(eval_returns)
+            for writer, returns in zip(logger.writers, eval_returns, strict=True):
+                writer.add_scalar("eval/episodic_return", float(returns.mean()), iteration * args.num_envs)
+    logger.close()
+    means = eval_returns.mean(axis=1)
+    print(
+        f"{run_name}: eval/episodic_return (true game score) over {args.eval_episodes} games per seed: "
+        f"{means.mean():.1f} ± {means.std():.1f} (seeds {seeds}: {np.round(means.astype(float), 1).tolist()})"
+    )
+    return {"states": states, "eval_returns": eval_returns, "run_dir": run_dir, "last_checkpoint": last_checkpoint}
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
