@@ -825,7 +825,15 @@ def main(args: Args) -> dict:
     checkpoint_dir = run_dir / "checkpoints"
     last_checkpoint = args.resume
     iteration = first_iteration
-    eval_returns = None
+
+    def run_evaluation(iteration: int, eval_handles: jax.Array):
+        eval_obs = shard_seeds(jnp.asarray(reset_pools(eval_pools, args.num_seeds)), mesh)
+        returns, eval_handles = evaluate(states, eval_handles, eval_obs, jax.random.key(args.seed + iteration))
+        returns = np.asarray(returns)
+        for writer, seed_returns in zip(logger.writers, returns, strict=True):
+            writer.add_scalar("eval/episodic_return", float(seed_returns.mean()), iteration * args.num_envs)
+        return returns, eval_handles
+
     while iteration < total_iterations:
         num_iterations = min(chunk - iteration % chunk, total_iterations - iteration)
         states, handles = run(states, handles, jnp.asarray(iteration, jnp.int32), num_iterations)
@@ -843,12 +851,9 @@ def main(args: Args) -> dict:
             header = {"args": dataclasses.asdict(args), "run_name": run_name, "iteration": iteration}
             save_checkpoint(last_checkpoint, states, header)
             prune_checkpoints(checkpoint_dir, args.keep_checkpoints)
-        if iteration % eval_every == 0 or iteration == total_iterations:
-            eval_obs = shard_seeds(jnp.asarray(reset_pools(eval_pools, args.num_seeds)), mesh)
-            eval_returns, eval_handles = evaluate(states, eval_handles, eval_obs, jax.random.key(args.seed + iteration))
-            eval_returns = np.asarray(eval_returns)
-            for writer, returns in zip(logger.writers, eval_returns, strict=True):
-                writer.add_scalar("eval/episodic_return", float(returns.mean()), iteration * args.num_envs)
+        if iteration % eval_every == 0 and iteration < total_iterations:
+            eval_returns, eval_handles = run_evaluation(iteration, eval_handles)
+    eval_returns, eval_handles = run_evaluation(iteration, eval_handles)
     logger.close()
     means = eval_returns.mean(axis=1)
     print(

@@ -10,12 +10,11 @@ callback) is compiled, the replay is filled past --learning-starts by a first un
 gives medians.
 """
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import tyro
-from harness import child_main, compare, peak_memory
+from harness import child_main, compare, timed
 
 
 @dataclass
@@ -72,20 +71,14 @@ def measure(config: dict) -> dict:
     warmup_iterations, timed_iterations = warmup // args.num_envs, steps // args.num_envs
     run = jax.jit(trainer.run, static_argnums=3, donate_argnums=0)
     states, handles = jax.block_until_ready(run(states, handles, jnp.int32(0), warmup_iterations))
-    start = time.perf_counter()
-    timed = run.lower(states, handles, jnp.int32(warmup_iterations), timed_iterations).compile()
-    compile_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    jax.block_until_ready(timed(states, handles, jnp.int32(warmup_iterations)))
-    seconds = time.perf_counter() - start
+    result = timed(
+        config,
+        lambda: run.lower(states, handles, jnp.int32(warmup_iterations), timed_iterations).compile(),
+        lambda compiled: compiled(states, handles, jnp.int32(warmup_iterations)),
+        num_seeds * steps,
+    )
     logger.close()
-    return {
-        **config,
-        "compile_s": round(compile_seconds, 2),
-        "wall_s": round(seconds, 3),
-        "env_steps_total": num_seeds * steps,
-        **peak_memory(),
-    }
+    return result
 
 
 def main(args: Args) -> list[dict]:

@@ -10,12 +10,11 @@ callback included. dqn and mirl alternate over --repeats runs and the table give
 mirl/dqn ratio is measured under the same machine load.
 """
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import tyro
-from harness import child_main, compare, peak_memory
+from harness import child_main, compare, timed
 
 
 @dataclass
@@ -63,21 +62,15 @@ def measure(config: dict) -> dict:
     trainer = make_train(args, env, env_params, logger.jax_writer(mesh))
     keys = jax.vmap(jax.random.key)(jnp.arange(num_seeds))
     states = shard_seeds(jax.jit(jax.vmap(trainer.init))(keys), mesh)
-    iterations = steps // args.num_envs
-    start = time.perf_counter()
-    run = jax.jit(trainer.run, static_argnums=2, donate_argnums=0).lower(states, jnp.int32(0), iterations).compile()
-    compile_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    jax.block_until_ready(run(states, jnp.int32(0)))
-    seconds = time.perf_counter() - start
+    run = jax.jit(trainer.run, static_argnums=2, donate_argnums=0)
+    result = timed(
+        config,
+        lambda: run.lower(states, jnp.int32(0), steps // args.num_envs).compile(),
+        lambda compiled: compiled(states, jnp.int32(0)),
+        num_seeds * steps,
+    )
     logger.close()
-    return {
-        **config,
-        "compile_s": round(compile_seconds, 2),
-        "wall_s": round(seconds, 3),
-        "env_steps_total": num_seeds * steps,
-        **peak_memory(),
-    }
+    return result
 
 
 def main(args: Args) -> list[dict]:

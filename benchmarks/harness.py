@@ -1,8 +1,8 @@
 """What the speed benchmarks share: each measurement in a fresh process (so peak memory is its own),
 the algorithms interleaved over repeats (so the machine's drift hits them alike), medians reported.
 
-A benchmark script defines `measure(config: dict) -> dict` (run in the child; it returns at least
-`wall_s`, `env_steps_per_s` and the memory figures) and calls `compare` with its configurations.
+A benchmark script defines `measure(config: dict) -> dict` (run in the child; it builds the loop and
+returns `timed(...)`'s row) and calls `compare` with its configurations.
 """
 
 import json
@@ -65,6 +65,27 @@ def compare(script: str, groups: list[dict], algos: list[str], repeats: int, lab
             ratio = medians[algo] / medians[algos[0]]
             print(f"| {label(group)} | {algo}/{algos[0]} time per step | **{ratio:.3f}** | | | | | | |", flush=True)
     return results
+
+
+def timed(config: dict, compile: Callable, execute: Callable, env_steps_total: int) -> dict:
+    """In the child: compile (timed apart), then run the compiled loop to completion; the result row."""
+    import time
+
+    import jax
+
+    start = time.perf_counter()
+    compiled = compile()
+    compile_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    jax.block_until_ready(execute(compiled))
+    seconds = time.perf_counter() - start
+    return {
+        **config,
+        "compile_s": round(compile_seconds, 2),
+        "wall_s": round(seconds, 3),
+        "env_steps_total": env_steps_total,
+        **peak_memory(),
+    }
 
 
 def peak_memory() -> dict:

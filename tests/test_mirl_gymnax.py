@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import run_on_cpu_devices
 from gymnax.environments import spaces
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -132,13 +133,9 @@ def test_sharded_seeds_equal_unsharded(tmp_path):
     float32 rounding (XLA compiles a batch of 2 seeds a little differently from a batch of 8)."""
     outputs = {}
     for devices in (1, 4):
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", PYTHONPATH=str(ROOT))
         out = tmp_path / f"devices_{devices}.npz"
-        done = subprocess.run(
-            [sys.executable, "-c", SHARDING_PROBE.format(tiny=TINY), str(out)], env=env, capture_output=True, text=True
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert f"devices {devices} shards {devices}" in done.stdout
+        stdout = run_on_cpu_devices(SHARDING_PROBE.format(tiny=TINY), devices, out)
+        assert f"devices {devices} shards {devices}" in stdout
         outputs[devices] = np.load(out)
     sharded, single = outputs[4], outputs[1]
     np.testing.assert_array_equal(sharded["actions"], single["actions"])
