@@ -224,10 +224,10 @@ def policy_logits(q: jax.Array, log_prior: jax.Array, beta: jax.Array) -> jax.Ar
     return log_prior + beta * q
 
 
-def kl_to_prior(logits: jax.Array, log_prior: jax.Array) -> jax.Array:
-    """KL(π(·|s) ‖ ρ) for π = softmax(logits); its mean over visited states estimates I(S; A)."""
-    log_pi = jax.nn.log_softmax(logits, axis=-1)
-    return jnp.sum(jnp.where(log_pi > -jnp.inf, jnp.exp(log_pi) * (log_pi - log_prior), 0.0), axis=-1)
+def kl_to_prior(log_policy: jax.Array, log_prior: jax.Array) -> jax.Array:
+    """KL(π(·|s) ‖ ρ) from the normalised log π; its mean over visited states estimates I(S; A)."""
+    policy_terms = jnp.exp(log_policy) * (log_policy - log_prior)
+    return jnp.sum(jnp.where(log_policy > -jnp.inf, policy_terms, 0.0), axis=-1)
 
 
 def update_prior(prior: jax.Array, mean_policy: jax.Array, alpha: float, num_states: int) -> jax.Array:
@@ -393,9 +393,12 @@ def make_train(args: Args, env, env_params, log: Callable | None = None) -> Trai
         log_prior = jnp.log(state.prior)
         logits = greedy_logits(q_values(state.params, state.obs), state.prior, state.beta)
         actions = behaviour_action(action_key, jnp.argmax(logits, axis=-1), log_prior, epsilon)
-        prior = state.prior
-        if alpha_rho > 0:
-            prior = update_prior(prior, jax.nn.softmax(logits).mean(axis=0), alpha_rho, args.num_envs)
+        prior, kl_sum = state.prior, state.stats.kl_sum
+        if soft_backup:  # one log-softmax serves ρ's update and the logged I(S; A)
+            log_policy = jax.nn.log_softmax(logits, axis=-1)
+            kl_sum = kl_sum + jnp.sum(kl_to_prior(log_policy, log_prior))
+            if alpha_rho > 0:
+                prior = update_prior(prior, jnp.exp(log_policy).mean(axis=0), alpha_rho, args.num_envs)
 
         step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
         obs, env_state, rewards, terminated, truncated, info = step(
@@ -421,7 +424,7 @@ def make_train(args: Args, env, env_params, log: Callable | None = None) -> Trai
                 stats.return_sum + jnp.sum(jnp.where(done, episode_return, 0.0)),
                 stats.length_sum + jnp.sum(jnp.where(done, episode_length, 0.0)),
                 stats.episodes + jnp.sum(done),
-                stats.kl_sum + jnp.sum(kl_to_prior(logits, log_prior)) if soft_backup else stats.kl_sum,
+                kl_sum,
                 stats.acting_states + args.num_envs,
             ),
         )

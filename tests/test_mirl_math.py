@@ -76,14 +76,15 @@ def test_policy_is_prior_tilted_by_q():
 def test_kl_to_prior():
     q, log_prior = random_problem(3)
     assert kl_to_prior(log_prior + 0.0 * q, log_prior) == pytest.approx(0.0, abs=1e-6)
-    logits = policy_logits(q, log_prior, 0.7)
-    pi = jax.nn.softmax(logits)
+    log_policy = jax.nn.log_softmax(policy_logits(q, log_prior, 0.7))
+    pi = jax.nn.softmax(policy_logits(q, log_prior, 0.7))
     expected = (pi * (jnp.log(pi) - log_prior)).sum(-1)
-    np.testing.assert_allclose(kl_to_prior(logits, log_prior), expected, rtol=1e-4, atol=1e-6)
-    assert (kl_to_prior(logits, log_prior) >= -1e-6).all()
+    np.testing.assert_allclose(kl_to_prior(log_policy, log_prior), expected, rtol=1e-4, atol=1e-6)
+    assert (kl_to_prior(log_policy, log_prior) >= -1e-6).all()
     # a prior with an empty action: π has no mass there either, and the KL stays finite
     log_prior_gap = jnp.log(jnp.array([0.0, 0.5, 0.5]))
-    assert jnp.isfinite(kl_to_prior(policy_logits(jnp.array([9.0, 1.0, 0.0]), log_prior_gap, 1.0), log_prior_gap))
+    log_policy_gap = jax.nn.log_softmax(policy_logits(jnp.array([9.0, 1.0, 0.0]), log_prior_gap, 1.0))
+    assert jnp.isfinite(kl_to_prior(log_policy_gap, log_prior_gap))
 
 
 @pytest.mark.parametrize("num_actions", range(2, 19))
