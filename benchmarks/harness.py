@@ -33,11 +33,20 @@ def run_child(script: str, config: dict) -> dict:
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
-def compare(script: str, groups: list[dict], algos: list[str], repeats: int, label: Callable[[dict], str]) -> list:
+def compare(
+    script: str,
+    groups: list[dict],
+    algos: list[str],
+    repeats: int,
+    label: Callable[[dict], str],
+    unit: str = "env steps",
+    algo_key: str = "algo",
+) -> list:
     """For each group (a configuration without its algo), run every algo `repeats` times, interleaved,
-    and print one row per algo with median figures, then the ratio of median wall times to the first algo."""
+    and print one row per algo with median figures, then the ratio of median wall times to the first algo.
+    `unit` names what the children count in `env_steps_total`; `algo_key` is the config key they read."""
     print(
-        "| configuration | algo | env steps/s (all seeds) | per seed | wall s (median) | wall s (all) | compile s "
+        f"| configuration | {algo_key} | {unit}/s (all seeds) | per seed | wall s (median) | wall s (all) | compile s "
         "| peak host MiB | peak device MiB |"
     )
     print("|-|-|-|-|-|-|-|-|-|")
@@ -46,7 +55,7 @@ def compare(script: str, groups: list[dict], algos: list[str], repeats: int, lab
         runs = {algo: [] for algo in algos}
         for _ in range(repeats):
             for algo in algos:
-                runs[algo].append(run_child(script, {**group, "algo": algo}))
+                runs[algo].append(run_child(script, {**group, algo_key: algo}))
         medians = {}
         for algo in algos:
             walls = [r["wall_s"] for r in runs[algo]]
@@ -54,8 +63,8 @@ def compare(script: str, groups: list[dict], algos: list[str], repeats: int, lab
             last = runs[algo][-1]
             steps = last["env_steps_total"]
             print(
-                f"| {label(group)} | {algo} | {round(steps / medians[algo]):,} | "
-                f"{round(steps / medians[algo] / group['num_seeds']):,} | {medians[algo]:.2f} | "
+                f"| {label(group)} | {algo} | {rate(steps / medians[algo])} | "
+                f"{rate(steps / medians[algo] / group['num_seeds'])} | {medians[algo]:.2f} | "
                 f"{' '.join(f'{w:.2f}' for w in walls)} | {last['compile_s']} | {last['peak_host_rss_mib']:,} | "
                 f"{last['peak_device_mib'] or '-'} |",
                 flush=True,
@@ -65,6 +74,11 @@ def compare(script: str, groups: list[dict], algos: list[str], repeats: int, lab
             ratio = medians[algo] / medians[algos[0]]
             print(f"| {label(group)} | {algo}/{algos[0]} time per step | **{ratio:.3f}** | | | | | | |", flush=True)
     return results
+
+
+def rate(per_second: float) -> str:
+    """Thousands separated; three significant digits for slow loops (a MISA step on a CPU takes seconds)."""
+    return f"{per_second:,.0f}" if per_second >= 100 else f"{per_second:.3g}"
 
 
 def timed(config: dict, compile: Callable, execute: Callable, env_steps_total: int) -> dict:

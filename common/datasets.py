@@ -1,0 +1,382 @@
+"""Offline datasets from files: D4RL HDF5 files, Minari datasets, and custom D4RL-format files (such as
+those `python -m common.make_dataset` writes). File I/O only: the learner clips actions and transforms
+rewards itself.
+
+    transitions, info = load_dataset("hopper-medium-v2")           # D4RL name: cached, else downloaded
+    transitions, info = load_dataset("mujoco/hopper/medium-v0")    # Minari id (anything with a "/")
+    transitions, info = load_dataset("my-data", dataset_path="data/pendulum-random.hdf5")  # custom file
+    envs = make_eval_envs(info, num_envs=10)
+    scores = normalized_score(info, episode_returns)
+
+D4RL files are looked for in D4RL's own cache, `$D4RL_DATASET_DIR` or `~/.d4rl/datasets`, under the
+basename of their URL, and downloaded there when missing. The URLs are D4RL's, under
+http://rail.eecs.berkeley.edu/datasets/offline_rl; set `D4RL_DATASET_URL_ROOT` to download from a mirror
+with the same layout instead.
+"""
+
+import dataclasses
+import difflib
+import json
+import os
+import urllib.request
+from pathlib import Path
+
+import gymnasium as gym
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+DOMAINS = ("locomotion", "antmaze", "kitchen", "adroit")
+REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
+D4RL_URL_ROOT = "http://rail.eecs.berkeley.edu/datasets/offline_rl"
+
+
+@dataclasses.dataclass(frozen=True)
+class Transitions:
+    """One row per transition, numpy arrays."""
+
+    observations: np.ndarray  # float32 [N, obs_dim]
+    actions: np.ndarray  # float32 [N, act_dim], raw (not clipped)
+    rewards: np.ndarray  # float32 [N], raw (no per-domain transform)
+    next_observations: np.ndarray  # float32 [N, obs_dim]
+    terminals: np.ndarray  # float32 [N], 1.0 where the episode truly terminated (timeouts are not terminals)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    name: str  # what the user passed: D4RL name, Minari id, custom name or file path
+    domain: str  # one of DOMAINS
+    ref_min_score: float | None  # reference returns for the normalised score; None if unknown
+    ref_max_score: float | None
+    eval_env_id: str | None  # gymnasium id to evaluate on; None if not evaluable
+    minari_id: str | None  # set for Minari datasets: evaluation uses minari's recovered environment
+
+
+# --- the D4RL table -------------------------------------------------------------------------------
+# Transcribed from d4rl/infos.py (DATASET_URLS, REF_MIN_SCORE, REF_MAX_SCORE) in the public
+# Farama-Foundation/D4RL repository; URL paths are relative to D4RL_URL_ROOT. The Minari ids name
+# Minari's copies of the datasets whose environments need the `d4rl` package (antmaze v2 →
+# D4RL/antmaze/*-v1, adroit v1 → D4RL/<task>/*-v2, kitchen v0 → D4RL/kitchen/*-v2).
+
+
+@dataclasses.dataclass(frozen=True)
+class _D4rlDataset:
+    url_path: str
+    domain: str
+    ref_min_score: float
+    ref_max_score: float
+    eval_env_id: str | None
+    eval_env_kwargs: dict
+    minari_id: str | None
+
+
+def _d4rl_table() -> dict[str, _D4rlDataset]:
+    table = {}
+    # gymnasium's v4 MuJoCo envs give the observation layout of D4RL's v2 locomotion data (Ant only with its
+    # contact forces: 111 numbers)
+    locomotion = {  # env: (ref min, ref max, eval env, eval env kwargs)
+        "halfcheetah": (-280.178953, 12135.0, "HalfCheetah-v4", {}),
+        "hopper": (-20.272305, 3234.3, "Hopper-v4", {}),
+        "walker2d": (1.629008, 4592.3, "Walker2d-v4", {}),
+        "ant": (-325.6, 3879.7, "Ant-v4", {"use_contact_forces": True}),
+    }
+    for env, (ref_min, ref_max, eval_env_id, kwargs) in locomotion.items():
+        for kind in ("random", "medium", "expert", "medium-replay", "full-replay", "medium-expert"):
+            url_path = f"gym_mujoco_v2/{env}_{kind.replace('-', '_')}-v2.hdf5"
+            table[f"{env}-{kind}-v2"] = _D4rlDataset(
+                url_path, "locomotion", ref_min, ref_max, eval_env_id, kwargs, None
+            )
+
+    antmaze = {  # name: (maze, multistart, multigoal) in the file name
+        "umaze": ("u-maze", False, False),
+        "umaze-diverse": ("u-maze", True, True),
+        "medium-play": ("big-maze", True, False),
+        "medium-diverse": ("big-maze", True, True),
+        "large-play": ("hardest-maze", True, False),
+        "large-diverse": ("hardest-maze", True, True),
+    }
+    for kind, (maze, multistart, multigoal) in antmaze.items():
+        url_path = f"ant_maze_v2/Ant_maze_{maze}_noisy_multistart_{multistart}_multigoal_{multigoal}_sparse_fixed.hdf5"
+        minari_id = f"D4RL/antmaze/{kind}-v1"
+        table[f"antmaze-{kind}-v2"] = _D4rlDataset(url_path, "antmaze", 0.0, 1.0, None, {}, minari_id)
+
+    adroit = {
+        "pen": (96.262799, 3076.8331017826877),
+        "hammer": (-274.856578, 12794.134825156867),
+        "relocate": (-6.425911, 4233.877797728884),
+        "door": (-56.512833, 2880.5693087298737),
+    }
+    for task, (ref_min, ref_max) in adroit.items():
+        for kind in ("human", "cloned", "expert"):
+            url_path = f"hand_dapg_v1/{task}-{kind}-v1.hdf5"
+            minari_id = f"D4RL/{task}/{kind}-v2"
+            table[f"{task}-{kind}-v1"] = _D4rlDataset(url_path, "adroit", ref_min, ref_max, None, {}, minari_id)
+
+    kitchen = {
+        "complete": "kitchen/mini_kitchen_microwave_kettle_light_slider-v0.hdf5",
+        "partial": "kitchen/kitchen_microwave_kettle_light_slider-v0.hdf5",
+        "mixed": "kitchen/kitchen_microwave_kettle_bottomburner_light-v0.hdf5",
+    }
+    for kind, url_path in kitchen.items():
+        minari_id = f"D4RL/kitchen/{kind}-v2"
+        table[f"kitchen-{kind}-v0"] = _D4rlDataset(url_path, "kitchen", 0.0, 4.0, None, {}, minari_id)
+    return table
+
+
+D4RL_DATASETS = _d4rl_table()
+
+
+# --- public API -----------------------------------------------------------------------------------
+
+
+def load_dataset(env_id: str, dataset_path: str | None = None) -> tuple[Transitions, DatasetInfo]:
+    """Transitions and their DatasetInfo for a D4RL name, a Minari id (contains "/"), or a custom
+    D4RL-format file (`dataset_path`, or an id ending in .hdf5/.h5 that is the file's path)."""
+    if env_id in D4RL_DATASETS:
+        entry = D4RL_DATASETS[env_id]
+        path = Path(dataset_path) if dataset_path is not None else _cached_d4rl_file(env_id, entry)
+        info = DatasetInfo(env_id, entry.domain, entry.ref_min_score, entry.ref_max_score, entry.eval_env_id, None)
+        return _qlearning_transitions(_read_d4rl_file(path)), info
+    if dataset_path is not None or env_id.endswith((".hdf5", ".h5")):
+        path = Path(dataset_path if dataset_path is not None else env_id)
+        arrays = _read_d4rl_file(path)
+        return _qlearning_transitions(arrays), _custom_file_info(env_id, path)
+    if "/" in env_id:
+        return _load_minari(env_id)
+    close = difflib.get_close_matches(env_id, D4RL_DATASETS, n=3)
+    raise ValueError(
+        f"unknown dataset {env_id!r}"
+        + (f" (did you mean {', '.join(close)}?)" if close else "")
+        + ". Use a D4RL name such as hopper-medium-v2, halfcheetah-medium-replay-v2, walker2d-medium-expert-v2, "
+        "antmaze-umaze-v2, pen-human-v1 or kitchen-complete-v0 (all: common.datasets.D4RL_DATASETS); "
+        "a Minari id such as mujoco/hopper/medium-v0; or a D4RL-format file via dataset_path "
+        "(python -m common.make_dataset writes one)."
+    )
+
+
+def make_eval_envs(info: DatasetInfo, num_envs: int) -> gym.vector.VectorEnv:
+    """A sync vector env of `num_envs` copies of the dataset's evaluation env, observations flattened
+    the way the dataset's are."""
+    if info.minari_id is not None:
+        import minari
+
+        dataset = minari.load_dataset(info.minari_id)
+
+        def make_env() -> gym.Env:
+            return dataset.recover_environment(eval_env=True)
+
+    elif info.eval_env_id is not None:
+        entry = D4RL_DATASETS.get(info.name)
+        kwargs = entry.eval_env_kwargs if entry is not None else {}
+
+        def make_env() -> gym.Env:
+            return gym.make(info.eval_env_id, **kwargs)
+
+    elif info.name in D4RL_DATASETS:
+        raise ValueError(
+            f"{info.name} cannot be evaluated here: its environment needs the `d4rl` package (mujoco-py, "
+            f"gym<0.25), which does not install on current Python. Use Minari's copy of the dataset, whose "
+            f"environment gymnasium can build: --env-id {D4RL_DATASETS[info.name].minari_id}"
+        )
+    else:
+        raise ValueError(
+            f"dataset {info.name} names no environment to evaluate on: give its HDF5 file a root attribute "
+            "env_id (a gymnasium id), as python -m common.make_dataset does"
+        )
+    return gym.vector.SyncVectorEnv([lambda: gym.wrappers.FlattenObservation(make_env())] * num_envs)
+
+
+def normalized_score(info: DatasetInfo, returns: np.ndarray) -> np.ndarray | None:
+    """D4RL's normalised score 100·(R − R_min)/(R_max − R_min); None without reference returns."""
+    if info.ref_min_score is None or info.ref_max_score is None:
+        return None
+    return (
+        100.0 * (np.asarray(returns, dtype=np.float64) - info.ref_min_score) / (info.ref_max_score - info.ref_min_score)
+    )
+
+
+# --- D4RL-format files ----------------------------------------------------------------------------
+
+
+def _d4rl_cache_dir() -> Path:
+    # the same place d4rl itself caches its downloads (d4rl/offline_env.py), read at call time
+    return Path(os.environ.get("D4RL_DATASET_DIR", os.path.expanduser("~/.d4rl/datasets")))
+
+
+def _cached_d4rl_file(name: str, entry: _D4rlDataset) -> Path:
+    url = os.environ.get("D4RL_DATASET_URL_ROOT", D4RL_URL_ROOT).rstrip("/") + "/" + entry.url_path
+    path = _d4rl_cache_dir() / Path(entry.url_path).name
+    if not path.is_file():
+        _download(name, url, path)
+    return path
+
+
+def _download(name: str, url: str, path: Path) -> None:
+    """Stream `url` to `<path>.part`, check it is whole and a D4RL file, then move it into place, so
+    that `path` only ever holds a complete file."""
+    partial = path.with_name(path.name + ".part")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
+            length = response.headers.get("Content-Length")
+            expected = int(length) if length is not None else None
+            received = 0
+            with tqdm(total=expected, unit="B", unit_scale=True, desc=f"downloading {name}") as progress:
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                    received += len(chunk)
+                    progress.update(len(chunk))
+        if expected is not None and received != expected:
+            raise OSError(f"the connection closed after {received} of {expected} bytes")
+        _check_file_keys(partial)
+        os.replace(partial, path)
+    except Exception as error:
+        raise OSError(
+            f"could not download D4RL dataset {name} from {url} ({error}); nothing was saved at {path}. "
+            f"Try again, or fetch the file yourself and pass dataset_path."
+        ) from error
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _check_file_keys(path: Path) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no dataset file at {path}. D4RL names download their file by themselves; for your own data, "
+            f"write one with `python -m common.make_dataset --output {path}`."
+        )
+    if not h5py.is_hdf5(path):
+        raise ValueError(f"{path} is not an HDF5 file (a D4RL dataset is one)")
+    with h5py.File(path, "r") as file:
+        missing = [key for key in REQUIRED_KEYS if key not in file]
+    if missing:
+        raise ValueError(f"{path} lacks the D4RL key(s) {', '.join(missing)} (needs {', '.join(REQUIRED_KEYS)})")
+
+
+def _read_d4rl_file(path: Path) -> dict[str, np.ndarray]:
+    """The required arrays of a D4RL-format file, validated: one row per step, all finite."""
+    _check_file_keys(path)
+    with h5py.File(path, "r") as file:
+        arrays = {key: file[key][()] for key in REQUIRED_KEYS}
+    lengths = {key: len(array) for key, array in arrays.items()}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"{path}: the keys have different lengths: {lengths}")
+    num_rows = lengths["observations"]
+    arrays["observations"] = arrays["observations"].reshape(num_rows, -1).astype(np.float32)
+    arrays["actions"] = arrays["actions"].reshape(num_rows, -1).astype(np.float32)
+    for key in ("rewards", "terminals", "timeouts"):
+        if arrays[key].size != num_rows:  # [N, 1] is accepted, as d4rl does
+            raise ValueError(f"{path}: {key} has shape {arrays[key].shape}; expected one value per row ({num_rows})")
+        arrays[key] = arrays[key].reshape(num_rows)
+    arrays["rewards"] = arrays["rewards"].astype(np.float32)
+    _check_finite(str(path), arrays)
+    if num_rows < 2:
+        raise ValueError(f"{path}: {num_rows} row(s) make no transition")
+    return arrays
+
+
+def _check_finite(source: str, arrays: dict[str, np.ndarray]) -> None:
+    for key in ("observations", "actions", "rewards"):
+        bad_rows = ~np.isfinite(arrays[key].reshape(len(arrays[key]), -1)).all(axis=1)
+        if bad_rows.any():
+            first = np.flatnonzero(bad_rows)[:5].tolist()
+            raise ValueError(f"{source}: {key} has NaN/inf in {bad_rows.sum()} row(s) (first: {first})")
+
+
+def _qlearning_transitions(arrays: dict[str, np.ndarray]) -> Transitions:
+    """What `d4rl.qlearning_dataset(env, terminate_on_end=False)` returns: rows 0..N-2, each with the
+    next row's observation, except the last step of every episode cut by a timeout (its next row
+    starts a new episode); terminals are kept as the done flag. Row N-1 is never a transition."""
+    keep = np.flatnonzero(~arrays["timeouts"][:-1].astype(bool))
+    return Transitions(
+        observations=arrays["observations"][keep],
+        actions=arrays["actions"][keep],
+        rewards=arrays["rewards"][keep],
+        next_observations=arrays["observations"][keep + 1],
+        terminals=arrays["terminals"][keep].astype(np.float32),
+    )
+
+
+def _custom_file_info(name: str, path: Path) -> DatasetInfo:
+    with h5py.File(path, "r") as file:
+        attrs = dict(file.attrs)
+
+    def text(key: str) -> str | None:
+        value = attrs.get(key)
+        if isinstance(value, bytes):
+            return value.decode()
+        return None if value is None else str(value)
+
+    def number(key: str) -> float | None:
+        return float(attrs[key]) if key in attrs else None
+
+    domain = text("domain") or "locomotion"
+    if domain not in DOMAINS:
+        raise ValueError(f"{path}: attribute domain={domain!r} is not one of {DOMAINS}")
+    return DatasetInfo(name, domain, number("ref_min_score"), number("ref_max_score"), text("env_id"), None)
+
+
+# --- Minari ---------------------------------------------------------------------------------------
+
+
+def _minari_domain(dataset_id: str) -> str:
+    if dataset_id.startswith("D4RL/antmaze"):
+        return "antmaze"
+    if dataset_id.startswith("D4RL/kitchen"):
+        return "kitchen"
+    if dataset_id.startswith(("D4RL/door", "D4RL/pen", "D4RL/hammer", "D4RL/relocate")):
+        return "adroit"
+    return "locomotion"  # mujoco/... and anything else: rewards used as they are
+
+
+def _load_minari(dataset_id: str) -> tuple[Transitions, DatasetInfo]:
+    import minari  # only Minari users need it
+
+    # local datasets are used as they are; a missing one is downloaded (minari 0.5: load_dataset(download=True))
+    dataset = minari.load_dataset(dataset_id, download=True)
+    if not isinstance(dataset.action_space, gym.spaces.Box):
+        raise ValueError(f"Minari dataset {dataset_id}: actions must be a Box space, not {dataset.action_space}")
+    parts: dict[str, list[np.ndarray]] = {field.name: [] for field in dataclasses.fields(Transitions)}
+    for episode in dataset.iterate_episodes():
+        # an episode of T steps has T+1 observations: the row after each step is its next observation
+        observations = _flatten_batch(dataset.observation_space, episode.observations)
+        parts["observations"].append(observations[:-1])
+        parts["next_observations"].append(observations[1:])
+        parts["actions"].append(np.asarray(episode.actions, dtype=np.float32).reshape(len(episode), -1))
+        parts["rewards"].append(np.asarray(episode.rewards, dtype=np.float32))
+        parts["terminals"].append(np.asarray(episode.terminations, dtype=np.float32))
+    if not parts["rewards"]:
+        raise ValueError(f"Minari dataset {dataset_id} has no episodes")
+    transitions = Transitions(**{key: np.concatenate(values) for key, values in parts.items()})
+    _check_finite(f"Minari dataset {dataset_id}", dataclasses.asdict(transitions))
+
+    metadata = dataset.storage.metadata
+    eval_spec = metadata.get("eval_env_spec")
+    eval_env_id = json.loads(eval_spec)["id"] if eval_spec else dataset.env_spec.id if dataset.env_spec else None
+    info = DatasetInfo(
+        name=dataset_id,
+        domain=_minari_domain(dataset_id),
+        ref_min_score=float(metadata["ref_min_score"]) if "ref_min_score" in metadata else None,
+        ref_max_score=float(metadata["ref_max_score"]) if "ref_max_score" in metadata else None,
+        eval_env_id=eval_env_id,
+        minari_id=dataset_id,
+    )
+    return transitions, info
+
+
+def _flatten_batch(space: gym.Space, batch) -> np.ndarray:
+    """`gymnasium.spaces.flatten` applied to every row of a batch ([n, ...] arrays, nested in dicts and
+    tuples like the space), as float32 [n, flat_dim] — the layout FlattenObservation gives the eval env."""
+    if isinstance(space, gym.spaces.Box):
+        batch = np.asarray(batch)
+        return batch.reshape(len(batch), -1).astype(np.float32)
+    if isinstance(space, gym.spaces.Dict):
+        return np.concatenate([_flatten_batch(sub, batch[key]) for key, sub in space.spaces.items()], axis=1)
+    if isinstance(space, gym.spaces.Tuple):
+        return np.concatenate(
+            [_flatten_batch(sub, part) for sub, part in zip(space.spaces, batch, strict=True)], axis=1
+        )
+    if isinstance(space, gym.spaces.Discrete):
+        indices = np.asarray(batch).reshape(-1) - space.start
+        return np.eye(space.n, dtype=np.float32)[indices]
+    raise ValueError(f"cannot flatten observations of space {space} (supported: Box, Dict, Tuple, Discrete)")

@@ -1,0 +1,819 @@
+"""MISA on D4RL and Minari datasets: offline actor-critic regularized by a lower bound on the mutual
+information between dataset states and actions (Ma, Kang, Xu, Lin & Yan, "Mutual Information
+Regularized Offline Reinforcement Learning", NeurIPS 2023), with the biased-gradient ablation, CQL(H)
+and behaviour cloning as `--variant` special cases of one learner.
+
+Defaults follow the authors' official code (sail-sg/MISA, JAX/Flax on JaxCQL) as described in
+`shared/specs/misa.md`, including its per-domain settings; every deviation is a flag. Gradient steps
+run in chunks of one `jax.lax.scan` between evaluations, with the dataset on the device once and
+`--num-seeds N` seeds vmapped over it (sharded over devices when there are several).
+"""
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tyro
+
+from common.checkpoint import load_checkpoint, prune_checkpoints, read_header, save_checkpoint
+from common.datasets import DatasetInfo, Transitions, load_dataset, make_eval_envs, normalized_score
+from common.devices import check_fits, seed_mesh, shard_seeds
+from common.logger import RunLogger, make_run_name, start_tracking
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the first run; seed k of --num-seeds uses seed + k"""
+    num_seeds: int = 1
+    """independent seeds trained at once on the same dataset (vmapped; sharded over devices when there are several)"""
+    track: bool = False
+    """mirror the TensorBoard logs to Weights & Biases"""
+    wandb_project_name: str = "mirl-jax"
+    """the Weights & Biases project"""
+    wandb_entity: str | None = None
+    """the Weights & Biases entity (team)"""
+    save_model: bool = False
+    """write a checkpoint (parameters, optimisers, RNG, step, Args) after every evaluation"""
+    keep_checkpoints: int = 1
+    """how many of the newest checkpoints to keep (0 keeps all)"""
+    resume: str | None = None
+    """continue the run saved in this checkpoint file, with the Args saved in it"""
+    log_interval: int = 1_000
+    """gradient steps between TensorBoard writes of the training losses"""
+
+    # Data
+    env_id: str = "hopper-medium-v2"
+    """a D4RL dataset (hopper-medium-v2, antmaze-umaze-v2, pen-human-v1, ...) or Minari id (mujoco/hopper/medium-v0)"""
+    dataset_path: str | None = None
+    """a D4RL-format HDF5 file to read instead of D4RL's cache (also: a file made by `python -m common.make_dataset`)"""
+    action_clip: float = 0.999
+    """dataset actions are clipped to ±this, so that their tanh-Gaussian log-probability is finite"""
+    normalize_obs: bool = False
+    """standardise observations with the dataset's mean and standard deviation"""
+
+    # Algorithm
+    variant: Literal["misa", "misa-biased", "cql", "bc"] = "misa"
+    """misa: MI regulariser with the HMC gradient term; misa-biased: without it; cql: CQL(H); bc: behaviour cloning"""
+    total_steps: int | None = None
+    """gradient steps per seed (default by domain: locomotion 1.2M, antmaze 2M, kitchen and adroit 1M)"""
+    batch_size: int = 256
+    """transitions per gradient step, drawn uniformly with replacement"""
+    hidden_size: int = 256
+    """width of the two hidden layers of the policy and of each critic"""
+    policy_lr: float = 1e-4
+    """Adam learning rate of the policy (and of log α)"""
+    q_lr: float | None = None
+    """Adam learning rate of the critics (and of log α'); default by domain: 1e-4 antmaze and kitchen, else 3e-4"""
+    layer_norm: bool | None = None
+    """LayerNorm after each hidden layer; default by domain: off for locomotion, on elsewhere"""
+    gamma: float = 0.99
+    """discount factor"""
+    tau: float = 5e-3
+    """Polyak rate of the target critics"""
+    bc_weight: float | None = None
+    """weight of the actor's behaviour-cloning term; default by domain: 0.5, kitchen 3.0, adroit 5.0"""
+    auto_alpha: bool | None = None
+    """learn the entropy temperature α towards entropy −|A|; default by domain: on, except adroit (fixed)"""
+    fixed_alpha: float = 1.0
+    """α when it is not learned"""
+    regularizer_weight: float = 5.0
+    """weight of the critics' logsumexp regulariser (CQL's min_q_weight)"""
+    num_action_samples: int = 50
+    """policy samples per state in the regulariser's logsumexp (cql: this many from each of its three sources)"""
+    lagrange: bool | None = None
+    """tune the regulariser's weight by dual descent towards --lagrange-gap, adding the data action to the logsumexp
+    set; default by domain: on for antmaze only"""
+    lagrange_gap: float = 3.0
+    """target value of the regulariser when --lagrange is on"""
+    log_alpha_prime_init: float = 1.0
+    """initial log of the Lagrange multiplier α'"""
+    mcmc_weight: float = 0.1
+    """weight of the actor's HMC ("unbiased gradient") term (misa only)"""
+    hmc_burn_in: int = 5
+    """HMC transitions discarded before the kept samples"""
+    hmc_samples: int = 50
+    """HMC transitions kept per chain (one chain per state in the batch)"""
+    hmc_leapfrog_steps: int = 2
+    """leapfrog steps per HMC transition"""
+    hmc_step_size: float = 1.0
+    """initial leapfrog step size"""
+    hmc_adaptation_steps: int = 4
+    """first transitions during which the step size moves by ±1% towards --hmc-target-acceptance"""
+    hmc_target_acceptance: float = 0.75
+    """the acceptance rate the step size adapts towards"""
+
+    # Evaluation
+    eval_interval: int | None = None
+    """gradient steps between evaluations (default by domain: 10k, antmaze 50k); also the checkpoint interval"""
+    eval_episodes: int | None = None
+    """deterministic evaluation episodes per seed (default by domain: 10, antmaze 100); 0 skips evaluation"""
+
+
+# Per-domain settings of the official launch scripts (shared/specs/misa.md); a flag left at None takes these
+DOMAIN_DEFAULTS = {
+    "locomotion": dict(total_steps=1_200_000, q_lr=3e-4, layer_norm=False, bc_weight=0.5, auto_alpha=True),
+    "antmaze": dict(total_steps=2_000_000, q_lr=1e-4, layer_norm=True, bc_weight=0.5, auto_alpha=True),
+    "kitchen": dict(total_steps=1_000_000, q_lr=1e-4, layer_norm=True, bc_weight=3.0, auto_alpha=True),
+    "adroit": dict(total_steps=1_000_000, q_lr=3e-4, layer_norm=True, bc_weight=5.0, auto_alpha=False),
+}
+
+
+def with_domain_defaults(args: Args, domain: str) -> Args:
+    """Fill the flags left at None from the dataset's domain."""
+    defaults = dict(
+        DOMAIN_DEFAULTS[domain],
+        lagrange=domain == "antmaze",
+        eval_interval=50_000 if domain == "antmaze" else 10_000,
+        eval_episodes=100 if domain == "antmaze" else 10,
+    )
+    return dataclasses.replace(args, **{name: value for name, value in defaults.items() if getattr(args, name) is None})
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------
+
+
+class Batch(NamedTuple):
+    observations: jax.Array
+    actions: jax.Array
+    rewards: jax.Array
+    next_observations: jax.Array
+    terminals: jax.Array
+
+
+def transform_rewards(rewards: np.ndarray, domain: str) -> np.ndarray:
+    """The official code's reward shaping: antmaze (r − 0.5)·4; kitchen and adroit rescaled to [−1, 1]."""
+    if domain == "antmaze":
+        return (rewards - 0.5) * 4.0
+    if domain in ("kitchen", "adroit"):
+        unit = (rewards - rewards.min()) / max(rewards.max() - rewards.min(), 1e-8)
+        return (unit - 0.5) * 2.0
+    return rewards
+
+
+def prepare_dataset(data: Transitions, info: DatasetInfo, args: Args) -> tuple[Batch, np.ndarray, np.ndarray]:
+    """The training arrays (actions clipped, rewards transformed, observations optionally standardised) and
+    the observation statistics that evaluation must apply too."""
+    obs_mean = np.zeros(data.observations.shape[1], np.float32)
+    obs_std = np.ones(data.observations.shape[1], np.float32)
+    if args.normalize_obs:
+        obs_mean = data.observations.mean(axis=0)
+        obs_std = data.observations.std(axis=0) + 1e-3
+    dataset = Batch(
+        observations=(data.observations - obs_mean) / obs_std,
+        actions=np.clip(data.actions, -args.action_clip, args.action_clip),
+        rewards=transform_rewards(data.rewards, info.domain),
+        next_observations=(data.next_observations - obs_mean) / obs_std,
+        terminals=data.terminals,
+    )
+    return jax.tree.map(lambda x: np.asarray(x, np.float32), dataset), obs_mean, obs_std
+
+
+# ----------------------------------------------------------------------------------------------
+# Networks, initialised like Flax's defaults (the official code's)
+# ----------------------------------------------------------------------------------------------
+
+hidden_init = jax.nn.initializers.lecun_normal()  # truncated normal, fan-in, scale 1 (flax.linen.Dense)
+output_init = jax.nn.initializers.variance_scaling(1e-2, "fan_in", "uniform")
+
+
+class Dense(eqx.Module):
+    weight: jax.Array  # [in, out]: works on any leading batch axes
+    bias: jax.Array
+
+    def __init__(self, in_size: int, out_size: int, key: jax.Array, init: Callable = hidden_init):
+        self.weight = init(key, (in_size, out_size), jnp.float32)
+        self.bias = jnp.zeros(out_size)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x @ self.weight + self.bias
+
+
+class LayerNorm(eqx.Module):
+    """flax.linen.LayerNorm over the last axis (ε = 1e-6, learned scale and bias)."""
+
+    scale: jax.Array
+    bias: jax.Array
+
+    def __init__(self, size: int):
+        self.scale = jnp.ones(size)
+        self.bias = jnp.zeros(size)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        mean = x.mean(axis=-1, keepdims=True)
+        variance = jnp.square(x - mean).mean(axis=-1, keepdims=True)
+        return (x - mean) * jax.lax.rsqrt(variance + 1e-6) * self.scale + self.bias
+
+
+class MLP(eqx.Module):
+    """Two hidden Dense layers (optionally LayerNorm before the activation) and a small-init output."""
+
+    hidden: tuple[Dense, Dense]
+    norms: tuple[LayerNorm, LayerNorm] | None
+    output: Dense
+    activation: Callable = eqx.field(static=True)
+
+    def __init__(self, in_size: int, out_size: int, hidden_size: int, layer_norm: bool, activation, key):
+        keys = jax.random.split(key, 3)
+        self.hidden = (Dense(in_size, hidden_size, keys[0]), Dense(hidden_size, hidden_size, keys[1]))
+        self.norms = (LayerNorm(hidden_size), LayerNorm(hidden_size)) if layer_norm else None
+        self.output = Dense(hidden_size, out_size, keys[2], output_init)
+        self.activation = activation
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for index, layer in enumerate(self.hidden):
+            x = layer(x)
+            if self.norms is not None:
+                x = self.norms[index](x)
+            x = self.activation(x)
+        return self.output(x)
+
+
+class Policy(eqx.Module):
+    """Tanh-Gaussian policy; log std = multiplier·raw + offset with two trainable scalars."""
+
+    net: MLP
+    log_std_multiplier: jax.Array
+    log_std_offset: jax.Array
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden_size: int, layer_norm: bool, key: jax.Array):
+        self.net = MLP(obs_dim, 2 * action_dim, hidden_size, layer_norm, jax.nn.relu, key)
+        self.log_std_multiplier = jnp.asarray(1.0)
+        self.log_std_offset = jnp.asarray(-1.0)
+
+    def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        mean, raw_log_std = jnp.split(self.net(obs), 2, axis=-1)
+        log_std = self.log_std_multiplier * raw_log_std + self.log_std_offset
+        return jnp.clip(mean, -9.0, 9.0), jnp.clip(log_std, -5.0, 2.0)
+
+
+class Critic(eqx.Module):
+    net: MLP
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden_size: int, layer_norm: bool, key: jax.Array):
+        self.net = MLP(obs_dim + action_dim, 1, hidden_size, layer_norm, jax.nn.elu, key)
+
+    def __call__(self, obs: jax.Array, actions: jax.Array) -> jax.Array:
+        return self.net(jnp.concatenate([obs, actions], axis=-1))[..., 0]
+
+
+def twin_q(critics: Critic, obs: jax.Array, actions: jax.Array) -> jax.Array:
+    """Q1 and Q2 (stacked on a leading axis of size 2 in `critics`) → [2, ...]."""
+    return eqx.filter_vmap(lambda critic: critic(obs, actions))(critics)
+
+
+# ----------------------------------------------------------------------------------------------
+# The tanh-Gaussian distribution
+# ----------------------------------------------------------------------------------------------
+
+
+def log_one_minus_tanh_squared(pre_tanh: jax.Array) -> jax.Array:
+    """log(1 − tanh(u)²) = 2(log 2 − u − softplus(−2u)), finite for every u."""
+    return 2.0 * (math.log(2.0) - pre_tanh - jax.nn.softplus(-2.0 * pre_tanh))
+
+
+def tanh_gaussian_log_prob(pre_tanh: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
+    """log π(tanh(u)) for the pre-tanh value u, summed over the action axis (change of variables)."""
+    gaussian = -0.5 * jnp.square((pre_tanh - mean) / jnp.exp(log_std)) - log_std - 0.5 * math.log(2.0 * math.pi)
+    return jnp.sum(gaussian - log_one_minus_tanh_squared(pre_tanh), axis=-1)
+
+
+def log_prob_of_actions(actions: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
+    """log π(a) of given actions; non-finite where |a| ≥ 1 (outside tanh's range)."""
+    return tanh_gaussian_log_prob(jnp.arctanh(actions), mean, log_std)
+
+
+def sample_actions(key: jax.Array, mean: jax.Array, log_std: jax.Array, num: int | None = None):
+    """Reparameterised samples (a leading axis of `num` when given) and their log-probabilities."""
+    shape = mean.shape if num is None else (num, *mean.shape)
+    pre_tanh = mean + jnp.exp(log_std) * jax.random.normal(key, shape)
+    return jnp.tanh(pre_tanh), tanh_gaussian_log_prob(pre_tanh, mean, log_std)
+
+
+# ----------------------------------------------------------------------------------------------
+# The losses' terms
+# ----------------------------------------------------------------------------------------------
+
+
+def logsumexp_regularizer(scores: jax.Array, q_data: jax.Array, shift: float) -> jax.Array:
+    """mean_b(logsumexp_j scores[..., j, b] − shift − Q(s_b, a_b)): the critic's push-down on the sampled
+    actions' values against the data action's. For MISA it is minus the MI lower bound's critic term
+    (with shift = log B as in the official code; a constant, so it leaves the gradients unchanged)."""
+    return jnp.mean(jax.nn.logsumexp(scores, axis=-2) - shift - q_data, axis=-1)
+
+
+def cql_scores(q_uniform, q_next, next_log_pi, q_current, current_log_pi, action_dim: int) -> jax.Array:
+    """CQL(H)'s importance-weighted set along the sample axis (−2): Q − log density of uniform actions
+    (density 0.5^|A| on [−1, 1]^|A|), of π(·|s') samples and of π(·|s) samples, all scored at the state s."""
+    uniform_log_density = action_dim * math.log(0.5)
+    return jnp.concatenate([q_uniform - uniform_log_density, q_next - next_log_pi, q_current - current_log_pi], axis=-2)
+
+
+def actor_objective(alpha, log_pi, q_new, data_log_pi: jax.Array | None, bc_weight: float) -> jax.Array:
+    """MISA: w·mean(α log π(ã|s) − log π(a|s)) − mean Q(s, ã), the entropy term inside the behaviour-cloning
+    weight as in the official code; CQL (no data term): mean(α log π(ã|s) − Q(s, ã))."""
+    if data_log_pi is None:
+        return jnp.mean(alpha * log_pi - q_new)
+    return bc_weight * jnp.mean(alpha * log_pi - data_log_pi) - jnp.mean(q_new)
+
+
+# ----------------------------------------------------------------------------------------------
+# Hamiltonian Monte Carlo on the one-step improved policy p(a|s) ∝ π(a|s) exp(min Q(s, a))
+# ----------------------------------------------------------------------------------------------
+
+
+class HMCConfig(NamedTuple):
+    burn_in: int
+    samples: int
+    leapfrog_steps: int
+    step_size: float
+    adaptation_steps: int
+    target_acceptance: float
+
+
+def hmc_sample(log_density: Callable, initial: jax.Array, key: jax.Array, config: HMCConfig):
+    """Independent chains, one per row of `initial` [chains, dim], targeting `log_density` (→ [chains]).
+
+    Identity mass matrix and Metropolis–Hastings correction; a proposal with a non-finite density or
+    gradient is rejected. The step size, shared by the chains, grows by 1% after a transition whose mean
+    acceptance probability is above the target and shrinks by 1% otherwise, during the first
+    `adaptation_steps` transitions. Returns the `samples` states after `burn_in` [samples, chains, dim]
+    and the acceptance rate over the kept transitions."""
+
+    def value_and_grad(x):
+        value, pullback = jax.vjp(log_density, x)
+        return value, pullback(jnp.ones_like(value))[0]
+
+    def transition(carry, inputs):
+        x, log_p, grad, step_size = carry
+        index, key = inputs
+        momentum_key, accept_key = jax.random.split(key)
+        momentum = jax.random.normal(momentum_key, x.shape)
+        new_x, new_momentum, new_grad = x, momentum + 0.5 * step_size * grad, grad
+        for leapfrog in range(config.leapfrog_steps):
+            new_x = new_x + step_size * new_momentum
+            new_log_p, new_grad = value_and_grad(new_x)
+            last = leapfrog == config.leapfrog_steps - 1
+            new_momentum = new_momentum + (0.5 if last else 1.0) * step_size * new_grad
+        kinetic = 0.5 * jnp.sum(jnp.square(momentum), axis=-1)
+        new_kinetic = 0.5 * jnp.sum(jnp.square(new_momentum), axis=-1)
+        log_ratio = new_log_p - new_kinetic - (log_p - kinetic)
+        finite = jnp.isfinite(log_ratio) & jnp.all(jnp.isfinite(new_grad), axis=-1)
+        log_ratio = jnp.where(finite, log_ratio, -jnp.inf)
+        accepted = jnp.log(jax.random.uniform(accept_key, log_p.shape)) < log_ratio
+        keep = accepted[:, None]
+        x, log_p, grad = (
+            jnp.where(keep, new_x, x),
+            jnp.where(accepted, new_log_p, log_p),
+            jnp.where(keep, new_grad, grad),
+        )
+        acceptance = jnp.mean(jnp.exp(jnp.minimum(log_ratio, 0.0)))
+        adapted = step_size * jnp.where(acceptance > config.target_acceptance, 1.01, 0.99)
+        step_size = jnp.where(index < config.adaptation_steps, adapted, step_size)
+        return (x, log_p, grad, step_size), (x, accepted)
+
+    log_p, grad = value_and_grad(initial)
+    total = config.burn_in + config.samples
+    carry = (initial, log_p, grad, jnp.asarray(config.step_size, jnp.float32))
+    inputs = (jnp.arange(total), jax.random.split(key, total))
+    (_, _, _, step_size), (states, accepted) = jax.lax.scan(transition, carry, inputs)
+    return states[config.burn_in :], jnp.mean(accepted[config.burn_in :]), step_size
+
+
+# ----------------------------------------------------------------------------------------------
+# Learner state and the training loop
+# ----------------------------------------------------------------------------------------------
+
+
+class Params(eqx.Module):
+    """The four parameter groups; each is differentiated only through its own loss."""
+
+    policy: Policy
+    critics: Critic  # Q1 and Q2 stacked on a leading axis
+    log_alpha: jax.Array
+    log_alpha_prime: jax.Array
+
+
+class TrainState(eqx.Module):
+    params: Params
+    target_critics: Critic
+    opt_state: tuple
+    key: jax.Array
+    nan_step: jax.Array  # gradient step of the first non-finite loss, -1 if none
+
+
+class Trainer(NamedTuple):
+    init: Callable
+    run: Callable
+    actions: Callable
+
+
+def make_train(args: Args, obs_dim: int, action_dim: int, log: Callable | None = None) -> Trainer:
+    """The learner for resolved Args (no None left); `log(step, scalars)` receives per-seed training metrics."""
+    misa_regularizer = args.variant in ("misa", "misa-biased")
+    learn_critics = args.variant != "bc"
+    target_entropy = -float(action_dim)
+    hmc = HMCConfig(
+        args.hmc_burn_in,
+        args.hmc_samples,
+        args.hmc_leapfrog_steps,
+        args.hmc_step_size,
+        args.hmc_adaptation_steps,
+        args.hmc_target_acceptance,
+    )
+    # One Adam per parameter group (Adam is elementwise, so Q1 and Q2 sharing one is the same as two)
+    optimizers = Params(
+        policy=optax.adam(args.policy_lr),
+        critics=optax.adam(args.q_lr),
+        log_alpha=optax.adam(args.policy_lr),
+        log_alpha_prime=optax.adam(args.q_lr),
+    )
+    group_names = ("policy", "critics", "log_alpha", "log_alpha_prime")
+
+    def init(key: jax.Array) -> TrainState:
+        policy_key, critic_key, loop_key = jax.random.split(key, 3)
+        critics = eqx.filter_vmap(lambda k: Critic(obs_dim, action_dim, args.hidden_size, args.layer_norm, k))(
+            jax.random.split(critic_key, 2)
+        )
+        params = Params(
+            policy=Policy(obs_dim, action_dim, args.hidden_size, args.layer_norm, policy_key),
+            critics=critics,
+            log_alpha=jnp.asarray(0.0),
+            log_alpha_prime=jnp.asarray(args.log_alpha_prime_init, jnp.float32),
+        )
+        opt_state = tuple(getattr(optimizers, name).init(getattr(params, name)) for name in group_names)
+        return TrainState(params, critics, opt_state, loop_key, jnp.asarray(-1, jnp.int32))
+
+    def alpha_of(params: Params) -> jax.Array:
+        return jnp.exp(params.log_alpha) if args.auto_alpha else jnp.asarray(args.fixed_alpha)
+
+    def critic_loss(critics: Critic, params: Params, target_critics: Critic, batch: Batch, key: jax.Array):
+        """Σ_k L_Qk: each critic's TD error plus its weighted logsumexp regulariser. Only `critics` is
+        differentiated: the policy's samples and α' are constants here."""
+        policy = params.policy
+        next_key, sample_key = jax.random.split(key)
+        next_actions, _ = sample_actions(next_key, *policy(batch.next_observations))
+        next_q = twin_q(target_critics, batch.next_observations, next_actions).min(axis=0)
+        target = batch.rewards + (1.0 - batch.terminals) * args.gamma * next_q
+        q_data = twin_q(critics, batch.observations, batch.actions)  # [2, B]
+        td_losses = jnp.mean(jnp.square(q_data - target), axis=-1)
+
+        n = args.num_action_samples
+        obs = jnp.broadcast_to(batch.observations, (n, *batch.observations.shape))
+        if misa_regularizer:
+            actions, _ = sample_actions(sample_key, *policy(batch.observations), num=n)
+            scores = twin_q(critics, obs, actions)  # [2, N, B]
+            shift = math.log(args.batch_size)  # the official code subtracts log(batch size): inert for gradients
+        else:  # CQL(H): importance-weighted uniform, π(·|s') and π(·|s) samples, all scored at s
+            uniform_key, next_sample_key, current_key = jax.random.split(sample_key, 3)
+            uniform = jax.random.uniform(uniform_key, (n, *batch.actions.shape), minval=-1.0, maxval=1.0)
+            next_policy, next_log_pi = sample_actions(next_sample_key, *policy(batch.next_observations), num=n)
+            current_policy, current_log_pi = sample_actions(current_key, *policy(batch.observations), num=n)
+            scores = cql_scores(
+                twin_q(critics, obs, uniform),
+                twin_q(critics, obs, next_policy),
+                next_log_pi,
+                twin_q(critics, obs, current_policy),
+                current_log_pi,
+                action_dim,
+            )
+            shift = 0.0
+        if args.lagrange:  # the official antmaze setting also puts the data action in the set
+            scores = jnp.concatenate([scores, q_data[:, None]], axis=1)
+        regularizers = logsumexp_regularizer(scores, q_data, shift)  # [2]
+        if args.lagrange:
+            alpha_prime = jnp.clip(jnp.exp(params.log_alpha_prime), 0.0, 1e6)
+            penalties = alpha_prime * args.regularizer_weight * (regularizers - args.lagrange_gap)
+        else:
+            penalties = args.regularizer_weight * regularizers
+        metrics = {
+            "losses/qf1_loss": td_losses[0],
+            "losses/qf2_loss": td_losses[1],
+            "losses/regularizer": regularizers.mean(),
+            "losses/q_data": q_data.mean(),
+        }
+        return jnp.sum(td_losses + penalties), (regularizers, metrics)
+
+    def actor_loss(policy: Policy, params: Params, batch: Batch, mcmc_actions: jax.Array | None, key: jax.Array):
+        mean, log_std = policy(batch.observations)
+        data_log_pi = log_prob_of_actions(batch.actions, mean, log_std)
+        actions, log_pi = sample_actions(key, mean, log_std)
+        metrics = {"losses/log_pi": log_pi.mean(), "losses/data_log_pi": data_log_pi.mean()}
+        if args.variant == "bc":
+            return -data_log_pi.mean(), (log_pi, metrics)
+        alpha = alpha_of(params)
+        q_new = twin_q(params.critics, batch.observations, actions).min(axis=0)
+        loss = actor_objective(alpha, log_pi, q_new, None if args.variant == "cql" else data_log_pi, args.bc_weight)
+        if mcmc_actions is not None:
+            mcmc_term = log_prob_of_actions(mcmc_actions, mean, log_std).mean()
+            loss = loss + args.mcmc_weight * mcmc_term
+            metrics["misa/mcmc_log_pi"] = mcmc_term
+        return loss, (log_pi, metrics)
+
+    def temperature_loss(log_alpha: jax.Array, log_pi: jax.Array) -> jax.Array:
+        """L_α = −log α · mean(log π(ã|s) + target entropy), with the actor's own sample ã."""
+        return -log_alpha * jnp.mean(jax.lax.stop_gradient(log_pi) + target_entropy)
+
+    def lagrange_loss(log_alpha_prime: jax.Array, regularizers: jax.Array) -> jax.Array:
+        """Dual descent on α': it grows while the regularisers exceed the target gap."""
+        alpha_prime = jnp.clip(jnp.exp(log_alpha_prime), 0.0, 1e6)
+        gaps = jax.lax.stop_gradient(regularizers) - args.lagrange_gap
+        return -0.5 * jnp.sum(alpha_prime * args.regularizer_weight * gaps)
+
+    def mcmc_actions_for(params: Params, batch: Batch, key: jax.Array):
+        """HMC samples of p(a|s) ∝ π(a|s) exp(min Q(s, a)), one chain per batch state started at its data
+        action, with the current (pre-update) parameters; computed once per step and held constant."""
+        mean, log_std = params.policy(batch.observations)
+
+        def log_density(actions):
+            q = twin_q(params.critics, batch.observations, actions).min(axis=0)
+            return log_prob_of_actions(actions, mean, log_std) + q
+
+        samples, acceptance, step_size = hmc_sample(log_density, batch.actions, key, hmc)
+        return jax.lax.stop_gradient(samples), {"misa/hmc_acceptance": acceptance, "misa/hmc_step_size": step_size}
+
+    def update(state: TrainState, dataset: Batch, step: jax.Array) -> tuple[TrainState, dict]:
+        """One gradient step: every group's gradient at the same pre-update parameters, then Polyak targets."""
+        key, batch_key, critic_key, actor_key, mcmc_key = jax.random.split(state.key, 5)
+        size = dataset.rewards.shape[0]
+        batch = jax.tree.map(lambda x: x[jax.random.randint(batch_key, (args.batch_size,), 0, size)], dataset)
+        params = state.params
+        metrics = {}
+
+        mcmc_actions = None
+        if args.variant == "misa":
+            mcmc_actions, hmc_metrics = mcmc_actions_for(params, batch, mcmc_key)
+            metrics.update(hmc_metrics)
+        (policy_loss, (log_pi, actor_metrics)), policy_grad = jax.value_and_grad(actor_loss, has_aux=True)(
+            params.policy, params, batch, mcmc_actions, actor_key
+        )
+        metrics.update(actor_metrics, **{"losses/policy_loss": policy_loss})
+        grads = jax.tree.map(jnp.zeros_like, params)
+        grads = eqx.tree_at(lambda g: g.policy, grads, policy_grad)
+        losses = [policy_loss]
+
+        if learn_critics:
+            (critic_total, (regularizers, critic_metrics)), critic_grad = jax.value_and_grad(critic_loss, has_aux=True)(
+                params.critics, params, state.target_critics, batch, critic_key
+            )
+            metrics.update(critic_metrics)
+            grads = eqx.tree_at(lambda g: g.critics, grads, critic_grad)
+            losses.append(critic_total)
+            if args.lagrange:
+                alpha_prime_loss, alpha_prime_grad = jax.value_and_grad(lagrange_loss)(
+                    params.log_alpha_prime, regularizers
+                )
+                grads = eqx.tree_at(lambda g: g.log_alpha_prime, grads, alpha_prime_grad)
+                metrics["losses/alpha_prime_loss"] = alpha_prime_loss
+                metrics["losses/alpha_prime"] = jnp.clip(jnp.exp(params.log_alpha_prime), 0.0, 1e6)
+        if args.auto_alpha and args.variant != "bc":
+            alpha_loss, alpha_grad = jax.value_and_grad(temperature_loss)(params.log_alpha, log_pi)
+            grads = eqx.tree_at(lambda g: g.log_alpha, grads, alpha_grad)
+            metrics["losses/alpha_loss"] = alpha_loss
+        metrics["losses/alpha"] = alpha_of(params)
+
+        new_groups, opt_state = [], []
+        for name, group_opt_state in zip(group_names, state.opt_state, strict=True):
+            updates, group_opt_state = getattr(optimizers, name).update(getattr(grads, name), group_opt_state)
+            new_groups.append(optax.apply_updates(getattr(params, name), updates))
+            opt_state.append(group_opt_state)
+        new_params = Params(*new_groups)
+        target_critics = jax.tree.map(
+            lambda new, old: args.tau * new + (1.0 - args.tau) * old, new_params.critics, state.target_critics
+        )
+        # a non-finite loss leaves the learner as it was; the host stops the run at the chunk's end
+        finite = jnp.all(jnp.isfinite(jnp.stack(losses)))
+        new_params, target_critics, opt_state = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old),
+            (new_params, target_critics, tuple(opt_state)),
+            (params, state.target_critics, state.opt_state),
+        )
+        nan_step = jnp.where((state.nan_step < 0) & ~finite, step, state.nan_step)
+        return TrainState(new_params, target_critics, opt_state, key, nan_step), metrics
+
+    def run(states: TrainState, dataset: Batch, first_step: jax.Array, num_steps: int) -> TrainState:
+        """Advance all seeds (leading axis of `states`) by `num_steps` gradient steps; every
+        `log_interval` steps the metrics' means over the interval go to `log`."""
+        update_seeds = jax.vmap(update, in_axes=(0, None, None))
+
+        def log_block(states, block_first_step):
+            def step(states, step_index):
+                return update_seeds(states, dataset, step_index)
+
+            steps = block_first_step + jnp.arange(args.log_interval, dtype=jnp.int32)
+            states, metrics = jax.lax.scan(step, states, steps)
+            if log is not None:
+                log(block_first_step + args.log_interval, jax.tree.map(lambda m: m.mean(axis=0), metrics), {})
+            return states, None
+
+        blocks = first_step + args.log_interval * jnp.arange(num_steps // args.log_interval, dtype=jnp.int32)
+        return jax.lax.scan(log_block, states, blocks)[0]
+
+    def actions(policies: Policy, obs: jax.Array) -> jax.Array:
+        """Deterministic actions tanh(mean) for every seed: policies [seeds, ...], obs [seeds, n, obs_dim]."""
+        return jax.vmap(lambda policy, o: jnp.tanh(policy(o)[0]))(policies, obs)
+
+    return Trainer(init=init, run=run, actions=actions)
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------
+
+
+class ActionBox(NamedTuple):
+    """The environment's action bounds: the learner works in [−1, 1] (tanh), the environment in its box."""
+
+    low: np.ndarray
+    high: np.ndarray
+
+    def to_unit(self, actions: np.ndarray) -> np.ndarray:
+        return 2.0 * (actions - self.low) / (self.high - self.low) - 1.0
+
+    def from_unit(self, actions: np.ndarray) -> np.ndarray:
+        return self.low + 0.5 * (actions + 1.0) * (self.high - self.low)
+
+
+def evaluate(
+    act: Callable, policies: Policy, envs, num_seeds: int, observe: Callable, box: ActionBox, seed: int
+) -> np.ndarray:
+    """Returns [seeds, episodes] of one deterministic episode in each of the vector env's copies, all
+    seeds' episodes stepped together (copy i belongs to seed i // episodes)."""
+    obs, _ = envs.reset(seed=seed)
+    returns = np.zeros(envs.num_envs)
+    running = np.ones(envs.num_envs, bool)
+    while running.any():
+        unit_actions = np.asarray(act(policies, observe(obs).reshape(num_seeds, -1, obs.shape[-1])))
+        obs, rewards, terminated, truncated, _ = envs.step(box.from_unit(unit_actions.reshape(envs.num_envs, -1)))
+        returns += np.where(running, rewards, 0.0)
+        running &= ~(terminated | truncated)  # finished copies auto-reset; their later rewards are not counted
+    return returns.reshape(num_seeds, -1)
+
+
+def load_policy(path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
+    """The deterministic policy of the first seed in a checkpoint, as a NumPy function from observations
+    [n, obs_dim] to actions [n, action_dim] in the environment's box (for `common.make_dataset`)."""
+    header = read_header(path)
+    args = Args(**header["args"])
+    trainer = make_train(args, header["obs_dim"], header["action_dim"])
+    like = eqx.filter_eval_shape(jax.vmap(trainer.init), jax.vmap(jax.random.key)(jnp.arange(args.num_seeds)))
+    policy = jax.tree.map(lambda x: x[:1], load_checkpoint(path, like).params.policy)
+    obs_mean, obs_std = np.asarray(header["obs_mean"]), np.asarray(header["obs_std"])
+    box = ActionBox(np.asarray(header["action_low"]), np.asarray(header["action_high"]))
+    act = jax.jit(trainer.actions)
+
+    def policy_fn(obs: np.ndarray) -> np.ndarray:
+        observations = ((obs - obs_mean) / obs_std).astype(np.float32)
+        return box.from_unit(np.asarray(act(policy, observations[None]))[0])
+
+    return policy_fn
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------
+
+
+def check_args(args: Args) -> None:
+    problems = []
+    if args.log_interval <= 0 or args.eval_interval % args.log_interval or args.total_steps % args.log_interval:
+        problems.append(
+            f"--eval-interval ({args.eval_interval}) and --total-steps ({args.total_steps}) must be multiples "
+            f"of --log-interval ({args.log_interval})"
+        )
+    if args.eval_interval <= 0:
+        problems.append("--eval-interval must be positive")
+    if not 0.0 < args.action_clip < 1.0:
+        problems.append("--action-clip must lie in (0, 1): tanh-Gaussian log-probabilities are infinite at ±1")
+    if args.variant == "misa" and (args.hmc_samples <= 0 or args.hmc_leapfrog_steps <= 0 or args.hmc_burn_in < 0):
+        problems.append("--hmc-samples and --hmc-leapfrog-steps must be positive, --hmc-burn-in non-negative")
+    if min(args.batch_size, args.num_action_samples, args.num_seeds) <= 0:
+        problems.append("--batch-size, --num-action-samples and --num-seeds must be positive")
+    if problems:
+        raise SystemExit("error: " + "; ".join(problems))
+
+
+def main(args: Args) -> dict:
+    """Train (or resume), evaluating every --eval-interval steps; returns the final states and scores."""
+    first_step, best_scores = 0, None
+    if args.resume:
+        header = read_header(args.resume)
+        args = dataclasses.replace(Args(**header["args"]), resume=args.resume)
+        run_name, first_step, best_scores = header["run_name"], header["step"], header["best_scores"]
+    else:
+        run_name = make_run_name(args.env_id, args.exp_name, args.seed)
+    try:
+        data, info = load_dataset(args.env_id, args.dataset_path)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"error: {error}") from error
+    args = with_domain_defaults(args, info.domain)
+    check_args(args)
+    seeds = [args.seed + k for k in range(args.num_seeds)]
+    envs = make_eval_envs(info, args.num_seeds * args.eval_episodes) if args.eval_episodes > 0 else None
+    action_dim = data.actions.shape[1]
+    if envs is not None:
+        box = ActionBox(envs.single_action_space.low, envs.single_action_space.high)
+    else:
+        box = ActionBox(-np.ones(action_dim, np.float32), np.ones(action_dim, np.float32))
+    data = dataclasses.replace(data, actions=box.to_unit(data.actions))
+    dataset, obs_mean, obs_std = prepare_dataset(data, info, args)
+    obs_dim = dataset.observations.shape[1]
+
+    mesh = seed_mesh(args.num_seeds)
+    devices = list(mesh.devices.flat)
+    dataset_bytes = sum(x.nbytes for x in dataset)
+    check_fits(f"the dataset ({len(dataset.rewards):,} transitions)", dataset_bytes * len(devices), devices, "")
+    dataset = jax.device_put(dataset, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+
+    if args.track:
+        start_tracking(args, run_name, args.wandb_project_name, args.wandb_entity)
+    run_dir = Path("runs") / run_name
+    logger = RunLogger(run_dir, args, seeds, args.total_steps, first_step)
+    trainer = make_train(args, obs_dim, action_dim, logger.jax_writer(mesh))
+    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
+    if args.resume:
+        states = load_checkpoint(args.resume, eqx.filter_eval_shape(jax.vmap(trainer.init), keys))
+    else:
+        states = jax.jit(jax.vmap(trainer.init))(keys)
+    states = shard_seeds(states, mesh)
+
+    run = jax.jit(trainer.run, static_argnums=3, donate_argnums=0)
+    act = jax.jit(trainer.actions)
+
+    def observe(obs):
+        return ((obs - obs_mean) / obs_std).astype(np.float32)
+
+    checkpoint_dir = run_dir / "checkpoints"
+    last_checkpoint = args.resume
+    step, scores, returns = first_step, None, None
+    while step < args.total_steps:
+        num_steps = min(args.eval_interval, args.total_steps - step)
+        states = run(states, dataset, jnp.asarray(step, jnp.int32), num_steps)
+        step += num_steps
+        nan_steps = np.asarray(states.nan_step)
+        if (nan_steps >= 0).any():
+            logger.close()
+            bad = {seed: int(s) for seed, s in zip(seeds, nan_steps, strict=True) if s >= 0}
+            raise SystemExit(
+                f"error: a loss became non-finite (seed: gradient step) {bad}; run stopped. "
+                f"Last checkpoint kept: {last_checkpoint or 'none (use --save-model)'}"
+            )
+        if envs is not None:
+            eval_seed = int(np.random.default_rng([args.seed, step]).integers(2**31))
+            returns = evaluate(act, states.params.policy, envs, args.num_seeds, observe, box, eval_seed).mean(axis=1)
+            normalized = normalized_score(info, returns)
+            scores = returns if normalized is None else normalized
+            best_scores = scores.tolist() if best_scores is None else np.maximum(best_scores, scores).tolist()
+            kind = "episodic_return" if normalized is None else "normalized_score"
+            for index, writer in enumerate(logger.writers):
+                writer.add_scalar("eval/episodic_return", returns[index], step)
+                writer.add_scalar(f"eval/{kind}", scores[index], step)
+                writer.add_scalar(f"eval/best_{kind}", best_scores[index], step)
+            logger.progress.set_postfix({kind: f"{scores.mean():.1f}"}, refresh=False)
+        if args.save_model:
+            last_checkpoint = checkpoint_dir / f"step_{step:09d}.eqx"
+            header = {
+                "args": dataclasses.asdict(args),
+                "run_name": run_name,
+                "step": step,
+                "best_scores": best_scores,
+                "obs_dim": obs_dim,
+                "action_dim": action_dim,
+                "obs_mean": obs_mean.tolist(),
+                "obs_std": obs_std.tolist(),
+                "action_low": box.low.tolist(),
+                "action_high": box.high.tolist(),
+            }
+            save_checkpoint(last_checkpoint, states, header)
+            prune_checkpoints(checkpoint_dir, args.keep_checkpoints)
+    logger.close()
+    if scores is not None:
+        print(
+            f"{run_name}: {args.variant} last {kind} {scores.mean():.1f} ± {scores.std():.1f}, "
+            f"best {np.mean(best_scores):.1f} (seeds {seeds}: last {np.round(scores, 1).tolist()})"
+        )
+    return {
+        "states": states,
+        "scores": scores,
+        "returns": returns,
+        "best_scores": best_scores,
+        "run_dir": run_dir,
+        "last_checkpoint": last_checkpoint,
+    }
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
