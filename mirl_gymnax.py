@@ -23,7 +23,7 @@ import optax
 import tyro
 from gymnax.environments import spaces
 
-from common.checkpoint import load_checkpoint, prune_checkpoints, read_header, save_checkpoint
+from common.checkpoint import load_checkpoint, non_finite_stop, prune_checkpoints, read_header, save_checkpoint
 from common.devices import check_fits, seed_mesh, shard_seeds
 from common.logger import RunLogger, make_run_name, nan_mean, start_tracking
 
@@ -644,14 +644,10 @@ def main(args: Args) -> dict:
         num_iterations = min(chunk, total_iterations - iteration)
         states = run(states, jnp.asarray(iteration, jnp.int32), num_iterations)
         iteration += num_iterations
-        nan_steps = np.asarray(states.nan_step)
-        if (nan_steps >= 0).any():
+        stop = non_finite_stop(states.nan_step, seeds, "the TD loss", "environment step", last_checkpoint)
+        if stop is not None:
             logger.close()
-            bad = {seed: int(step) for seed, step in zip(seeds, nan_steps, strict=True) if step >= 0}
-            raise SystemExit(
-                f"error: the TD loss became non-finite (seed: environment step) {bad}; run stopped. "
-                f"Last checkpoint kept: {last_checkpoint or 'none (use --save-model)'}"
-            )
+            raise stop
         if args.save_model:
             last_checkpoint = checkpoint_dir / f"step_{iteration * args.num_envs:09d}.eqx"
             header = {"args": dataclasses.asdict(args), "run_name": run_name, "iteration": iteration}

@@ -24,7 +24,7 @@ import numpy as np
 import optax
 import tyro
 
-from common.checkpoint import load_checkpoint, prune_checkpoints, read_header, save_checkpoint
+from common.checkpoint import load_checkpoint, non_finite_stop, prune_checkpoints, read_header, save_checkpoint
 from common.datasets import DatasetInfo, Transitions, load_dataset, make_eval_envs, normalized_score
 from common.devices import check_fits, seed_mesh, shard_seeds
 from common.logger import RunLogger, make_run_name, start_tracking
@@ -763,14 +763,10 @@ def main(args: Args) -> dict:
         num_steps = min(args.eval_interval, args.total_steps - step)
         states = run(states, dataset, jnp.asarray(step, jnp.int32), num_steps)
         step += num_steps
-        nan_steps = np.asarray(states.nan_step)
-        if (nan_steps >= 0).any():
+        stop = non_finite_stop(states.nan_step, seeds, "a loss", "gradient step", last_checkpoint)
+        if stop is not None:
             logger.close()
-            bad = {seed: int(s) for seed, s in zip(seeds, nan_steps, strict=True) if s >= 0}
-            raise SystemExit(
-                f"error: a loss became non-finite (seed: gradient step) {bad}; run stopped. "
-                f"Last checkpoint kept: {last_checkpoint or 'none (use --save-model)'}"
-            )
+            raise stop
         if envs is not None:
             eval_seed = int(np.random.default_rng([args.seed, step]).integers(2**31))
             returns = evaluate(act, states.params.policy, envs, args.num_seeds, observe, box, eval_seed).mean(axis=1)

@@ -12,6 +12,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def _is_key(x: Any) -> bool:
@@ -61,3 +62,16 @@ def prune_checkpoints(directory: str | Path, keep: int) -> None:
         return
     for old in sorted(Path(directory).glob("step_*.eqx"))[:-keep]:
         old.unlink()
+
+
+def non_finite_stop(nan_steps, seeds: list[int], loss: str, step_unit: str, last_checkpoint) -> SystemExit | None:
+    """The error that stops a run whose loss became non-finite in some seed (`nan_steps[k]` ≥ 0 is the
+    seed's first such step), naming each such seed's step and the checkpoint kept; None if all are finite."""
+    nan_steps = np.asarray(nan_steps)
+    if not (nan_steps >= 0).any():
+        return None
+    bad = {seed: int(step) for seed, step in zip(seeds, nan_steps, strict=True) if step >= 0}
+    return SystemExit(
+        f"error: {loss} became non-finite (seed: {step_unit}) {bad}; run stopped. "
+        f"Last checkpoint kept: {last_checkpoint or 'none (use --save-model)'}"
+    )

@@ -9,11 +9,9 @@ import sys
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import run_on_cpu_devices
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from conftest import leaves, run_on_cpu_devices, scalars
 
 from common.checkpoint import read_header
 from mirl_atari import Args, main
@@ -42,19 +40,6 @@ TINY = dict(
 @pytest.fixture(autouse=True)
 def in_tmp_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-
-
-def leaves(states):
-    return [
-        np.asarray(jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
-        for x in jax.tree.leaves(states)
-    ]
-
-
-def scalars(run_dir: Path, seed: int) -> dict[str, list]:
-    accumulator = EventAccumulator(str(run_dir / f"seed_{seed}"), size_guidance={"scalars": 0})
-    accumulator.Reload()
-    return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
 
 
 @pytest.mark.parametrize(

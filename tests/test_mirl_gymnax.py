@@ -12,9 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import run_on_cpu_devices
+from conftest import leaves, run_on_cpu_devices, scalars
 from gymnax.environments import spaces
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from common.checkpoint import read_header
 from mirl_gymnax import CONTINUOUS_ENV_IDS, Args, main, make_env, replay_obs_dtype
@@ -39,23 +38,6 @@ TINY = dict(
 @pytest.fixture(autouse=True)
 def in_tmp_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-
-
-def leaves(states):
-    return [
-        np.asarray(x)
-        for x in jax.tree.leaves(
-            jax.tree.map(
-                lambda x: jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x, states
-            )
-        )
-    ]
-
-
-def scalars(run_dir: Path, seed: int) -> dict[str, list]:
-    accumulator = EventAccumulator(str(run_dir / f"seed_{seed}"), size_guidance={"scalars": 0})
-    accumulator.Reload()
-    return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Breakout-MinAtar"])

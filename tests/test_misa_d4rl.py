@@ -8,11 +8,9 @@ from pathlib import Path
 
 import h5py
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import run_on_cpu_devices
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from conftest import leaves, run_on_cpu_devices, scalars
 
 import common.make_dataset as make_dataset
 from misa_d4rl import Args, main
@@ -52,19 +50,6 @@ def in_tmp_dir(tmp_path, monkeypatch):
 
 def tiny(dataset_path: str, **overrides) -> Args:
     return Args(**{**TINY, "dataset_path": dataset_path, **overrides})
-
-
-def leaves(tree) -> list[np.ndarray]:
-    def plain(x):
-        return jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x
-
-    return [np.asarray(plain(x)) for x in jax.tree.leaves(tree)]
-
-
-def scalars(run_dir: Path, seed: int) -> dict[str, list]:
-    accumulator = EventAccumulator(str(run_dir / f"seed_{seed}"), size_guidance={"scalars": 0})
-    accumulator.Reload()
-    return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
 
 
 @pytest.mark.parametrize("variant", ["misa", "misa-biased", "cql", "bc"])
