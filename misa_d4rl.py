@@ -164,22 +164,35 @@ def transform_rewards(rewards: np.ndarray, domain: str) -> np.ndarray:
     return rewards
 
 
-def prepare_dataset(data: Transitions, info: DatasetInfo, args: Args) -> tuple[Batch, np.ndarray, np.ndarray]:
+class ObsScaler(NamedTuple):
+    """Observation standardisation fitted on the dataset; evaluation and saved policies apply it too."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, observations: np.ndarray, standardise: bool) -> "ObsScaler":
+        if not standardise:
+            dim = observations.shape[1]
+            return cls(np.zeros(dim, np.float32), np.ones(dim, np.float32))
+        return cls(observations.mean(axis=0), observations.std(axis=0) + 1e-3)
+
+    def __call__(self, observations: np.ndarray) -> np.ndarray:
+        return ((observations - self.mean) / self.std).astype(np.float32)
+
+
+def prepare_dataset(data: Transitions, info: DatasetInfo, args: Args) -> tuple[Batch, ObsScaler]:
     """The training arrays (actions clipped, rewards transformed, observations optionally standardised) and
-    the observation statistics that evaluation must apply too."""
-    obs_mean = np.zeros(data.observations.shape[1], np.float32)
-    obs_std = np.ones(data.observations.shape[1], np.float32)
-    if args.normalize_obs:
-        obs_mean = data.observations.mean(axis=0)
-        obs_std = data.observations.std(axis=0) + 1e-3
+    the observation scaler that evaluation must apply too."""
+    scale = ObsScaler.fit(data.observations, args.normalize_obs)
     dataset = Batch(
-        observations=(data.observations - obs_mean) / obs_std,
+        observations=scale(data.observations),
         actions=np.clip(data.actions, -args.action_clip, args.action_clip),
         rewards=transform_rewards(data.rewards, info.domain),
-        next_observations=(data.next_observations - obs_mean) / obs_std,
+        next_observations=scale(data.next_observations),
         terminals=data.terminals,
     )
-    return jax.tree.map(lambda x: np.asarray(x, np.float32), dataset), obs_mean, obs_std
+    return jax.tree.map(lambda x: np.asarray(x, np.float32), dataset), scale
 
 
 # ----------------------------------------------------------------------------------------------
@@ -648,7 +661,7 @@ class ActionBox(NamedTuple):
 
 
 def evaluate(
-    act: Callable, policies: Policy, envs, num_seeds: int, observe: Callable, box: ActionBox, seed: int
+    act: Callable, policies: Policy, envs, num_seeds: int, scale_obs: ObsScaler, box: ActionBox, seed: int
 ) -> np.ndarray:
     """Returns [seeds, episodes] of one deterministic episode in each of the vector env's copies, all
     seeds' episodes stepped together (copy i belongs to seed i // episodes)."""
@@ -656,7 +669,7 @@ def evaluate(
     returns = np.zeros(envs.num_envs)
     running = np.ones(envs.num_envs, bool)
     while running.any():
-        unit_actions = np.asarray(act(policies, observe(obs).reshape(num_seeds, -1, obs.shape[-1])))
+        unit_actions = np.asarray(act(policies, scale_obs(obs).reshape(num_seeds, -1, obs.shape[-1])))
         obs, rewards, terminated, truncated, _ = envs.step(box.from_unit(unit_actions.reshape(envs.num_envs, -1)))
         returns += np.where(running, rewards, 0.0)
         running &= ~(terminated | truncated)  # finished copies auto-reset; their later rewards are not counted
@@ -671,13 +684,12 @@ def load_policy(path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
     trainer = make_train(args, header["obs_dim"], header["action_dim"])
     like = eqx.filter_eval_shape(jax.vmap(trainer.init), jax.vmap(jax.random.key)(jnp.arange(args.num_seeds)))
     policy = jax.tree.map(lambda x: x[:1], load_checkpoint(path, like).params.policy)
-    obs_mean, obs_std = np.asarray(header["obs_mean"]), np.asarray(header["obs_std"])
+    scale = ObsScaler(np.asarray(header["obs_mean"], np.float32), np.asarray(header["obs_std"], np.float32))
     box = ActionBox(np.asarray(header["action_low"]), np.asarray(header["action_high"]))
     act = jax.jit(trainer.actions)
 
     def policy_fn(obs: np.ndarray) -> np.ndarray:
-        observations = ((obs - obs_mean) / obs_std).astype(np.float32)
-        return box.from_unit(np.asarray(act(policy, observations[None]))[0])
+        return box.from_unit(np.asarray(act(policy, scale(obs)[None]))[0])
 
     return policy_fn
 
@@ -729,7 +741,7 @@ def main(args: Args) -> dict:
     else:
         box = ActionBox(-np.ones(action_dim, np.float32), np.ones(action_dim, np.float32))
     data = dataclasses.replace(data, actions=box.to_unit(data.actions))
-    dataset, obs_mean, obs_std = prepare_dataset(data, info, args)
+    dataset, scale_obs = prepare_dataset(data, info, args)
     obs_dim = dataset.observations.shape[1]
 
     mesh = seed_mesh(args.num_seeds)
@@ -753,9 +765,6 @@ def main(args: Args) -> dict:
     run = jax.jit(trainer.run, static_argnums=3, donate_argnums=0)
     act = jax.jit(trainer.actions)
 
-    def observe(obs):
-        return ((obs - obs_mean) / obs_std).astype(np.float32)
-
     checkpoint_dir = run_dir / "checkpoints"
     last_checkpoint = args.resume
     step, scores, returns = first_step, None, None
@@ -769,7 +778,7 @@ def main(args: Args) -> dict:
             raise stop
         if envs is not None:
             eval_seed = int(np.random.default_rng([args.seed, step]).integers(2**31))
-            returns = evaluate(act, states.params.policy, envs, args.num_seeds, observe, box, eval_seed).mean(axis=1)
+            returns = evaluate(act, states.params.policy, envs, args.num_seeds, scale_obs, box, eval_seed).mean(axis=1)
             normalized = normalized_score(info, returns)
             scores = returns if normalized is None else normalized
             best_scores = scores.tolist() if best_scores is None else np.maximum(best_scores, scores).tolist()
@@ -788,8 +797,8 @@ def main(args: Args) -> dict:
                 "best_scores": best_scores,
                 "obs_dim": obs_dim,
                 "action_dim": action_dim,
-                "obs_mean": obs_mean.tolist(),
-                "obs_std": obs_std.tolist(),
+                "obs_mean": scale_obs.mean.tolist(),
+                "obs_std": scale_obs.std.tolist(),
                 "action_low": box.low.tolist(),
                 "action_high": box.high.tolist(),
             }

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Offline RL on a small CPU budget: MISA, MISA-biased, CQL and BC on a "mixed" Pendulum-v1 dataset made
 # without network (60% episodes of the hand-written controller with Gaussian action noise 0.5 half-widths,
-# 40% uniform-random episodes), 3 vmapped seeds each, one variant after another.
+# 40% uniform-random episodes), $NUM_SEEDS vmapped seeds each, one variant after another, then the
+# curves (docs/pendulum-mixed.png) and the tables of the last evaluation and of the mean of the last three.
 #
 #   bash benchmarks/misa_pendulum.sh 2>&1 | tee /tmp/misa_pendulum.log
+#   VARIANTS="misa bc" bash benchmarks/misa_pendulum.sh    # some variants only (e.g. two at a time on two cores)
 #
 # Normalized score: the dataset's refs, 0 = uniform random policy, 100 = the noiseless controller.
 # Budgets are far below the paper's (hidden 256, batch 256, 50 action / 50 HMC samples, 1.2M steps); every
@@ -13,7 +15,10 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-.venv/bin/python}
 DATASET=${DATASET:-data/pendulum-mixed.hdf5}
-TOTAL_STEPS=${TOTAL_STEPS:-30000}
+TOTAL_STEPS=${TOTAL_STEPS:-40000}
+NUM_SEEDS=${NUM_SEEDS:-5}
+EVAL_EPISODES=${EVAL_EPISODES:-20}
+VARIANTS=${VARIANTS:-misa misa-biased cql bc}
 LOG_DIR=${LOG_DIR:-/tmp}
 
 if [[ ! -f "$DATASET" ]]; then
@@ -39,16 +44,17 @@ print(f"behaviour data {sys.argv[1]}: {len(ends)} episodes, mean return {returns
 EOF
 
 FLAGS=(
-    --env-id Pendulum-v1 --dataset-path "$DATASET" --exp-name misa_pendulum
+    --env-id Pendulum-v1 --dataset-path "$DATASET"
     --hidden-size 64 --batch-size 128 --num-action-samples 10 --hmc-samples 10 --hmc-burn-in 5
-    --total-steps "$TOTAL_STEPS" --eval-interval 3000 --log-interval 1000 --eval-episodes 10 --num-seeds 3
+    --total-steps "$TOTAL_STEPS" --eval-interval $((TOTAL_STEPS / 10)) --log-interval 1000
+    --eval-episodes "$EVAL_EPISODES" --num-seeds "$NUM_SEEDS"
 )
 echo "flags: ${FLAGS[*]}"
 
-for variant in misa misa-biased cql bc; do
+for variant in $VARIANTS; do
     log="$LOG_DIR/misa_pendulum_$variant.log"
     start=$SECONDS
-    "$PYTHON" misa_d4rl.py "${FLAGS[@]}" --variant "$variant" >"$log" 2>&1 || {
+    "$PYTHON" misa_d4rl.py "${FLAGS[@]}" --variant "$variant" --exp-name "pendulum_$variant" >"$log" 2>&1 || {
         status=$?
         echo "$variant FAILED (exit $status) after $((SECONDS - start)) s; last lines of $log:"
         tail -n 20 "$log" | tr '\r' '\n' | tail -n 20
@@ -56,4 +62,15 @@ for variant in misa misa-biased cql bc; do
     }
     tr '\r' '\n' <"$log" | grep -E ": $variant last " || echo "$variant: no summary line in $log"
     echo "$variant wall time $((SECONDS - start)) s"
+done
+
+# every variant's latest run of these flags, wherever it was made from
+runs=()
+for variant in misa misa-biased cql bc; do
+    latest=$(ls -d runs/Pendulum-v1__pendulum_"$variant"__* 2>/dev/null | tail -n 1 || true)
+    [[ -n "$latest" ]] && runs+=("$latest")
+done
+for last in 1 3; do
+    "$PYTHON" -m common.plot "${runs[@]}" --tag eval/normalized_score --final-tag eval/normalized_score \
+        --final-last "$last" --title "Pendulum-v1, mixed dataset" --out docs/pendulum-mixed.png
 done

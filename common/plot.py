@@ -4,7 +4,8 @@
 
 Each run directory holds one sub-run per seed (`seed_*`); a curve is the mean over seeds with a band
 of ± one standard deviation, one curve per label. Runs sharing a label (the experiment name in the run
-name by default) are pooled. The table prints the last value of --final-tag per seed.
+name by default) are pooled. The table gives, per label, the mean ± std over seeds of the last value of
+--final-tag (or of the mean of its last --final-last values, which evens out evaluation noise).
 """
 
 import re
@@ -26,7 +27,9 @@ class Args:
     tag: str = "charts/episodic_return"
     """the scalar to plot"""
     final_tag: str = "eval/episodic_return"
-    """the scalar whose last value per seed goes into the table"""
+    """the scalar whose last value(s) per seed go into the table"""
+    final_last: int = 1
+    """average this many of --final-tag's last values per seed for the table (1: the last value)"""
     labels: list[str] | None = None
     """one label per run directory (default: the experiment name in the run name)"""
     title: str | None = None
@@ -63,6 +66,8 @@ def main(args: Args) -> dict[str, np.ndarray]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if args.final_last < 1:
+        raise SystemExit("error: --final-last must be at least 1")
     labels = args.labels or [run_label(run) for run in args.runs]
     if len(labels) != len(args.runs):
         raise SystemExit(f"error: {len(labels)} labels for {len(args.runs)} runs")
@@ -74,7 +79,7 @@ def main(args: Args) -> dict[str, np.ndarray]:
                 curves[label].append((steps, values))
             _, final = read_scalars(sub_run, args.final_tag)
             if len(final):
-                finals[label].append(final[-1])
+                finals[label].append(final[-args.final_last :].mean())
 
     figure, axis = plt.subplots(figsize=(6.4, 4.0))
     for label, seeds in curves.items():
@@ -95,7 +100,8 @@ def main(args: Args) -> dict[str, np.ndarray]:
 
     table = {label: np.array(values) for label, values in finals.items()}
     if table:
-        print(f"\n| run | {args.final_tag} (mean ± std over seeds) | seeds |\n|-|-|-|")
+        final = args.final_tag if args.final_last == 1 else f"{args.final_tag}, mean of the last {args.final_last}"
+        print(f"\n| run | {final} (mean ± std over seeds) | seeds |\n|-|-|-|")
         for label, values in table.items():
             print(f"| {label} | {values.mean():.1f} ± {values.std():.1f} | {len(values)} |")
     return table

@@ -13,7 +13,8 @@ import pytest
 from conftest import leaves, run_on_cpu_devices, scalars
 
 import common.make_dataset as make_dataset
-from misa_d4rl import Args, main
+from common.datasets import load_dataset
+from misa_d4rl import Args, ObsScaler, load_policy, main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(
@@ -84,17 +85,29 @@ def test_resume_reaches_the_uninterrupted_result(dataset_path):
     assert resumed["best_scores"] == uninterrupted["best_scores"]  # the best score survives the restart
 
 
-def test_a_saved_policy_makes_a_new_dataset(dataset_path, tmp_path):
-    checkpoint = main(tiny(dataset_path, save_model=True))["last_checkpoint"]
+def test_a_saved_policy_acts_like_the_trained_one_and_makes_a_new_dataset(dataset_path, tmp_path):
+    result = main(tiny(dataset_path, save_model=True, normalize_obs=True))
+    data, _ = load_dataset("pendulum-random", dataset_path)
+    observations = data.observations[:50]
+    scale = ObsScaler.fit(data.observations, standardise=True)  # what training applied
+    policy = jax.tree.map(lambda x: x[0], result["states"].params.policy)  # seed 0, as load_policy takes
+    expected = 2.0 * np.tanh(np.asarray(jax.vmap(policy)(scale(observations))[0]))  # Pendulum's box is [−2, 2]
+    loaded = load_policy(result["last_checkpoint"])
+    np.testing.assert_allclose(loaded(observations), expected, rtol=1e-5, atol=1e-6)
+
     output = tmp_path / "from-policy.hdf5"
     make_dataset.main(
         make_dataset.Args(
-            env_id="Pendulum-v1", policy=f"checkpoint:{checkpoint}", num_steps=400, output=str(output), seed=1
+            env_id="Pendulum-v1",
+            policy=f"checkpoint:{result['last_checkpoint']}",
+            num_steps=400,
+            output=str(output),
+            seed=1,
         )
     )
     with h5py.File(output) as file:
         actions = file["actions"][()]
-    assert actions.shape == (400, 1) and np.abs(actions).max() <= 2.0  # Pendulum's box is [−2, 2]
+    assert actions.shape == (400, 1) and np.abs(actions).max() <= 2.0
     assert actions.std() > 0
 
 

@@ -155,6 +155,21 @@ def test_reward_transforms():
     np.testing.assert_allclose(misa.transform_rewards(rewards, "locomotion"), rewards)
 
 
+def test_observation_scaler_and_action_box():
+    observations = np.random.default_rng(0).normal(3.0, 2.0, size=(1000, 4)).astype(np.float32)
+    scaled = misa.ObsScaler.fit(observations, standardise=True)(observations)
+    np.testing.assert_allclose(scaled.mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(scaled.std(axis=0), 1.0, atol=1e-3)  # std + 1e-3 in the denominator
+    np.testing.assert_array_equal(misa.ObsScaler.fit(observations, standardise=False)(observations), observations)
+
+    box = misa.ActionBox(np.asarray([-2.0, 0.0]), np.asarray([2.0, 1.0]))
+    np.testing.assert_allclose(
+        box.to_unit(np.asarray([[-2.0, 0.0], [2.0, 1.0], [1.0, 0.75]])), [[-1, -1], [1, 1], [0.5, 0.5]]
+    )
+    units = np.random.default_rng(1).uniform(-1, 1, size=(10, 2))
+    np.testing.assert_allclose(box.to_unit(box.from_unit(units)), units, atol=1e-12)
+
+
 def test_flax_initialisation():
     policy = misa.Policy(17, 6, 256, False, jax.random.key(0))
     hidden = np.asarray(policy.net.hidden[1].weight)
