@@ -729,12 +729,12 @@ def main(args: Args) -> dict:
         run_name = make_run_name(args.env_id, args.exp_name, args.seed)
     try:
         data, info = load_dataset(args.env_id, args.dataset_path)
+        args = with_domain_defaults(args, info.domain)
+        check_args(args)
+        envs = make_eval_envs(info, args.num_seeds * args.eval_episodes) if args.eval_episodes > 0 else None
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"error: {error}") from error
-    args = with_domain_defaults(args, info.domain)
-    check_args(args)
     seeds = [args.seed + k for k in range(args.num_seeds)]
-    envs = make_eval_envs(info, args.num_seeds * args.eval_episodes) if args.eval_episodes > 0 else None
     action_dim = data.actions.shape[1]
     if envs is not None:
         box = ActionBox(envs.single_action_space.low, envs.single_action_space.high)

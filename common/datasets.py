@@ -183,7 +183,18 @@ def make_eval_envs(info: DatasetInfo, num_envs: int) -> gym.vector.VectorEnv:
             f"dataset {info.name} names no environment to evaluate on: give its HDF5 file a root attribute "
             "env_id (a gymnasium id), as python -m common.make_dataset does"
         )
-    return gym.vector.SyncVectorEnv([lambda: gym.wrappers.FlattenObservation(make_env())] * num_envs)
+
+    def make_flat_env() -> gym.Env:
+        return gym.wrappers.FlattenObservation(make_env())
+
+    try:  # one copy first, so that a package that cannot build it fails here with the dataset's name
+        first = make_flat_env()
+    except Exception as error:
+        raise ValueError(
+            f"the evaluation environment of {info.name} could not be built ({type(error).__name__}: {error}); "
+            "pass --eval-episodes 0 to train without evaluating"
+        ) from error
+    return gym.vector.SyncVectorEnv([lambda: first] + [make_flat_env] * (num_envs - 1))
 
 
 def normalized_score(info: DatasetInfo, returns: np.ndarray) -> np.ndarray | None:

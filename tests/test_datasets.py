@@ -110,6 +110,12 @@ def test_d4rl_name_with_a_local_file_and_its_eval_env(tmp_path):
 # --- bad inputs -----------------------------------------------------------------------------------
 
 
+def test_an_evaluation_env_that_cannot_be_built_names_the_dataset():
+    info = DatasetInfo("mine-v0", "locomotion", 0.0, 1.0, "NoSuchEnv-v0", None)
+    with pytest.raises(ValueError, match="evaluation environment of mine-v0 could not be built .*NoSuchEnv"):
+        make_eval_envs(info, 2)
+
+
 def test_unknown_id_names_valid_choices():
     with pytest.raises(ValueError, match="hopper-medium-v2") as error:
         load_dataset("hopper-medium-v3")
@@ -265,6 +271,44 @@ def pendulum_episodes(lengths: list[int], seed: int) -> list[dict]:
             }
         )
     return episodes
+
+
+@pytest.mark.parametrize(
+    ("env_id", "dataset_id", "domain"),
+    [("AdroitHandPen-v1", "D4RL/pen/test-v0", "adroit"), ("AntMaze_UMaze-v5", "D4RL/antmaze/test-v0", "antmaze")],
+)
+def test_minari_robotics_datasets_recover_their_evaluation_env(env_id, dataset_id, domain, tmp_path, monkeypatch):
+    """Minari's adroit and antmaze copies evaluate on gymnasium-robotics environments (antmaze's observations
+    are a dict): the recovered env must build and give observations shaped like the flattened dataset's."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    env = gym.make(f"gymnasium_robotics:{env_id}")  # imports the package, which registers its ids
+    env.action_space.seed(0)
+    obs, _ = env.reset(seed=0)
+    observations, actions, rewards = [obs], [], []
+    for _ in range(3):
+        actions.append(env.action_space.sample())
+        obs, reward, *_ = env.step(actions[-1])
+        observations.append(obs)
+        rewards.append(reward)
+    if isinstance(obs, dict):
+        observations = {key: np.stack([o[key] for o in observations]) for key in obs}
+    else:
+        observations = np.stack(observations)
+    episode = {
+        "observations": observations,
+        "actions": np.stack(actions),
+        "rewards": rewards,
+        "terminations": [False] * 3,
+        "truncations": [False, False, True],
+    }
+    make_minari_dataset(dataset_id, [episode], env=env.spec)
+    transitions, info = load_dataset(dataset_id)
+    assert info.domain == domain and transitions.observations.shape[0] == 3
+    envs = make_eval_envs(info, 2)
+    obs, _ = envs.reset(seed=0)
+    assert obs.shape == (2, transitions.observations.shape[1])
+    envs.step(np.zeros((2, transitions.actions.shape[1]), np.float32))
+    envs.close()
 
 
 def test_minari_dataset_transitions_and_info(tmp_path, monkeypatch):
