@@ -27,7 +27,7 @@ import optax
 import tyro
 from jax.sharding import NamedSharding, PartitionSpec
 
-from common.checkpoint import load_checkpoint, non_finite_stop, prune_checkpoints, read_header, save_checkpoint
+from common.checkpoint import load_checkpoint, non_finite_stop, read_header, save_run_checkpoint
 from common.devices import SEED_AXIS, check_fits, seed_mesh, shard_seeds
 from common.logger import RunLogger, make_run_name, nan_mean, start_tracking
 
@@ -822,7 +822,6 @@ def main(args: Args) -> dict:
     eval_every = args.eval_interval // args.num_envs
     checkpoint_every = args.checkpoint_interval // args.num_envs
     chunk = math.gcd(eval_every, checkpoint_every)
-    checkpoint_dir = run_dir / "checkpoints"
     last_checkpoint = args.resume
     iteration = first_iteration
 
@@ -843,10 +842,10 @@ def main(args: Args) -> dict:
             logger.close()
             raise stop
         if args.save_model and (iteration % checkpoint_every == 0 or iteration == total_iterations):
-            last_checkpoint = checkpoint_dir / f"step_{iteration * args.num_envs:09d}.eqx"
             header = {"args": dataclasses.asdict(args), "run_name": run_name, "iteration": iteration}
-            save_checkpoint(last_checkpoint, states, header)
-            prune_checkpoints(checkpoint_dir, args.keep_checkpoints)
+            last_checkpoint = save_run_checkpoint(
+                run_dir, iteration * args.num_envs, states, header, args.keep_checkpoints
+            )
         if iteration % eval_every == 0 and iteration < total_iterations:
             eval_returns, eval_handles = run_evaluation(iteration, eval_handles)
     eval_returns, eval_handles = run_evaluation(iteration, eval_handles)

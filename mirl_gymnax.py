@@ -23,7 +23,7 @@ import optax
 import tyro
 from gymnax.environments import spaces
 
-from common.checkpoint import load_checkpoint, non_finite_stop, prune_checkpoints, read_header, save_checkpoint
+from common.checkpoint import load_checkpoint, non_finite_stop, read_header, save_run_checkpoint
 from common.devices import check_fits, seed_mesh, shard_seeds
 from common.logger import RunLogger, make_run_name, nan_mean, start_tracking
 
@@ -637,7 +637,6 @@ def main(args: Args) -> dict:
 
     run = jax.jit(trainer.run, static_argnums=2, donate_argnums=0)
     chunk = args.checkpoint_interval // args.num_envs
-    checkpoint_dir = run_dir / "checkpoints"
     last_checkpoint = args.resume
     iteration = first_iteration
     while iteration < total_iterations:
@@ -649,10 +648,10 @@ def main(args: Args) -> dict:
             logger.close()
             raise stop
         if args.save_model:
-            last_checkpoint = checkpoint_dir / f"step_{iteration * args.num_envs:09d}.eqx"
             header = {"args": dataclasses.asdict(args), "run_name": run_name, "iteration": iteration}
-            save_checkpoint(last_checkpoint, states, header)
-            prune_checkpoints(checkpoint_dir, args.keep_checkpoints)
+            last_checkpoint = save_run_checkpoint(
+                run_dir, iteration * args.num_envs, states, header, args.keep_checkpoints
+            )
 
     eval_returns = np.asarray(jax.jit(trainer.evaluate)(states, jax.random.key(args.seed)))
     final_step = args.total_timesteps

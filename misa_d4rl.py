@@ -24,7 +24,7 @@ import numpy as np
 import optax
 import tyro
 
-from common.checkpoint import load_checkpoint, non_finite_stop, prune_checkpoints, read_header, save_checkpoint
+from common.checkpoint import load_checkpoint, non_finite_stop, read_header, save_run_checkpoint
 from common.datasets import DatasetInfo, Transitions, load_dataset, make_eval_envs, normalized_score
 from common.devices import check_fits, seed_mesh, shard_seeds
 from common.logger import RunLogger, make_run_name, start_tracking
@@ -765,7 +765,6 @@ def main(args: Args) -> dict:
     run = jax.jit(trainer.run, static_argnums=3, donate_argnums=0)
     act = jax.jit(trainer.actions)
 
-    checkpoint_dir = run_dir / "checkpoints"
     last_checkpoint = args.resume
     step, scores, returns = first_step, None, None
     while step < args.total_steps:
@@ -789,7 +788,6 @@ def main(args: Args) -> dict:
                 writer.add_scalar(f"eval/best_{kind}", best_scores[index], step)
             logger.progress.set_postfix({kind: f"{scores.mean():.1f}"}, refresh=False)
         if args.save_model:
-            last_checkpoint = checkpoint_dir / f"step_{step:09d}.eqx"
             header = {
                 "args": dataclasses.asdict(args),
                 "run_name": run_name,
@@ -802,8 +800,7 @@ def main(args: Args) -> dict:
                 "action_low": box.low.tolist(),
                 "action_high": box.high.tolist(),
             }
-            save_checkpoint(last_checkpoint, states, header)
-            prune_checkpoints(checkpoint_dir, args.keep_checkpoints)
+            last_checkpoint = save_run_checkpoint(run_dir, step, states, header, args.keep_checkpoints)
     logger.close()
     if scores is not None:
         print(

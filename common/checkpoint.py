@@ -64,6 +64,15 @@ def prune_checkpoints(directory: str | Path, keep: int) -> None:
         old.unlink()
 
 
+def save_run_checkpoint(run_dir: str | Path, step: int, tree: Any, header: dict, keep: int) -> Path:
+    """Save `tree` as `{run_dir}/checkpoints/step_{step:09d}.eqx`, keep the newest `keep` there (<= 0: all),
+    and return the new file's path."""
+    path = Path(run_dir) / "checkpoints" / f"step_{step:09d}.eqx"
+    save_checkpoint(path, tree, header)
+    prune_checkpoints(path.parent, keep)
+    return path
+
+
 def non_finite_stop(nan_steps, seeds: list[int], loss: str, step_unit: str, last_checkpoint) -> SystemExit | None:
     """The error that stops a run whose loss became non-finite in some seed (`nan_steps[k]` ≥ 0 is the
     seed's first such step), naming each such seed's step and the checkpoint kept; None if all are finite."""

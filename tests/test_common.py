@@ -12,7 +12,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from common import plot
-from common.checkpoint import load_checkpoint, prune_checkpoints, read_header, save_checkpoint
+from common.checkpoint import load_checkpoint, read_header, save_checkpoint, save_run_checkpoint
 from common.devices import check_fits
 from common.logger import RunLogger, make_run_name
 
@@ -95,9 +95,9 @@ def test_checkpoint_errors_and_pruning(tmp_path):
     with pytest.raises(ValueError, match="not a checkpoint"):
         read_header(tmp_path / "junk.eqx")
     for step in (3, 1, 2):
-        save_checkpoint(tmp_path / f"step_{step:09d}.eqx", {"x": jnp.zeros(1)}, {})
-    prune_checkpoints(tmp_path, keep=2)
-    assert sorted(p.name for p in tmp_path.glob("step_*")) == ["step_000000002.eqx", "step_000000003.eqx"]
+        path = save_run_checkpoint(tmp_path / "run", step, {"x": jnp.full(1, step)}, {"step": step}, keep=2)
+        assert path == tmp_path / "run" / "checkpoints" / f"step_{step:09d}.eqx" and read_header(path) == {"step": step}
+    assert sorted(p.name for p in path.parent.glob("step_*")) == ["step_000000002.eqx", "step_000000003.eqx"]
 
 
 def test_check_fits_refuses_with_the_size():
