@@ -25,7 +25,7 @@ import optax
 import tyro
 
 from common.checkpoint import load_checkpoint, non_finite_stop, read_header, save_run_checkpoint
-from common.datasets import DatasetInfo, Transitions, load_dataset, make_eval_envs, normalized_score
+from common.datasets import DatasetInfo, Transitions, action_bounds, load_dataset, make_eval_envs, normalized_score
 from common.devices import check_fits, seed_mesh, shard_seeds
 from common.logger import RunLogger, make_run_name, start_tracking
 
@@ -61,7 +61,8 @@ class Args:
     action_clip: float = 0.999
     """dataset actions are clipped to ±this, so that their tanh-Gaussian log-probability is finite"""
     normalize_obs: bool = False
-    """standardise observations with the dataset's mean and standard deviation"""
+    """standardise each observation dimension with the dataset's mean and standard deviation (+1e-3);
+    not the official code's obs_norm (one scalar mean and std, clipped to ±10), and off by default as there"""
 
     # Algorithm
     variant: Literal["misa", "misa-biased", "cql", "bc"] = "misa"
@@ -264,8 +265,8 @@ class Policy(eqx.Module):
 
     def __init__(self, obs_dim: int, action_dim: int, hidden_size: int, layer_norm: bool, key: jax.Array):
         self.net = MLP(obs_dim, 2 * action_dim, hidden_size, layer_norm, jax.nn.relu, key)
-        self.log_std_multiplier = jnp.asarray(1.0)
-        self.log_std_offset = jnp.asarray(-1.0)
+        self.log_std_multiplier = jnp.asarray(1.0, jnp.float32)  # strongly typed, as the optimiser returns it
+        self.log_std_offset = jnp.asarray(-1.0, jnp.float32)
 
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
         mean, raw_log_std = jnp.split(self.net(obs), 2, axis=-1)
@@ -324,7 +325,8 @@ def sample_actions(key: jax.Array, mean: jax.Array, log_std: jax.Array, num: int
 def logsumexp_regularizer(scores: jax.Array, q_data: jax.Array, shift: float) -> jax.Array:
     """mean_b(logsumexp_j scores[..., j, b] − shift − Q(s_b, a_b)): the critic's push-down on the sampled
     actions' values against the data action's. For MISA it is minus the MI lower bound's critic term
-    (with shift = log B as in the official code; a constant, so it leaves the gradients unchanged)."""
+    (with shift = log B as in the official code: a constant, so the critics' gradients do not see it, but
+    the Lagrange multiplier compares the shifted value with its target gap, as the official code does)."""
     return jnp.mean(jax.nn.logsumexp(scores, axis=-2) - shift - q_data, axis=-1)
 
 
@@ -363,8 +365,8 @@ def hmc_sample(log_density: Callable, initial: jax.Array, key: jax.Array, config
     Identity mass matrix and Metropolis–Hastings correction; a proposal with a non-finite density or
     gradient is rejected. The step size, shared by the chains, grows by 1% after a transition whose mean
     acceptance probability is above the target and shrinks by 1% otherwise, during the first
-    `adaptation_steps` transitions. Returns the `samples` states after `burn_in` [samples, chains, dim]
-    and the acceptance rate over the kept transitions."""
+    `adaptation_steps` transitions. Returns the `samples` states after `burn_in` [samples, chains, dim],
+    the acceptance rate over the kept transitions and the final step size."""
 
     def value_and_grad(x):
         value, pullback = jax.vjp(log_density, x)
@@ -464,7 +466,7 @@ def make_train(args: Args, obs_dim: int, action_dim: int, log: Callable | None =
         params = Params(
             policy=Policy(obs_dim, action_dim, args.hidden_size, args.layer_norm, policy_key),
             critics=critics,
-            log_alpha=jnp.asarray(0.0),
+            log_alpha=jnp.asarray(0.0, jnp.float32),
             log_alpha_prime=jnp.asarray(args.log_alpha_prime_init, jnp.float32),
         )
         opt_state = tuple(getattr(optimizers, name).init(getattr(params, name)) for name in group_names)
@@ -489,7 +491,7 @@ def make_train(args: Args, obs_dim: int, action_dim: int, log: Callable | None =
         if misa_regularizer:
             actions, _ = sample_actions(sample_key, *policy(batch.observations), num=n)
             scores = twin_q(critics, obs, actions)  # [2, N, B]
-            shift = math.log(args.batch_size)  # the official code subtracts log(batch size): inert for gradients
+            shift = math.log(args.batch_size)  # the official code subtracts log(batch size)
         else:  # CQL(H): importance-weighted uniform, π(·|s') and π(·|s) samples, all scored at s
             uniform_key, next_sample_key, current_key = jax.random.split(sample_key, 3)
             uniform = jax.random.uniform(uniform_key, (n, *batch.actions.shape), minval=-1.0, maxval=1.0)
@@ -538,7 +540,7 @@ def make_train(args: Args, obs_dim: int, action_dim: int, log: Callable | None =
 
     def temperature_loss(log_alpha: jax.Array, log_pi: jax.Array) -> jax.Array:
         """L_α = −log α · mean(log π(ã|s) + target entropy), with the actor's own sample ã."""
-        return -log_alpha * jnp.mean(jax.lax.stop_gradient(log_pi) + target_entropy)
+        return -log_alpha * jnp.mean(log_pi + target_entropy)  # log_pi: the actor loss's output, a constant here
 
     def lagrange_loss(log_alpha_prime: jax.Array, regularizers: jax.Array) -> jax.Array:
         """Dual descent on α': it grows while the regularisers exceed the target gap."""
@@ -596,7 +598,8 @@ def make_train(args: Args, obs_dim: int, action_dim: int, log: Callable | None =
             alpha_loss, alpha_grad = jax.value_and_grad(temperature_loss)(params.log_alpha, log_pi)
             grads = eqx.tree_at(lambda g: g.log_alpha, grads, alpha_grad)
             metrics["losses/alpha_loss"] = alpha_loss
-        metrics["losses/alpha"] = alpha_of(params)
+        if args.variant != "bc":
+            metrics["losses/alpha"] = alpha_of(params)
 
         new_groups, opt_state = [], []
         for name, group_opt_state in zip(group_names, state.opt_state, strict=True):
@@ -660,12 +663,19 @@ class ActionBox(NamedTuple):
         return self.low + 0.5 * (actions + 1.0) * (self.high - self.low)
 
 
+def evaluation_seeds(seeds: list[int], step: int, episodes: int) -> list[int]:
+    """The environment seeds of each seed's evaluation episodes at `step`: the same for every variant, and
+    for a seed whichever seeds it is trained with."""
+    return [int(s) for seed in seeds for s in np.random.default_rng([seed, step]).integers(2**31, size=episodes)]
+
+
 def evaluate(
-    act: Callable, policies: Policy, envs, num_seeds: int, scale_obs: ObsScaler, box: ActionBox, seed: int
+    act: Callable, policies: Policy, envs, scale_obs: ObsScaler, box: ActionBox, env_seeds: list[int]
 ) -> np.ndarray:
     """Returns [seeds, episodes] of one deterministic episode in each of the vector env's copies, all
-    seeds' episodes stepped together (copy i belongs to seed i // episodes)."""
-    obs, _ = envs.reset(seed=seed)
+    seeds' episodes stepped together (copy i belongs to seed i // episodes; `env_seeds[i]` starts it)."""
+    num_seeds = jax.tree.leaves(policies)[0].shape[0]
+    obs, _ = envs.reset(seed=env_seeds)
     returns = np.zeros(envs.num_envs)
     running = np.ones(envs.num_envs, bool)
     while running.any():
@@ -710,10 +720,16 @@ def check_args(args: Args) -> None:
         problems.append("--eval-interval must be positive")
     if not 0.0 < args.action_clip < 1.0:
         problems.append("--action-clip must lie in (0, 1): tanh-Gaussian log-probabilities are infinite at ±1")
-    if args.variant == "misa" and (args.hmc_samples <= 0 or args.hmc_leapfrog_steps <= 0 or args.hmc_burn_in < 0):
-        problems.append("--hmc-samples and --hmc-leapfrog-steps must be positive, --hmc-burn-in non-negative")
-    if min(args.batch_size, args.num_action_samples, args.num_seeds) <= 0:
-        problems.append("--batch-size, --num-action-samples and --num-seeds must be positive")
+    if args.variant == "misa" and (
+        args.hmc_samples <= 0 or args.hmc_leapfrog_steps <= 0 or args.hmc_step_size <= 0 or args.hmc_burn_in < 0
+    ):
+        problems.append(
+            "--hmc-samples, --hmc-leapfrog-steps and --hmc-step-size must be positive, --hmc-burn-in non-negative"
+        )
+    if min(args.batch_size, args.num_action_samples, args.num_seeds, args.total_steps) <= 0:
+        problems.append("--batch-size, --num-action-samples, --num-seeds and --total-steps must be positive")
+    if args.eval_episodes < 0:
+        problems.append("--eval-episodes must be non-negative (0: no evaluation)")
     if problems:
         raise SystemExit("error: " + "; ".join(problems))
 
@@ -732,14 +748,11 @@ def main(args: Args) -> dict:
         args = with_domain_defaults(args, info.domain)
         check_args(args)
         envs = make_eval_envs(info, args.num_seeds * args.eval_episodes) if args.eval_episodes > 0 else None
+        box = ActionBox(*action_bounds(info, data.actions.shape[1]))
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"error: {error}") from error
     seeds = [args.seed + k for k in range(args.num_seeds)]
     action_dim = data.actions.shape[1]
-    if envs is not None:
-        box = ActionBox(envs.single_action_space.low, envs.single_action_space.high)
-    else:
-        box = ActionBox(-np.ones(action_dim, np.float32), np.ones(action_dim, np.float32))
     data = dataclasses.replace(data, actions=box.to_unit(data.actions))
     dataset, scale_obs = prepare_dataset(data, info, args)
     obs_dim = dataset.observations.shape[1]
@@ -776,8 +789,8 @@ def main(args: Args) -> dict:
             logger.close()
             raise stop
         if envs is not None:
-            eval_seed = int(np.random.default_rng([args.seed, step]).integers(2**31))
-            returns = evaluate(act, states.params.policy, envs, args.num_seeds, scale_obs, box, eval_seed).mean(axis=1)
+            env_seeds = evaluation_seeds(seeds, step, args.eval_episodes)
+            returns = evaluate(act, states.params.policy, envs, scale_obs, box, env_seeds).mean(axis=1)
             normalized = normalized_score(info, returns)
             scores = returns if normalized is None else normalized
             best_scores = scores.tolist() if best_scores is None else np.maximum(best_scores, scores).tolist()

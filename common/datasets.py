@@ -197,6 +197,23 @@ def make_eval_envs(info: DatasetInfo, num_envs: int) -> gym.vector.VectorEnv:
     return gym.vector.SyncVectorEnv([lambda: first] + [make_flat_env] * (num_envs - 1))
 
 
+def action_bounds(info: DatasetInfo, action_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The box (low, high) of the dataset's actions, known whether or not the run evaluates: D4RL's own
+    tasks all act in [−1, 1] (their antmaze, adroit and kitchen envs cannot be built here); a Minari
+    dataset records its action space; otherwise one evaluation env is built to read it."""
+    if info.minari_id is None and info.name in D4RL_DATASETS:
+        return -np.ones(action_dim, np.float32), np.ones(action_dim, np.float32)
+    if info.minari_id is not None:
+        import minari
+
+        space = minari.load_dataset(info.minari_id).action_space
+    else:
+        envs = make_eval_envs(info, 1)
+        space = envs.single_action_space
+        envs.close()
+    return np.asarray(space.low, np.float32), np.asarray(space.high, np.float32)
+
+
 def normalized_score(info: DatasetInfo, returns: np.ndarray) -> np.ndarray | None:
     """D4RL's normalised score 100·(R − R_min)/(R_max − R_min); None without reference returns."""
     if info.ref_min_score is None or info.ref_max_score is None:

@@ -17,13 +17,27 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="mirl
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 
-def run_on_cpu_devices(probe: str, devices: int, out: Path) -> str:
-    """Run `probe` (Python source that writes its arrays to sys.argv[1]) in a fresh process that sees
-    `devices` CPU devices; returns its stdout. Fails the test with its stderr if it fails."""
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-c", probe, str(out)], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
+def run_sharded_and_single(probe: str, devices: int, tmp_path: Path) -> tuple[dict, dict]:
+    """Run `probe` (Python source that prints "devices D shards S" and writes its arrays to sys.argv[1])
+    in fresh processes that see `devices` CPU devices and one; each must shard its seeds over all the
+    devices it sees. Returns the arrays of the sharded run and of the single-device one."""
+    outputs = {}
+    for count in (devices, 1):
+        out = tmp_path / f"devices_{count}.npz"
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={count}", PYTHONPATH=str(ROOT))
+        done = subprocess.run([sys.executable, "-c", probe, str(out)], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert f"devices {count} shards {count}" in done.stdout
+        outputs[count] = dict(np.load(out))
+    return outputs[devices], outputs[1]
+
+
+def assert_rows_close(sharded: dict, single: dict, names: tuple[str, ...], tolerance: float = 1e-3) -> None:
+    """Each row (seed) of each named array agrees in relative norm: float32 rounding differs when XLA
+    compiles a batch of fewer seeds per device."""
+    for name in names:
+        relative = np.linalg.norm(sharded[name] - single[name], axis=-1) / np.linalg.norm(single[name], axis=-1)
+        assert (relative < tolerance).all(), (name, relative)
 
 
 def leaves(tree) -> list[np.ndarray]:

@@ -11,7 +11,14 @@ import h5py
 import numpy as np
 import pytest
 
-from common.datasets import D4RL_DATASETS, DatasetInfo, load_dataset, make_eval_envs, normalized_score
+from common.datasets import (
+    D4RL_DATASETS,
+    DatasetInfo,
+    action_bounds,
+    load_dataset,
+    make_eval_envs,
+    normalized_score,
+)
 
 # ten rows, three episodes: rows 0-2 end in a terminal, rows 3-5 in a timeout, rows 6-9 are a partial episode
 TERMINALS = np.array([0, 0, 1, 0, 0, 0, 0, 0, 0, 0], dtype=bool)
@@ -78,6 +85,7 @@ def test_custom_file_attributes_give_the_info(tmp_path):
     np.testing.assert_allclose(normalized_score(info, np.array([-1200.0, -150.0, -675.0])), [0.0, 100.0, 50.0])
     envs = make_eval_envs(info, 3)
     assert envs.num_envs == 3 and envs.single_observation_space.shape == (3,)
+    np.testing.assert_array_equal(np.stack(action_bounds(info, 1)), [[-2.0], [2.0]])  # Pendulum's box
     envs.close()
 
     _, info = load_dataset("maze", dataset_path=str(write_d4rl_file(tmp_path / "m.hdf5", domain="antmaze")))
@@ -93,6 +101,7 @@ def test_d4rl_name_with_a_local_file_and_its_eval_env(tmp_path):
     path = write_d4rl_file(tmp_path / "hopper.hdf5")
     _, info = load_dataset("hopper-medium-v2", dataset_path=str(path))
     assert info == DatasetInfo("hopper-medium-v2", "locomotion", -20.272305, 3234.3, "Hopper-v4", None)
+    np.testing.assert_array_equal(np.stack(action_bounds(info, 3)), [[-1.0] * 3, [1.0] * 3])
     np.testing.assert_allclose(normalized_score(info, np.array([3234.3])), [100.0])
     # D4RL's ant observations include contact forces (111 numbers); gymnasium's Ant-v4 needs a flag for them
     ant = DatasetInfo("ant-medium-v2", "locomotion", -325.6, 3879.7, "Ant-v4", None)
@@ -332,6 +341,7 @@ def test_minari_dataset_transitions_and_info(tmp_path, monkeypatch):
     np.testing.assert_allclose(transitions.rewards, np.concatenate([e["rewards"] for e in episodes]), rtol=1e-6)
     np.testing.assert_array_equal(transitions.terminals, [0] * 5 + [0, 0, 1] + [0] * 4)
     assert info == DatasetInfo("pendulum/test-v0", "locomotion", -1000.0, -100.0, "Pendulum-v1", "pendulum/test-v0")
+    np.testing.assert_array_equal(np.stack(action_bounds(info, 1)), [[-2.0], [2.0]])  # the recorded space
     envs = make_eval_envs(info, 2)
     assert envs.single_observation_space.shape == (3,)
     envs.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import leaves, run_on_cpu_devices, scalars
+from conftest import assert_rows_close, leaves, run_sharded_and_single, scalars
 
 from common.checkpoint import read_header
 from mirl_atari import Args, main
@@ -159,15 +159,7 @@ np.savez(sys.argv[1], actions=states.replay.actions, frames=states.replay.frames
 def test_sharded_seeds_equal_unsharded(tmp_path):
     """2 seeds on 2 devices, each stepping its own pool, against 2 seeds in one pool on 1 device: the
     same games and actions, and the same learner up to float32 rounding."""
-    outputs = {}
-    for devices in (1, 2):
-        out = tmp_path / f"devices_{devices}.npz"
-        stdout = run_on_cpu_devices(SHARDING_PROBE.format(tiny=TINY), devices, out)
-        assert f"devices {devices} shards {devices}" in stdout
-        outputs[devices] = np.load(out)
-    sharded, single = outputs[2], outputs[1]
+    sharded, single = run_sharded_and_single(SHARDING_PROBE.format(tiny=TINY), 2, tmp_path)
     np.testing.assert_array_equal(sharded["actions"], single["actions"])
     np.testing.assert_array_equal(sharded["frames"], single["frames"])
-    for name in ("beta", "prior", "params"):
-        relative = np.linalg.norm(sharded[name] - single[name], axis=-1) / np.linalg.norm(single[name], axis=-1)
-        assert (relative < 1e-3).all(), (name, relative)
+    assert_rows_close(sharded, single, ("beta", "prior", "params"))

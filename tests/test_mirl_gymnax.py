@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import leaves, run_on_cpu_devices, scalars
+from conftest import assert_rows_close, leaves, run_sharded_and_single, scalars
 from gymnax.environments import spaces
 
 from common.checkpoint import read_header
@@ -113,18 +113,10 @@ np.savez(sys.argv[1], actions=states.replay.actions, obs=states.replay.obs, beta
 def test_sharded_seeds_equal_unsharded(tmp_path):
     """8 seeds on 4 devices against 8 seeds on 1: the same trajectories, and the same numbers up to
     float32 rounding (XLA compiles a batch of 2 seeds a little differently from a batch of 8)."""
-    outputs = {}
-    for devices in (1, 4):
-        out = tmp_path / f"devices_{devices}.npz"
-        stdout = run_on_cpu_devices(SHARDING_PROBE.format(tiny=TINY), devices, out)
-        assert f"devices {devices} shards {devices}" in stdout
-        outputs[devices] = np.load(out)
-    sharded, single = outputs[4], outputs[1]
+    sharded, single = run_sharded_and_single(SHARDING_PROBE.format(tiny=TINY), 4, tmp_path)
     np.testing.assert_array_equal(sharded["actions"], single["actions"])
     np.testing.assert_array_equal(sharded["obs"], single["obs"])
-    for name in ("beta", "prior", "params"):
-        relative = np.linalg.norm(sharded[name] - single[name], axis=-1) / np.linalg.norm(single[name], axis=-1)
-        assert (relative < 1e-3).all(), (name, relative)
+    assert_rows_close(sharded, single, ("beta", "prior", "params"))
 
 
 def test_unknown_env_id_lists_the_valid_ones():

@@ -10,9 +10,10 @@ import h5py
 import jax
 import numpy as np
 import pytest
-from conftest import leaves, run_on_cpu_devices, scalars
+from conftest import leaves, run_sharded_and_single, scalars
 
 import common.make_dataset as make_dataset
+from common.checkpoint import read_header
 from common.datasets import load_dataset
 from misa_d4rl import Args, ObsScaler, load_policy, main
 
@@ -123,15 +124,10 @@ np.savez(sys.argv[1], *[np.asarray(x) for x in jax.tree.leaves(result["states"].
 
 def test_sharded_seeds_equal_unsharded(dataset_path, tmp_path):
     """2 seeds on 2 devices against 2 seeds on 1: the same numbers up to float32 rounding."""
-    outputs = {}
-    for devices in (1, 2):
-        out = tmp_path / f"devices_{devices}.npz"
-        probe = SHARDING_PROBE.format(tiny={**TINY, "dataset_path": dataset_path})
-        stdout = run_on_cpu_devices(probe, devices, out)
-        assert f"devices {devices} shards {devices}" in stdout
-        outputs[devices] = np.load(out)
-    for name in outputs[1].files:
-        np.testing.assert_allclose(outputs[2][name], outputs[1][name], rtol=1e-4, atol=1e-5, err_msg=name)
+    probe = SHARDING_PROBE.format(tiny={**TINY, "dataset_path": dataset_path})
+    sharded, single = run_sharded_and_single(probe, 2, tmp_path)
+    for name in single:
+        np.testing.assert_allclose(sharded[name], single[name], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 def test_unknown_dataset_names_the_valid_ones():
@@ -150,6 +146,19 @@ def test_inconsistent_flags_are_refused(dataset_path):
         main(tiny(dataset_path, eval_interval=12))
     with pytest.raises(SystemExit, match="--action-clip must lie in"):
         main(tiny(dataset_path, action_clip=1.0))
+    with pytest.raises(SystemExit, match="--hmc-step-size must be positive"):
+        main(tiny(dataset_path, hmc_step_size=0.0))
+    with pytest.raises(SystemExit, match="--eval-episodes must be non-negative"):
+        main(tiny(dataset_path, eval_episodes=-1))
+
+
+def test_without_evaluation_the_actions_keep_the_environment_box(dataset_path):
+    """Pendulum acts in [−2, 2]: the box comes from the environment even when no evaluation env is made,
+    so the data is rescaled the same way and a saved policy acts in the right range."""
+    result = main(tiny(dataset_path, eval_episodes=0, save_model=True))
+    header = read_header(result["last_checkpoint"])
+    assert (header["action_low"], header["action_high"]) == ([-2.0], [2.0])
+    assert result["scores"] is None
 
 
 def test_non_finite_loss_stops_the_run_naming_the_step(dataset_path, tmp_path):

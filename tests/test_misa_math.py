@@ -170,6 +170,13 @@ def test_observation_scaler_and_action_box():
     np.testing.assert_allclose(box.to_unit(box.from_unit(units)), units, atol=1e-12)
 
 
+def test_evaluation_seeds_belong_to_each_seed_and_step():
+    together = misa.evaluation_seeds([1, 2], step=1000, episodes=3)
+    assert together[3:] == misa.evaluation_seeds([2], step=1000, episodes=3)  # seed 2 alone or second
+    assert len(set(together)) == 6
+    assert misa.evaluation_seeds([1], step=2000, episodes=3) != together[:3]
+
+
 def test_flax_initialisation():
     policy = misa.Policy(17, 6, 256, False, jax.random.key(0))
     hidden = np.asarray(policy.net.hidden[1].weight)
@@ -263,3 +270,14 @@ def test_lagrange_multiplier_moves_only_with_lagrange(dataset):
     np.testing.assert_array_equal(before.params.log_alpha_prime, after.params.log_alpha_prime)
     before, after = one_step(small_args(lagrange=True), dataset)
     assert not np.array_equal(before.params.log_alpha_prime, after.params.log_alpha_prime)
+
+
+def test_the_training_chunk_compiles_once(dataset):
+    """The state a chunk returns has the types of the state it was given (no weakly typed scalars turning
+    strong), so the jitted chunk is compiled once for the whole run."""
+    trainer = misa.make_train(small_args(), OBS_DIM, ACTION_DIM)
+    states = jax.vmap(trainer.init)(jax.random.key(0)[None])
+    run = jax.jit(trainer.run, static_argnums=3)
+    for first_step in (0, 2):
+        states = run(states, dataset, jnp.asarray(first_step, jnp.int32), 2)
+    assert run._cache_size() == 1
