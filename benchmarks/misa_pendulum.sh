@@ -6,6 +6,7 @@
 #
 #   bash benchmarks/misa_pendulum.sh 2>&1 | tee /tmp/misa_pendulum.log
 #   VARIANTS="misa bc" bash benchmarks/misa_pendulum.sh    # some variants only (e.g. two at a time on two cores)
+#   VARIANTS= bash benchmarks/misa_pendulum.sh             # only redraw the curves and tables of the latest runs
 #
 # Normalized score: the dataset's refs, 0 = uniform random policy, 100 = the noiseless controller.
 # Budgets are far below the paper's (hidden 256, batch 256, 50 action / 50 HMC samples, 1.2M steps); every
@@ -18,7 +19,7 @@ DATASET=${DATASET:-data/pendulum-mixed.hdf5}
 TOTAL_STEPS=${TOTAL_STEPS:-40000}
 NUM_SEEDS=${NUM_SEEDS:-5}
 EVAL_EPISODES=${EVAL_EPISODES:-20}
-VARIANTS=${VARIANTS:-misa misa-biased cql bc}
+VARIANTS=${VARIANTS-misa misa-biased cql bc}
 LOG_DIR=${LOG_DIR:-/tmp}
 
 if [[ ! -f "$DATASET" ]]; then
@@ -27,7 +28,7 @@ if [[ ! -f "$DATASET" ]]; then
 fi
 
 # the behaviour data's own score: mean return of its whole episodes, normalized with the file's refs
-"$PYTHON" - "$DATASET" <<'EOF'
+DATA_SCORE=$("$PYTHON" - "$DATASET" <<'EOF'
 import sys
 
 import h5py
@@ -40,8 +41,10 @@ with h5py.File(sys.argv[1], "r") as f:
 returns = np.add.reduceat(rewards, np.r_[0, ends[:-1] + 1])
 score = 100 * (returns.mean() - lo) / (hi - lo)
 print(f"behaviour data {sys.argv[1]}: {len(ends)} episodes, mean return {returns.mean():.1f}, "
-      f"normalized {score:.1f} (ref_min {lo:.1f}, ref_max {hi:.1f})")
+      f"normalized {score:.1f} (ref_min {lo:.1f}, ref_max {hi:.1f})", file=sys.stderr)
+print(f"{score:.1f}")
 EOF
+)
 
 FLAGS=(
     --env-id Pendulum-v1 --dataset-path "$DATASET"
@@ -64,13 +67,19 @@ for variant in $VARIANTS; do
     echo "$variant wall time $((SECONDS - start)) s"
 done
 
-# every variant's latest run of these flags, wherever it was made from
+# every variant's latest run (this script's, or an earlier one's for variants not run now)
 runs=()
+labels=()
 for variant in misa misa-biased cql bc; do
     latest=$(ls -d runs/Pendulum-v1__pendulum_"$variant"__* 2>/dev/null | tail -n 1 || true)
-    [[ -n "$latest" ]] && runs+=("$latest")
+    if [[ -n "$latest" ]]; then
+        runs+=("$latest")
+        labels+=("$variant")
+    fi
 done
 for last in 1 3; do
-    "$PYTHON" -m common.plot "${runs[@]}" --tag eval/normalized_score --final-tag eval/normalized_score \
-        --final-last "$last" --title "Pendulum-v1, mixed dataset" --out docs/pendulum-mixed.png
+    "$PYTHON" -m common.plot "${runs[@]}" --labels "${labels[@]}" --final-last "$last" \
+        --tag eval/normalized_score --final-tag eval/normalized_score --xlabel "gradient steps (per seed)" \
+        --baseline "$DATA_SCORE" --baseline-label "behaviour data" \
+        --title "Pendulum-v1, mixed dataset" --out docs/pendulum-mixed.png
 done

@@ -34,6 +34,12 @@ class Args:
     """one label per run directory (default: the experiment name in the run name)"""
     title: str | None = None
     """figure title (default: the environment id)"""
+    xlabel: str = "environment steps (per seed)"
+    """the x axis's label (misa_d4rl.py counts gradient steps)"""
+    baseline: float | None = None
+    """draw a horizontal reference line at this value (e.g. the behaviour data's score)"""
+    baseline_label: str = "baseline"
+    """the reference line's legend entry"""
     points: int = 200
     """curve resolution: seeds are interpolated onto this many common steps"""
 
@@ -88,7 +94,9 @@ def main(args: Args) -> dict[str, np.ndarray]:
         mean, std = values.mean(0), values.std(0)
         axis.plot(grid, mean, label=f"{label} ({len(seeds)} seeds)")
         axis.fill_between(grid, mean - std, mean + std, alpha=0.2)
-    axis.set_xlabel("environment steps (per seed)")
+    if args.baseline is not None:
+        axis.axhline(args.baseline, color="gray", linestyle="--", label=args.baseline_label)
+    axis.set_xlabel(args.xlabel)
     axis.set_ylabel(args.tag)
     axis.set_title(args.title or args.runs[0].name.split("__")[0])
     axis.grid(alpha=0.3)

@@ -59,7 +59,9 @@ def test_plot_aggregates_seeds_and_tabulates(tmp_path):
     assert out.stat().st_size > 10_000
     np.testing.assert_allclose(table["dqn"], [0.0, 10.0])
     np.testing.assert_allclose(table["mirl"], [5.0, 15.0])
-    last_two = plot.main(plot.Args(runs=runs, out=out, final_tag="charts/episodic_return", final_last=2))
+    last_two = plot.main(
+        plot.Args(runs=runs, out=out, final_tag="charts/episodic_return", final_last=2, baseline=3.0, xlabel="steps")
+    )
     np.testing.assert_allclose(last_two["dqn"], [2.5, 3.5])  # seed k logged 1 + k, 2 + k, 3 + k
     with pytest.raises(SystemExit, match="no seed_"):
         plot.main(plot.Args(runs=[tmp_path], out=out))
