@@ -30,7 +30,7 @@ from common.devices import check_fits, seed_mesh, shard_seeds
 from common.logger import RunLogger, make_run_name, start_tracking
 
 
-@dataclass
+@dataclass(frozen=True)
 class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment"""
@@ -94,8 +94,11 @@ class Args:
     num_action_samples: int = 50
     """policy samples per state in the regulariser's logsumexp (cql: this many from each of its three sources)"""
     lagrange: bool | None = None
-    """tune the regulariser's weight by dual descent towards --lagrange-gap, adding the data action to the logsumexp
-    set; default by domain: on for antmaze only"""
+    """tune the regulariser's weight α' by dual descent towards --lagrange-gap (the official `lagrange`);
+    default by domain: on for antmaze only"""
+    add_positive: bool | None = None
+    """misa variants: put the data action's Q(s, a) in the regulariser's logsumexp set (the official
+    `add_positive`); default by domain: on for antmaze only; refused with --variant cql or bc"""
     lagrange_gap: float = 3.0
     """target value of the regulariser when --lagrange is on"""
     log_alpha_prime_init: float = 1.0
@@ -110,8 +113,9 @@ class Args:
     """leapfrog steps per HMC transition"""
     hmc_step_size: float = 1.0
     """initial leapfrog step size"""
-    hmc_adaptation_steps: int = 4
-    """first transitions during which the step size moves by ±1% towards --hmc-target-acceptance"""
+    hmc_adaptation_steps: int | None = None
+    """first transitions during which the step size is multiplied or divided by 1.01 towards
+    --hmc-target-acceptance (default: int(0.8 · --hmc-burn-in), as the official code derives it)"""
     hmc_target_acceptance: float = 0.75
     """the acceptance rate the step size adapts towards"""
 
@@ -136,6 +140,8 @@ def with_domain_defaults(args: Args, domain: str) -> Args:
     defaults = dict(
         DOMAIN_DEFAULTS[domain],
         lagrange=domain == "antmaze",
+        add_positive=domain == "antmaze" and args.variant in ("misa", "misa-biased"),
+        hmc_adaptation_steps=int(0.8 * args.hmc_burn_in),
         eval_interval=50_000 if domain == "antmaze" else 10_000,
         eval_episodes=100 if domain == "antmaze" else 10,
     )
@@ -310,10 +316,10 @@ def log_prob_of_actions(actions: jax.Array, mean: jax.Array, log_std: jax.Array)
     return tanh_gaussian_log_prob(jnp.arctanh(actions), mean, log_std)
 
 
-def sample_actions(key: jax.Array, mean: jax.Array, log_std: jax.Array, num: int | None = None):
-    """Reparameterised samples (a leading axis of `num` when given) and their log-probabilities."""
-    shape = mean.shape if num is None else (num, *mean.shape)
-    pre_tanh = mean + jnp.exp(log_std) * jax.random.normal(key, shape)
+def policy_sample(noise: jax.Array, mean: jax.Array, log_std: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Reparameterised tanh-Gaussian samples from standard normal `noise` (any leading axes broadcast
+    against mean and log std), and their log-probabilities."""
+    pre_tanh = mean + jnp.exp(log_std) * noise
     return jnp.tanh(pre_tanh), tanh_gaussian_log_prob(pre_tanh, mean, log_std)
 
 
@@ -324,9 +330,9 @@ def sample_actions(key: jax.Array, mean: jax.Array, log_std: jax.Array, num: int
 
 def logsumexp_regularizer(scores: jax.Array, q_data: jax.Array, shift: float) -> jax.Array:
     """mean_b(logsumexp_j scores[..., j, b] − shift − Q(s_b, a_b)): the critic's push-down on the sampled
-    actions' values against the data action's. For MISA it is minus the MI lower bound's critic term
-    (with shift = log B as in the official code: a constant, so the critics' gradients do not see it, but
-    the Lagrange multiplier compares the shifted value with its target gap, as the official code does)."""
+    actions' values against the data action's. For MISA it is minus the MI lower bound's critic term.
+    The official code subtracts shift = log B (its batch size) in every variant: a constant, so the
+    critics' gradients do not see it, but the Lagrange multiplier compares the shifted value with its gap."""
     return jnp.mean(jax.nn.logsumexp(scores, axis=-2) - shift - q_data, axis=-1)
 
 
@@ -343,6 +349,11 @@ def actor_objective(alpha, log_pi, q_new, data_log_pi: jax.Array | None, bc_weig
     if data_log_pi is None:
         return jnp.mean(alpha * log_pi - q_new)
     return bc_weight * jnp.mean(alpha * log_pi - data_log_pi) - jnp.mean(q_new)
+
+
+def lagrange_multiplier(log_alpha_prime: jax.Array) -> jax.Array:
+    """α' = clip(exp(log α'), 0, 1e6), as the official code bounds it."""
+    return jnp.clip(jnp.exp(log_alpha_prime), 0.0, 1e6)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -363,10 +374,11 @@ def hmc_sample(log_density: Callable, initial: jax.Array, key: jax.Array, config
     """Independent chains, one per row of `initial` [chains, dim], targeting `log_density` (→ [chains]).
 
     Identity mass matrix and Metropolis–Hastings correction; a proposal with a non-finite density or
-    gradient is rejected. The step size, shared by the chains, grows by 1% after a transition whose mean
-    acceptance probability is above the target and shrinks by 1% otherwise, during the first
-    `adaptation_steps` transitions. Returns the `samples` states after `burn_in` [samples, chains, dim],
-    the acceptance rate over the kept transitions and the final step size."""
+    gradient is rejected. The step size, shared by the chains, adapts as tfp's SimpleStepSizeAdaptation
+    (the official code's) does: during the first `adaptation_steps` transitions it is multiplied by 1.01
+    after a transition whose acceptance probability, averaged over the chains, exceeds the target, and
+    divided by 1.01 otherwise. Returns the `samples` states after `burn_in` [samples, chains, dim], each
+    chain's acceptance rate over the kept transitions [chains] and the final step size."""
 
     def value_and_grad(x):
         value, pullback = jax.vjp(log_density, x)
@@ -396,7 +408,7 @@ def hmc_sample(log_density: Callable, initial: jax.Array, key: jax.Array, config
             jnp.where(keep, new_grad, grad),
         )
         acceptance = jnp.mean(jnp.exp(jnp.minimum(log_ratio, 0.0)))
-        adapted = step_size * jnp.where(acceptance > config.target_acceptance, 1.01, 0.99)
+        adapted = jnp.where(acceptance > config.target_acceptance, step_size * 1.01, step_size / 1.01)
         step_size = jnp.where(index < config.adaptation_steps, adapted, step_size)
         return (x, log_p, grad, step_size), (x, accepted)
 
@@ -405,11 +417,22 @@ def hmc_sample(log_density: Callable, initial: jax.Array, key: jax.Array, config
     carry = (initial, log_p, grad, jnp.asarray(config.step_size, jnp.float32))
     inputs = (jnp.arange(total), jax.random.split(key, total))
     (_, _, _, step_size), (states, accepted) = jax.lax.scan(transition, carry, inputs)
-    return states[config.burn_in :], jnp.mean(accepted[config.burn_in :]), step_size
+    return states[config.burn_in :], jnp.mean(accepted[config.burn_in :], axis=0), step_size
+
+
+def hmc_config(args: Args) -> HMCConfig:
+    return HMCConfig(
+        args.hmc_burn_in,
+        args.hmc_samples,
+        args.hmc_leapfrog_steps,
+        args.hmc_step_size,
+        args.hmc_adaptation_steps,
+        args.hmc_target_acceptance,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
-# Learner state and the training loop
+# One gradient step: pure functions of (Args, parameters, batch, random draws)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -420,6 +443,221 @@ class Params(eqx.Module):
     critics: Critic  # Q1 and Q2 stacked on a leading axis
     log_alpha: jax.Array
     log_alpha_prime: jax.Array
+
+
+GROUPS = ("policy", "critics", "log_alpha", "log_alpha_prime")
+
+
+class Draws(NamedTuple):
+    """The random numbers of one gradient step but the HMC chains', drawn before the losses so that each
+    loss is a deterministic function of the parameters (a test injects the official code's draws here).
+    Policy samples are reparameterised: standard normal noise, turned into actions by `policy_sample`."""
+
+    actor: jax.Array  # [B, A]: the actor's sample ã ~ π(·|s) (also α's)
+    next: jax.Array  # [B, A]: a' ~ π(·|s') of the TD target
+    current: jax.Array  # [N, B, A]: the regulariser's samples from π(·|s)
+    next_state: jax.Array | None  # [N, B, A]: cql's samples from π(·|s')
+    uniform: jax.Array | None  # [N, B, A] uniform on [−1, 1]: cql's uniform actions
+
+
+def draw(args: Args, key: jax.Array, batch_size: int, action_dim: int) -> Draws:
+    actor_key, next_key, current_key, next_state_key, uniform_key = jax.random.split(key, 5)
+    one, many = (batch_size, action_dim), (args.num_action_samples, batch_size, action_dim)
+    cql = args.variant == "cql"
+    return Draws(
+        actor=jax.random.normal(actor_key, one),
+        next=jax.random.normal(next_key, one),
+        current=jax.random.normal(current_key, many),
+        next_state=jax.random.normal(next_state_key, many) if cql else None,
+        uniform=jax.random.uniform(uniform_key, many, minval=-1.0, maxval=1.0) if cql else None,
+    )
+
+
+def alpha_of(args: Args, log_alpha: jax.Array) -> jax.Array:
+    return jnp.exp(log_alpha) if args.auto_alpha else jnp.asarray(args.fixed_alpha, jnp.float32)
+
+
+def td_target(args: Args, policy: Policy, target_critics: Critic, batch: Batch, noise: jax.Array) -> jax.Array:
+    """y = r + (1 − d)·γ·min_k Q̄_k(s', a'), a' ~ π(·|s'): no entropy term (the official backup)."""
+    next_actions, _ = policy_sample(noise, *policy(batch.next_observations))
+    next_q = twin_q(target_critics, batch.next_observations, next_actions).min(axis=0)
+    return batch.rewards + (1.0 - batch.terminals) * args.gamma * next_q
+
+
+def regularizer_scores(args: Args, critics: Critic, policy: Policy, batch: Batch, draws: Draws, q_data) -> jax.Array:
+    """Each critic's logsumexp set [2, K, B]. misa: Q(s, ·) at N samples of π(·|s), and with
+    --add-positive the data action's Q(s, a) too; cql: the importance-weighted uniform, π(·|s') and
+    π(·|s) samples, all scored at s (the data action never)."""
+    obs = jnp.broadcast_to(batch.observations, (args.num_action_samples, *batch.observations.shape))
+    current_actions, current_log_pi = policy_sample(draws.current, *policy(batch.observations))
+    q_current = twin_q(critics, obs, current_actions)
+    if args.variant == "cql":
+        next_actions, next_log_pi = policy_sample(draws.next_state, *policy(batch.next_observations))
+        q_uniform, q_next = twin_q(critics, obs, draws.uniform), twin_q(critics, obs, next_actions)
+        return cql_scores(q_uniform, q_next, next_log_pi, q_current, current_log_pi, batch.actions.shape[-1])
+    if args.add_positive:
+        return jnp.concatenate([q_current, q_data[:, None]], axis=1)
+    return q_current
+
+
+def critic_loss(
+    critics: Critic,
+    args: Args,
+    policy: Policy,
+    target_critics: Critic,
+    log_alpha_prime: jax.Array,
+    batch: Batch,
+    draws: Draws,
+):
+    """Σ_k L_Qk, each critic's mean squared TD error plus its weighted logsumexp regulariser (with
+    --lagrange: α'·w·(regulariser − gap)). Only `critics` is differentiated; returns the per-critic
+    losses and regularisers [2] beside the sum."""
+    target = td_target(args, policy, target_critics, batch, draws.next)
+    q_data = twin_q(critics, batch.observations, batch.actions)  # [2, B]
+    td_losses = jnp.mean(jnp.square(q_data - target), axis=-1)
+    scores = regularizer_scores(args, critics, policy, batch, draws, q_data)
+    regularizers = logsumexp_regularizer(scores, q_data, math.log(batch.rewards.shape[-1]))
+    if args.lagrange:
+        penalties = lagrange_multiplier(log_alpha_prime) * args.regularizer_weight * (regularizers - args.lagrange_gap)
+    else:
+        penalties = args.regularizer_weight * regularizers
+    losses = td_losses + penalties
+    metrics = {
+        "losses/qf1_loss": td_losses[0],
+        "losses/qf2_loss": td_losses[1],
+        "losses/regularizer": regularizers.mean(),
+        "losses/q_data": q_data.mean(),
+        "losses/td_target": target.mean(),
+    }
+    return jnp.sum(losses), (losses, regularizers, metrics)
+
+
+def actor_loss(
+    policy: Policy,
+    args: Args,
+    critics: Critic,
+    log_alpha: jax.Array,
+    batch: Batch,
+    noise: jax.Array,
+    mcmc_actions: jax.Array | None,
+):
+    """The policy's loss for the variant, plus `--mcmc-weight`·mean log π(x|s) over the HMC samples x
+    when given (misa). Only `policy` is differentiated; returns log π(ã|s) for α's loss."""
+    mean, log_std = policy(batch.observations)
+    data_log_pi = log_prob_of_actions(batch.actions, mean, log_std)
+    actions, log_pi = policy_sample(noise, mean, log_std)
+    metrics = {"losses/log_pi": log_pi.mean(), "losses/data_log_pi": data_log_pi.mean()}
+    if args.variant == "bc":
+        return -data_log_pi.mean(), (log_pi, metrics)
+    q_new = twin_q(critics, batch.observations, actions).min(axis=0)
+    data_term = None if args.variant == "cql" else data_log_pi
+    loss = actor_objective(alpha_of(args, log_alpha), log_pi, q_new, data_term, args.bc_weight)
+    if mcmc_actions is not None:
+        mcmc_term = log_prob_of_actions(mcmc_actions, mean, log_std).mean()
+        loss = loss + args.mcmc_weight * mcmc_term
+        metrics["misa/mcmc_log_pi"] = mcmc_term
+    return loss, (log_pi, metrics)
+
+
+def temperature_loss(log_alpha: jax.Array, log_pi: jax.Array, target_entropy: float) -> jax.Array:
+    """L_α = −log α · mean(log π(ã|s) + target entropy), with the actor's own sample ã (a constant here)."""
+    return -log_alpha * jnp.mean(log_pi + target_entropy)
+
+
+def lagrange_loss(log_alpha_prime: jax.Array, args: Args, regularizers: jax.Array) -> jax.Array:
+    """Dual descent on α': −½ Σ_k α'·w·(regulariser_k − gap), so α' grows while the regularisers exceed the gap."""
+    gaps = jax.lax.stop_gradient(regularizers) - args.lagrange_gap
+    return -0.5 * jnp.sum(lagrange_multiplier(log_alpha_prime) * args.regularizer_weight * gaps)
+
+
+def improved_policy_log_density(params: Params, observations: jax.Array) -> Callable[[jax.Array], jax.Array]:
+    """a [B, A] ↦ log π(a|s) + min_k Q_k(s, a) [B]: the one-step improved policy's log-density at the states
+    `observations` [B, obs_dim], up to its normaliser (a constant per state, which HMC does not need)."""
+    mean, log_std = params.policy(observations)
+
+    def log_density(actions: jax.Array) -> jax.Array:
+        q = twin_q(params.critics, observations, actions).min(axis=0)
+        return log_prob_of_actions(actions, mean, log_std) + q
+
+    return log_density
+
+
+def mcmc_actions(args: Args, params: Params, batch: Batch, key: jax.Array) -> tuple[jax.Array, dict]:
+    """HMC samples [S, B, A] of p(a|s) ∝ π(a|s) exp(min Q(s, a)), one chain per batch state started at its
+    data action, with the current (pre-update) parameters; computed once per step and held constant."""
+    log_density = improved_policy_log_density(params, batch.observations)
+    samples, acceptance, step_size = hmc_sample(log_density, batch.actions, key, hmc_config(args))
+    metrics = {"misa/hmc_acceptance": acceptance.mean(), "misa/hmc_step_size": step_size}
+    return jax.lax.stop_gradient(samples), metrics
+
+
+def gradients(
+    args: Args, params: Params, target_critics: Critic, batch: Batch, draws: Draws, mcmc: jax.Array | None
+) -> tuple[Params, dict, dict]:
+    """Every group's loss differentiated w.r.t. that group only, all at the same pre-update parameters.
+    Returns the gradients (zero for the groups this configuration does not train), the losses that were
+    differentiated, and the metrics."""
+    grads = jax.tree.map(jnp.zeros_like, params)
+    (policy_loss, (log_pi, metrics)), policy_grad = jax.value_and_grad(actor_loss, has_aux=True)(
+        params.policy, args, params.critics, params.log_alpha, batch, draws.actor, mcmc
+    )
+    grads = eqx.tree_at(lambda g: g.policy, grads, policy_grad)
+    losses = {"policy": policy_loss}
+    metrics = {**metrics, "losses/policy_loss": policy_loss}
+    if args.variant != "bc":
+        (_, (critic_losses, regularizers, critic_metrics)), critic_grad = jax.value_and_grad(critic_loss, has_aux=True)(
+            params.critics, args, params.policy, target_critics, params.log_alpha_prime, batch, draws
+        )
+        grads = eqx.tree_at(lambda g: g.critics, grads, critic_grad)
+        losses["critics"] = critic_losses
+        metrics.update(critic_metrics, **{"losses/alpha": alpha_of(args, params.log_alpha)})
+        if args.lagrange:
+            losses["log_alpha_prime"], grads_alpha_prime = jax.value_and_grad(lagrange_loss)(
+                params.log_alpha_prime, args, regularizers
+            )
+            grads = eqx.tree_at(lambda g: g.log_alpha_prime, grads, grads_alpha_prime)
+            metrics["losses/alpha_prime_loss"] = losses["log_alpha_prime"]
+            metrics["losses/alpha_prime"] = lagrange_multiplier(params.log_alpha_prime)
+        if args.auto_alpha:
+            target_entropy = -float(batch.actions.shape[-1])
+            losses["log_alpha"], grads_alpha = jax.value_and_grad(temperature_loss)(
+                params.log_alpha, log_pi, target_entropy
+            )
+            grads = eqx.tree_at(lambda g: g.log_alpha, grads, grads_alpha)
+            metrics["losses/alpha_loss"] = losses["log_alpha"]
+    return grads, losses, metrics
+
+
+def make_optimizers(args: Args) -> Params:
+    """One Adam per parameter group (Adam is elementwise, so Q1 and Q2 sharing one is the same as two)."""
+    return Params(
+        policy=optax.adam(args.policy_lr),
+        critics=optax.adam(args.q_lr),
+        log_alpha=optax.adam(args.policy_lr),
+        log_alpha_prime=optax.adam(args.q_lr),
+    )
+
+
+def apply_gradients(
+    args: Args, params: Params, opt_state: tuple, target_critics: Critic, grads: Params
+) -> tuple[Params, tuple, Critic]:
+    """Adam on each group, then the target critics' Polyak step towards the new critics."""
+    optimizers = make_optimizers(args)
+    new_groups, new_opt_state = [], []
+    for name, group_opt_state in zip(GROUPS, opt_state, strict=True):
+        updates, group_opt_state = getattr(optimizers, name).update(getattr(grads, name), group_opt_state)
+        new_groups.append(optax.apply_updates(getattr(params, name), updates))
+        new_opt_state.append(group_opt_state)
+    new_params = Params(*new_groups)
+    target_critics = jax.tree.map(
+        lambda new, old: args.tau * new + (1.0 - args.tau) * old, new_params.critics, target_critics
+    )
+    return new_params, tuple(new_opt_state), target_critics
+
+
+# ----------------------------------------------------------------------------------------------
+# Learner state and the training loop
+# ----------------------------------------------------------------------------------------------
 
 
 class TrainState(eqx.Module):
@@ -438,25 +676,7 @@ class Trainer(NamedTuple):
 
 def make_train(args: Args, obs_dim: int, action_dim: int, log: Callable | None = None) -> Trainer:
     """The learner for resolved Args (no None left); `log(step, scalars)` receives per-seed training metrics."""
-    misa_regularizer = args.variant in ("misa", "misa-biased")
-    learn_critics = args.variant != "bc"
-    target_entropy = -float(action_dim)
-    hmc = HMCConfig(
-        args.hmc_burn_in,
-        args.hmc_samples,
-        args.hmc_leapfrog_steps,
-        args.hmc_step_size,
-        args.hmc_adaptation_steps,
-        args.hmc_target_acceptance,
-    )
-    # One Adam per parameter group (Adam is elementwise, so Q1 and Q2 sharing one is the same as two)
-    optimizers = Params(
-        policy=optax.adam(args.policy_lr),
-        critics=optax.adam(args.q_lr),
-        log_alpha=optax.adam(args.policy_lr),
-        log_alpha_prime=optax.adam(args.q_lr),
-    )
-    group_names = ("policy", "critics", "log_alpha", "log_alpha_prime")
+    optimizers = make_optimizers(args)
 
     def init(key: jax.Array) -> TrainState:
         policy_key, critic_key, loop_key = jax.random.split(key, 3)
@@ -469,156 +689,27 @@ def make_train(args: Args, obs_dim: int, action_dim: int, log: Callable | None =
             log_alpha=jnp.asarray(0.0, jnp.float32),
             log_alpha_prime=jnp.asarray(args.log_alpha_prime_init, jnp.float32),
         )
-        opt_state = tuple(getattr(optimizers, name).init(getattr(params, name)) for name in group_names)
+        opt_state = tuple(getattr(optimizers, name).init(getattr(params, name)) for name in GROUPS)
         return TrainState(params, critics, opt_state, loop_key, jnp.asarray(-1, jnp.int32))
 
-    def alpha_of(params: Params) -> jax.Array:
-        return jnp.exp(params.log_alpha) if args.auto_alpha else jnp.asarray(args.fixed_alpha)
-
-    def critic_loss(critics: Critic, params: Params, target_critics: Critic, batch: Batch, key: jax.Array):
-        """Σ_k L_Qk: each critic's TD error plus its weighted logsumexp regulariser. Only `critics` is
-        differentiated: the policy's samples and α' are constants here."""
-        policy = params.policy
-        next_key, sample_key = jax.random.split(key)
-        next_actions, _ = sample_actions(next_key, *policy(batch.next_observations))
-        next_q = twin_q(target_critics, batch.next_observations, next_actions).min(axis=0)
-        target = batch.rewards + (1.0 - batch.terminals) * args.gamma * next_q
-        q_data = twin_q(critics, batch.observations, batch.actions)  # [2, B]
-        td_losses = jnp.mean(jnp.square(q_data - target), axis=-1)
-
-        n = args.num_action_samples
-        obs = jnp.broadcast_to(batch.observations, (n, *batch.observations.shape))
-        if misa_regularizer:
-            actions, _ = sample_actions(sample_key, *policy(batch.observations), num=n)
-            scores = twin_q(critics, obs, actions)  # [2, N, B]
-            shift = math.log(args.batch_size)  # the official code subtracts log(batch size)
-        else:  # CQL(H): importance-weighted uniform, π(·|s') and π(·|s) samples, all scored at s
-            uniform_key, next_sample_key, current_key = jax.random.split(sample_key, 3)
-            uniform = jax.random.uniform(uniform_key, (n, *batch.actions.shape), minval=-1.0, maxval=1.0)
-            next_policy, next_log_pi = sample_actions(next_sample_key, *policy(batch.next_observations), num=n)
-            current_policy, current_log_pi = sample_actions(current_key, *policy(batch.observations), num=n)
-            scores = cql_scores(
-                twin_q(critics, obs, uniform),
-                twin_q(critics, obs, next_policy),
-                next_log_pi,
-                twin_q(critics, obs, current_policy),
-                current_log_pi,
-                action_dim,
-            )
-            shift = 0.0
-        if args.lagrange:  # the official antmaze setting also puts the data action in the set
-            scores = jnp.concatenate([scores, q_data[:, None]], axis=1)
-        regularizers = logsumexp_regularizer(scores, q_data, shift)  # [2]
-        if args.lagrange:
-            alpha_prime = jnp.clip(jnp.exp(params.log_alpha_prime), 0.0, 1e6)
-            penalties = alpha_prime * args.regularizer_weight * (regularizers - args.lagrange_gap)
-        else:
-            penalties = args.regularizer_weight * regularizers
-        metrics = {
-            "losses/qf1_loss": td_losses[0],
-            "losses/qf2_loss": td_losses[1],
-            "losses/regularizer": regularizers.mean(),
-            "losses/q_data": q_data.mean(),
-        }
-        return jnp.sum(td_losses + penalties), (regularizers, metrics)
-
-    def actor_loss(policy: Policy, params: Params, batch: Batch, mcmc_actions: jax.Array | None, key: jax.Array):
-        mean, log_std = policy(batch.observations)
-        data_log_pi = log_prob_of_actions(batch.actions, mean, log_std)
-        actions, log_pi = sample_actions(key, mean, log_std)
-        metrics = {"losses/log_pi": log_pi.mean(), "losses/data_log_pi": data_log_pi.mean()}
-        if args.variant == "bc":
-            return -data_log_pi.mean(), (log_pi, metrics)
-        alpha = alpha_of(params)
-        q_new = twin_q(params.critics, batch.observations, actions).min(axis=0)
-        loss = actor_objective(alpha, log_pi, q_new, None if args.variant == "cql" else data_log_pi, args.bc_weight)
-        if mcmc_actions is not None:
-            mcmc_term = log_prob_of_actions(mcmc_actions, mean, log_std).mean()
-            loss = loss + args.mcmc_weight * mcmc_term
-            metrics["misa/mcmc_log_pi"] = mcmc_term
-        return loss, (log_pi, metrics)
-
-    def temperature_loss(log_alpha: jax.Array, log_pi: jax.Array) -> jax.Array:
-        """L_α = −log α · mean(log π(ã|s) + target entropy), with the actor's own sample ã."""
-        return -log_alpha * jnp.mean(log_pi + target_entropy)  # log_pi: the actor loss's output, a constant here
-
-    def lagrange_loss(log_alpha_prime: jax.Array, regularizers: jax.Array) -> jax.Array:
-        """Dual descent on α': it grows while the regularisers exceed the target gap."""
-        alpha_prime = jnp.clip(jnp.exp(log_alpha_prime), 0.0, 1e6)
-        gaps = jax.lax.stop_gradient(regularizers) - args.lagrange_gap
-        return -0.5 * jnp.sum(alpha_prime * args.regularizer_weight * gaps)
-
-    def mcmc_actions_for(params: Params, batch: Batch, key: jax.Array):
-        """HMC samples of p(a|s) ∝ π(a|s) exp(min Q(s, a)), one chain per batch state started at its data
-        action, with the current (pre-update) parameters; computed once per step and held constant."""
-        mean, log_std = params.policy(batch.observations)
-
-        def log_density(actions):
-            q = twin_q(params.critics, batch.observations, actions).min(axis=0)
-            return log_prob_of_actions(actions, mean, log_std) + q
-
-        samples, acceptance, step_size = hmc_sample(log_density, batch.actions, key, hmc)
-        return jax.lax.stop_gradient(samples), {"misa/hmc_acceptance": acceptance, "misa/hmc_step_size": step_size}
-
     def update(state: TrainState, dataset: Batch, step: jax.Array) -> tuple[TrainState, dict]:
-        """One gradient step: every group's gradient at the same pre-update parameters, then Polyak targets."""
-        key, batch_key, critic_key, actor_key, mcmc_key = jax.random.split(state.key, 5)
+        """One gradient step on a fresh batch: gradients, Adam, Polyak; a non-finite loss leaves the learner
+        as it was and records the step (the host stops the run at the chunk's end)."""
+        key, batch_key, draws_key, mcmc_key = jax.random.split(state.key, 4)
         size = dataset.rewards.shape[0]
         batch = jax.tree.map(lambda x: x[jax.random.randint(batch_key, (args.batch_size,), 0, size)], dataset)
-        params = state.params
-        metrics = {}
-
-        mcmc_actions = None
+        draws = draw(args, draws_key, args.batch_size, action_dim)
+        mcmc, metrics = (None, {})
         if args.variant == "misa":
-            mcmc_actions, hmc_metrics = mcmc_actions_for(params, batch, mcmc_key)
-            metrics.update(hmc_metrics)
-        (policy_loss, (log_pi, actor_metrics)), policy_grad = jax.value_and_grad(actor_loss, has_aux=True)(
-            params.policy, params, batch, mcmc_actions, actor_key
-        )
-        metrics.update(actor_metrics, **{"losses/policy_loss": policy_loss})
-        grads = jax.tree.map(jnp.zeros_like, params)
-        grads = eqx.tree_at(lambda g: g.policy, grads, policy_grad)
-        losses = [policy_loss]
-
-        if learn_critics:
-            (critic_total, (regularizers, critic_metrics)), critic_grad = jax.value_and_grad(critic_loss, has_aux=True)(
-                params.critics, params, state.target_critics, batch, critic_key
-            )
-            metrics.update(critic_metrics)
-            grads = eqx.tree_at(lambda g: g.critics, grads, critic_grad)
-            losses.append(critic_total)
-            if args.lagrange:
-                alpha_prime_loss, alpha_prime_grad = jax.value_and_grad(lagrange_loss)(
-                    params.log_alpha_prime, regularizers
-                )
-                grads = eqx.tree_at(lambda g: g.log_alpha_prime, grads, alpha_prime_grad)
-                metrics["losses/alpha_prime_loss"] = alpha_prime_loss
-                metrics["losses/alpha_prime"] = jnp.clip(jnp.exp(params.log_alpha_prime), 0.0, 1e6)
-        if args.auto_alpha and args.variant != "bc":
-            alpha_loss, alpha_grad = jax.value_and_grad(temperature_loss)(params.log_alpha, log_pi)
-            grads = eqx.tree_at(lambda g: g.log_alpha, grads, alpha_grad)
-            metrics["losses/alpha_loss"] = alpha_loss
-        if args.variant != "bc":
-            metrics["losses/alpha"] = alpha_of(params)
-
-        new_groups, opt_state = [], []
-        for name, group_opt_state in zip(group_names, state.opt_state, strict=True):
-            updates, group_opt_state = getattr(optimizers, name).update(getattr(grads, name), group_opt_state)
-            new_groups.append(optax.apply_updates(getattr(params, name), updates))
-            opt_state.append(group_opt_state)
-        new_params = Params(*new_groups)
-        target_critics = jax.tree.map(
-            lambda new, old: args.tau * new + (1.0 - args.tau) * old, new_params.critics, state.target_critics
-        )
-        # a non-finite loss leaves the learner as it was; the host stops the run at the chunk's end
-        finite = jnp.all(jnp.isfinite(jnp.stack(losses)))
-        new_params, target_critics, opt_state = jax.tree.map(
-            lambda new, old: jnp.where(finite, new, old),
-            (new_params, target_critics, tuple(opt_state)),
-            (params, state.target_critics, state.opt_state),
+            mcmc, metrics = mcmc_actions(args, state.params, batch, mcmc_key)
+        grads, losses, loss_metrics = gradients(args, state.params, state.target_critics, batch, draws, mcmc)
+        new = apply_gradients(args, state.params, state.opt_state, state.target_critics, grads)
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(loss)) for loss in losses.values()]))
+        params, opt_state, target_critics = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old), new, (state.params, state.opt_state, state.target_critics)
         )
         nan_step = jnp.where((state.nan_step < 0) & ~finite, step, state.nan_step)
-        return TrainState(new_params, target_critics, opt_state, key, nan_step), metrics
+        return TrainState(params, target_critics, opt_state, key, nan_step), {**metrics, **loss_metrics}
 
     def run(states: TrainState, dataset: Batch, first_step: jax.Array, num_steps: int) -> TrainState:
         """Advance all seeds (leading axis of `states`) by `num_steps` gradient steps; every
@@ -728,6 +819,13 @@ def check_args(args: Args) -> None:
         )
     if min(args.batch_size, args.num_action_samples, args.num_seeds, args.total_steps) <= 0:
         problems.append("--batch-size, --num-action-samples, --num-seeds and --total-steps must be positive")
+    if args.add_positive and args.variant not in ("misa", "misa-biased"):
+        problems.append(
+            f"--add-positive puts the data action in the misa regulariser's set; --variant {args.variant} has no "
+            "such set (the official code applies it to misa only)"
+        )
+    if args.variant == "misa" and args.hmc_adaptation_steps < 0:
+        problems.append("--hmc-adaptation-steps must be non-negative")
     if args.eval_episodes < 0:
         problems.append("--eval-episodes must be non-negative (0: no evaluation)")
     if problems:

@@ -35,9 +35,12 @@ class Args:
     env_id: str = "Pendulum-v1"
     """gymnasium environment id to collect the data in"""
     policy: str = "random"
-    """behaviour policy: `random` (uniform over the action box); `checkpoint:PATH` (a saved MISA run, loaded by
-    misa_d4rl.load_policy); or `module:function`, any importable callable numpy observations [n, obs_dim] ->
-    actions [n, act_dim] in the env's action box (e.g. benchmarks.pendulum_controller:act)"""
+    """behaviour policy: `random` (uniform over the action box), or `module:function`, any importable callable
+    numpy observations [n, obs_dim] -> actions [n, act_dim] in the env's action box (e.g.
+    benchmarks.pendulum_controller:act)"""
+    policy_checkpoint: str | None = None
+    """a saved run to act with: --policy then names its loader, called with this path to make the policy
+    (e.g. --policy misa_d4rl:load_policy --policy-checkpoint runs/<run>/checkpoints/step_001200000.eqx)"""
     num_steps: int = 100_000
     """rows to write (the last episode is cut to fit)"""
     output: str = "data/dataset.hdf5"
@@ -78,18 +81,18 @@ class Episode:
         return Episode(self.observations[: num_steps + 1], self.actions[:num_steps], self.rewards[:num_steps])
 
 
-def load_policy(spec: str) -> Policy | None:
-    """The behaviour policy named by --policy; None means uniform random."""
+def load_policy(spec: str, checkpoint: str | None = None) -> Policy | None:
+    """The behaviour policy named by --policy (None means uniform random); with a checkpoint, --policy names
+    a loader that makes the policy from that file."""
     if spec == "random":
+        if checkpoint is not None:
+            raise ValueError("--policy-checkpoint needs --policy to name its loader, e.g. misa_d4rl:load_policy")
         return None
-    if spec.startswith("checkpoint:"):
-        import misa_d4rl  # the learner (and JAX) are needed only for this kind of policy
-
-        return misa_d4rl.load_policy(spec.removeprefix("checkpoint:"))
     module_name, _, function_name = spec.partition(":")
     if not module_name or not function_name:
-        raise ValueError(f"--policy {spec!r}: expected `random`, `checkpoint:PATH` or `module:function`")
-    return getattr(importlib.import_module(module_name), function_name)
+        raise ValueError(f"--policy {spec!r}: expected `random` or `module:function`")
+    function = getattr(importlib.import_module(module_name), function_name)
+    return function if checkpoint is None else function(checkpoint)
 
 
 def make_envs(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
@@ -252,7 +255,7 @@ def main(args: Args) -> None:
         if args.minari_id in minari.list_local_datasets():
             raise ValueError(f"a local Minari dataset {args.minari_id} exists already (minari delete {args.minari_id})")
 
-    policy = load_policy(args.policy)
+    policy = load_policy(args.policy, args.policy_checkpoint)
     episodes = collect(args, policy)
 
     # reference rollouts use other seeds than the data

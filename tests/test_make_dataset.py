@@ -1,6 +1,7 @@
 """common.make_dataset: D4RL-format files (and Minari datasets) rolled out on Pendulum-v1, whose episodes
 last 200 steps, read back through common.datasets."""
 
+import ast
 import subprocess
 import sys
 import types
@@ -96,10 +97,26 @@ def test_policy_specs(monkeypatch):
     assert load_policy("random") is None
     assert load_policy(CONTROLLER) is pendulum_controller
     fake_learner = types.SimpleNamespace(load_policy=lambda path: ("policy from", path))
-    monkeypatch.setitem(sys.modules, "misa_d4rl", fake_learner)  # the learner's loader, without the learner
-    assert load_policy("checkpoint:runs/x/step_1.eqx") == ("policy from", "runs/x/step_1.eqx")
+    monkeypatch.setitem(sys.modules, "some_learner", fake_learner)  # a loader, without a learner
+    assert load_policy("some_learner:load_policy", "runs/x/step_1.eqx") == ("policy from", "runs/x/step_1.eqx")
     with pytest.raises(ValueError, match="module:function"):
         load_policy("pendulum_controller")
+    with pytest.raises(ValueError, match="--policy-checkpoint needs --policy to name its loader"):
+        load_policy("random", "runs/x/step_1.eqx")
+
+
+def test_common_imports_no_script():
+    """common/ is plumbing under the scripts: none of its modules imports one of them."""
+    scripts = {path.stem for path in ROOT.glob("*.py")}
+    for module in (ROOT / "common").glob("*.py"):
+        tree = ast.parse(module.read_text())
+        imported = {
+            alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+        }
+        imported |= {
+            node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+        }
+        assert not imported & scripts, (module.name, imported & scripts)
 
 
 def test_command_line(tmp_path):

@@ -100,7 +100,8 @@ def test_a_saved_policy_acts_like_the_trained_one_and_makes_a_new_dataset(datase
     make_dataset.main(
         make_dataset.Args(
             env_id="Pendulum-v1",
-            policy=f"checkpoint:{result['last_checkpoint']}",
+            policy="misa_d4rl:load_policy",
+            policy_checkpoint=str(result["last_checkpoint"]),
             num_steps=400,
             output=str(output),
             seed=1,
@@ -150,6 +151,8 @@ def test_inconsistent_flags_are_refused(dataset_path):
         main(tiny(dataset_path, hmc_step_size=0.0))
     with pytest.raises(SystemExit, match="--eval-episodes must be non-negative"):
         main(tiny(dataset_path, eval_episodes=-1))
+    with pytest.raises(SystemExit, match="--add-positive .* --variant cql has no such set"):
+        main(tiny(dataset_path, variant="cql", add_positive=True))
 
 
 def test_without_evaluation_the_actions_keep_the_environment_box(dataset_path):

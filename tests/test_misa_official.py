@@ -1,0 +1,353 @@
+"""One gradient step of misa_d4rl.py against the official MISA code (sail-sg/MISA, algos/misa.py), in
+the five configurations of `tests/reference/misa_official.npz` (made by `pack_misa_official.py` from
+one official step each; see that file). The kit's networks get the official initial parameters, its
+random draws are replaced by the official ones, and the Args come from the flags a user would type.
+Losses, the TD target, the regularisers, every group's gradient, the parameters after Adam and the
+Polyak targets must agree to float32 rounding."""
+
+import json
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tyro
+
+import misa_d4rl as misa
+
+REFERENCE = Path(__file__).with_name("reference") / "misa_official.npz"
+OBS_DIM, ACTION_DIM, BATCH = 17, 6, 256
+RTOL = 1e-5
+
+# folder of the reference -> the flags that select the same official configuration
+CONFIGS = {
+    "misa": "--variant misa",
+    "cql": "--variant cql",
+    "cql_lagrange": "--variant cql --lagrange True",
+    "misa_lagrange": "--variant misa --lagrange True --add-positive False",
+    "misa_lagrange_addpos": "--variant misa --lagrange True --add-positive True",
+}
+
+
+class Reference:
+    """Arrays of the packed reference by their original names (`<config>/grad/...`, `batch/...`)."""
+
+    def __init__(self, path: Path):
+        self.file = np.load(path)
+        self.index = json.loads(str(self.file["index"]))
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.file["blob/" + self.index[name]]
+
+    def updated(self, config: str, kind: str, path: str) -> np.ndarray:
+        """A parameter after the step (`kind` new_params or new_target), undoing the XOR packing."""
+        before = np.atleast_1d(self[("init/params/" if kind == "new_params" else "init/target/") + path])
+        bits = self[f"{config}/{kind}_xor/{path}"] ^ before.view(np.uint32)
+        return bits.view(np.float32).reshape(
+            np.shape(self["init/" + ("params/" if kind == "new_params" else "target/") + path])
+        )
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return Reference(REFERENCE)
+
+
+# ----------------------------------------------------------------------------------------------
+# Official parameter trees <-> the kit's modules
+# ----------------------------------------------------------------------------------------------
+
+
+def policy_paths():
+    """(kit accessor, official path under `policy/params/`) for every policy parameter."""
+    dense = [lambda p: p.net.hidden[0], lambda p: p.net.hidden[1], lambda p: p.net.output]
+    pairs = []
+    for index, layer in enumerate(dense):
+        pairs.append((lambda p, layer=layer: layer(p).weight, f"policy/params/base_network/Dense_{index}/kernel"))
+        pairs.append((lambda p, layer=layer: layer(p).bias, f"policy/params/base_network/Dense_{index}/bias"))
+    pairs.append((lambda p: p.log_std_multiplier, "policy/params/log_std_multiplier_module/value"))
+    pairs.append((lambda p: p.log_std_offset, "policy/params/log_std_offset_module/value"))
+    return pairs
+
+
+def critic_paths():
+    """(kit accessor into stacked critics, official path under `qf{k}/params/`) for one critic."""
+    dense = [lambda c: c.net.hidden[0], lambda c: c.net.hidden[1], lambda c: c.net.output]
+    pairs = []
+    for index, layer in enumerate(dense):
+        pairs.append((lambda c, layer=layer: layer(c).weight, f"params/FullyConnectedNetwork_0/Dense_{index}/kernel"))
+        pairs.append((lambda c, layer=layer: layer(c).bias, f"params/FullyConnectedNetwork_0/Dense_{index}/bias"))
+    return pairs
+
+
+def load_policy(get) -> misa.Policy:
+    policy = misa.Policy(OBS_DIM, ACTION_DIM, 256, False, jax.random.key(0))
+    for accessor, path in policy_paths():
+        policy = eqx.tree_at(accessor, policy, jnp.asarray(get(path), jnp.float32))
+    return policy
+
+
+def load_critics(get) -> misa.Critic:
+    critics = eqx.filter_vmap(lambda k: misa.Critic(OBS_DIM, ACTION_DIM, 256, False, k))(
+        jax.random.split(jax.random.key(0))
+    )
+    for accessor, path in critic_paths():
+        stacked = np.stack([get(f"qf1/{path}"), get(f"qf2/{path}")])
+        critics = eqx.tree_at(accessor, critics, jnp.asarray(stacked, jnp.float32))
+    return critics
+
+
+def initial_state(reference: Reference) -> tuple[misa.Params, misa.Critic]:
+    def get(path):
+        return reference["init/params/" + path]
+
+    params = misa.Params(
+        policy=load_policy(get),
+        critics=load_critics(get),
+        log_alpha=jnp.asarray(get("log_alpha/params/value"), jnp.float32),
+        log_alpha_prime=jnp.asarray(get("log_alpha_prime/params/value"), jnp.float32),
+    )
+    return params, load_critics(lambda path: reference["init/target/" + path])
+
+
+def reference_batch(reference: Reference) -> misa.Batch:
+    return misa.Batch(
+        observations=jnp.asarray(reference["batch/observations"]),
+        actions=jnp.asarray(reference["batch/actions"]),
+        rewards=jnp.asarray(reference["batch/rewards"]),
+        next_observations=jnp.asarray(reference["batch/next_observations"]),
+        terminals=jnp.asarray(reference["batch/dones"]),
+    )
+
+
+def noise_of(actions: np.ndarray, policy: misa.Policy, observations: jax.Array) -> jax.Array:
+    """The standard normal draw that makes the kit's policy sample `actions` [B, (N,) A] at `observations`:
+    (atanh(a) − mean)/std, in float64 so that only the official sample's own float32 rounding remains."""
+    mean, log_std = (np.asarray(x, np.float64) for x in policy(observations))
+    if actions.ndim == 3:  # official [B, N, A] -> the kit's sample-first [N, B, A]
+        actions = np.transpose(actions, (1, 0, 2))
+    return jnp.asarray((np.arctanh(actions.astype(np.float64)) - mean) / np.exp(log_std), jnp.float32)
+
+
+def official_draws(reference: Reference, config: str, policy: misa.Policy, batch: misa.Batch) -> misa.Draws:
+    aux = f"{config}/aux/"
+    cql = config.startswith("cql")
+    return misa.Draws(
+        actor=noise_of(reference[aux + "new_actions"], policy, batch.observations),
+        next=noise_of(reference[aux + "new_next_actions"], policy, batch.next_observations),
+        current=noise_of(reference[aux + "current_actions"], policy, batch.observations),
+        next_state=noise_of(reference[aux + "next_actions"], policy, batch.next_observations) if cql else None,
+        uniform=jnp.asarray(np.transpose(reference[aux + "random_actions"], (1, 0, 2))) if cql else None,
+    )
+
+
+def official_mcmc(reference: Reference, config: str) -> jax.Array | None:
+    if config.startswith("cql"):
+        return None
+    return jnp.asarray(np.transpose(reference[f"{config}/aux/mcmc_action_samples"], (1, 0, 2)))
+
+
+def args_for(flags: str) -> misa.Args:
+    return misa.with_domain_defaults(tyro.cli(misa.Args, args=flags.split()), "locomotion")
+
+
+# ----------------------------------------------------------------------------------------------
+# Comparisons
+# ----------------------------------------------------------------------------------------------
+
+
+def assert_close(got, expected, exact, what: str):
+    """`got` (the kit in float32) equals the official float32 value up to float32 rounding: within RTOL of
+    the array's scale, or within three times the kit's own rounding error where that is larger. The
+    rounding error is measured against `exact`, the kit's same computation in float64, so it does not
+    grow with a wrong formula. Some gradients need it: the critics' output-layer gradient sums 256×50
+    nearly cancelling terms, and both implementations sit about 3e-5 of its scale from the exact value."""
+    got, expected, exact = (np.asarray(x, np.float64) for x in (got, expected, exact))
+    expected = expected.reshape(got.shape)
+    scale = np.abs(expected).max()
+    rounding = np.abs(got - exact).max() / max(scale, 1e-30)
+    tolerance = max(RTOL, 3 * rounding) * scale
+    np.testing.assert_allclose(
+        got, expected, rtol=RTOL, atol=tolerance, err_msg=f"{what} (kit rounding {rounding:.1e})"
+    )
+
+
+def adam_first_step(grad, lr):
+    """optax.adam's first update for gradient g: −lr·g/(|g| + ε) (bias correction undoes (1 − β))."""
+    grad = np.asarray(grad, np.float64)
+    return -lr * grad / (np.abs(grad) + 1e-8)
+
+
+def assert_updated_close(got, expected, kit_grad, official_grad, lr, what: str):
+    """The parameters after one Adam step, within RTOL. The one exemption: where |g| is tiny (near Adam's
+    ε), the gradients' own float32 rounding, already accepted by assert_close, moves lr·g/(|g| + ε) by up
+    to 2·lr; such elements are compared through their gradients, and here only up to what that rounding
+    implies for the step."""
+    got, expected = np.asarray(got, np.float64), np.asarray(expected, np.float64).reshape(np.shape(got))
+    implied = np.abs(adam_first_step(kit_grad, lr) - adam_first_step(official_grad, lr)).reshape(got.shape)
+    difference = np.abs(got - expected)
+    within = difference <= RTOL * np.abs(expected) + 1e-9
+    explained = difference <= RTOL * np.abs(expected) + 1e-9 + 2 * implied
+    assert explained.all(), f"{what}: {np.count_nonzero(~explained)} elements differ beyond rounding"
+    assert within.mean() > 0.99, f"{what}: {np.count_nonzero(~within)} elements needed the exemption"
+
+
+# ----------------------------------------------------------------------------------------------
+# The test
+# ----------------------------------------------------------------------------------------------
+
+
+def kit_step(args: misa.Args, params, target, batch, draws, mcmc) -> dict:
+    """The kit's losses, gradients, regularisers, TD target and updated parameters for one step."""
+    grads, losses, _ = jax.jit(misa.gradients, static_argnums=0)(args, params, target, batch, draws, mcmc)
+    _, (_, regularizers, _) = misa.critic_loss(
+        params.critics, args, params.policy, target, params.log_alpha_prime, batch, draws
+    )
+    opt_state = tuple(getattr(misa.make_optimizers(args), name).init(getattr(params, name)) for name in misa.GROUPS)
+    new_params, _, new_target = misa.apply_gradients(args, params, opt_state, target, grads)
+    return dict(
+        grads=grads,
+        losses=losses,
+        regularizers=regularizers,
+        td_target=misa.td_target(args, params.policy, target, batch, draws.next),
+        new_params=new_params,
+        new_target=new_target,
+    )
+
+
+@pytest.fixture(scope="module")
+def kit_steps(reference):
+    """For each configuration: the Args, and the kit's step in float32 and (as a measure of float32
+    rounding) in float64 from the same inputs."""
+    params, target = initial_state(reference)
+    batch = reference_batch(reference)
+    inputs = {
+        config: (
+            args_for(flags),
+            official_draws(reference, config, params.policy, batch),
+            official_mcmc(reference, config),
+        )
+        for config, flags in CONFIGS.items()
+    }
+    results = {
+        config: {"args": args, "f32": kit_step(args, params, target, batch, draws, mcmc)}
+        for config, (args, draws, mcmc) in inputs.items()
+    }
+    jax.config.update("jax_enable_x64", True)
+    try:
+        to64 = lambda tree: jax.tree.map(lambda x: jnp.asarray(np.asarray(x), jnp.float64), tree)  # noqa: E731
+        for config, (args, draws, mcmc) in inputs.items():
+            step = kit_step(args, to64(params), to64(target), to64(batch), to64(draws), to64(mcmc))
+            results[config]["f64"] = jax.tree.map(np.asarray, step)
+    finally:
+        jax.config.update("jax_enable_x64", False)
+    return results
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_losses_and_targets_match_the_official_step(config, reference, kit_steps):
+    kit, exact, loss = kit_steps[config]["f32"], kit_steps[config]["f64"], f"{config}/loss/"
+
+    def check(name, got, expected):
+        assert_close(got(kit), expected, got(exact), name)
+
+    check("policy loss", lambda k: k["losses"]["policy"], reference[loss + "policy"])
+    check("Q1 loss", lambda k: k["losses"]["critics"][0], reference[loss + "qf1"])
+    check("Q2 loss", lambda k: k["losses"]["critics"][1], reference[loss + "qf2"])
+    check("α loss", lambda k: k["losses"]["log_alpha"], reference[loss + "log_alpha"])
+    if "lagrange" in config:
+        check("α' loss", lambda k: k["losses"]["log_alpha_prime"], reference[loss + "log_alpha_prime"])
+    else:
+        assert "log_alpha_prime" not in kit["losses"]
+    check("TD target", lambda k: k["td_target"], reference[f"{config}/aux/td_target"])
+    official_diffs = np.stack([reference[f"{config}/aux/qf{k}_diff"] for k in (1, 2)])
+    check("regularisers (the official cql/qf_diff)", lambda k: k["regularizers"], official_diffs)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_gradients_and_updates_match_the_official_step(config, reference, kit_steps):
+    args, kit, exact = kit_steps[config]["args"], kit_steps[config]["f32"], kit_steps[config]["f64"]
+    for group, load, lr in [("policy", load_policy, args.policy_lr), ("critics", load_critics, args.q_lr)]:
+        leaves = zip(
+            jax.tree.leaves(getattr(kit["grads"], group)),
+            jax.tree.leaves(getattr(exact["grads"], group)),
+            jax.tree.leaves(load(lambda path: reference[f"{config}/grad/{path}"])),
+            jax.tree.leaves(getattr(kit["new_params"], group)),
+            jax.tree.leaves(load(lambda path: reference.updated(config, "new_params", path))),
+            strict=True,
+        )
+        for index, (grad, exact_grad, official_grad, new, official_new) in enumerate(leaves):
+            assert_close(grad, official_grad, exact_grad, f"{group} gradient, leaf {index}")
+            assert_updated_close(new, official_new, grad, official_grad, lr, f"{group} after Adam, leaf {index}")
+    leaves = zip(
+        jax.tree.leaves(kit["new_target"]),
+        jax.tree.leaves(load_critics(lambda path: reference.updated(config, "new_target", path))),
+        jax.tree.leaves(exact["new_target"]),
+        strict=True,
+    )
+    for index, (target, official_target, exact_target) in enumerate(leaves):
+        assert_close(target, official_target, exact_target, f"Polyak target, leaf {index}")
+    scalars = [("log_alpha", args.policy_lr)] + ([("log_alpha_prime", args.q_lr)] if "lagrange" in config else [])
+    for name, lr in scalars:
+        official_grad = reference[f"{config}/grad/{name}/params/value"]
+        grad = getattr(kit["grads"], name)
+        assert_close(grad, official_grad, getattr(exact["grads"], name), f"{name} gradient")
+        official_new = reference.updated(config, "new_params", f"{name}/params/value")
+        assert_updated_close(
+            getattr(kit["new_params"], name), official_new, grad, official_grad, lr, f"{name} after Adam"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# The hand-written HMC against an independent sampler
+# ----------------------------------------------------------------------------------------------
+
+
+def assert_paired_means_agree(ours: np.ndarray, theirs: np.ndarray, what: str):
+    """Per-chain statistics [chains, ...] of two samplers run from the same starts on the same targets:
+    the mean of their differences is within 3 standard errors of 0 (chains are independent)."""
+    difference = np.asarray(ours, np.float64) - np.asarray(theirs, np.float64)
+    standard_error = difference.std(axis=0, ddof=1) / np.sqrt(len(difference))
+    z = np.abs(difference.mean(axis=0)) / standard_error
+    assert (z < 3).all(), f"{what}: |mean difference| / standard error = {np.round(z, 2)}"
+
+
+@pytest.mark.parametrize("step_size", [0.3, 0.1])
+def test_hmc_agrees_with_blackjax_on_the_improved_policy(step_size, reference):
+    """The kit's HMC and blackjax's, adaptation off, on the kit's own target (the one-step improved policy
+    at the official initial parameters, one chain per reference state started at its data action, four
+    copies of the batch): per-chain acceptance rates and sample means agree within 3 standard errors."""
+    blackjax = pytest.importorskip("blackjax")
+    params, _ = initial_state(reference)
+    batch = reference_batch(reference)
+    observations, starts = jnp.tile(batch.observations, (4, 1)), jnp.tile(batch.actions, (4, 1))
+    config = misa.HMCConfig(
+        burn_in=5, samples=50, leapfrog_steps=2, step_size=step_size, adaptation_steps=0, target_acceptance=0.75
+    )
+    log_density = misa.improved_policy_log_density(params, observations)
+    samples, acceptance, final_step_size = jax.jit(misa.hmc_sample, static_argnums=(0, 3))(
+        log_density, starts, jax.random.key(0), config
+    )
+    assert float(final_step_size) == pytest.approx(step_size)
+    assert 0.2 < float(acceptance.mean()) < 0.999  # moves are proposed, accepted and rejected
+
+    def blackjax_chain(observation, start, key):
+        def one_chain_log_density(action):
+            return misa.improved_policy_log_density(params, observation[None])(action[None])[0]
+
+        kernel = blackjax.hmc(one_chain_log_density, step_size, jnp.ones(ACTION_DIM), num_integration_steps=2)
+
+        def transition(state, key):
+            state, info = kernel.step(key, state)
+            return state, (state.position, info.is_accepted)
+
+        keys = jax.random.split(key, config.burn_in + config.samples)
+        _, (positions, accepted) = jax.lax.scan(transition, kernel.init(start), keys)
+        return positions[config.burn_in :].mean(axis=0), accepted[config.burn_in :].mean()
+
+    keys = jax.random.split(jax.random.key(1), len(starts))
+    blackjax_means, blackjax_acceptance = jax.jit(jax.vmap(blackjax_chain))(observations, starts, keys)
+    assert_paired_means_agree(acceptance, blackjax_acceptance, "acceptance rate")
+    assert_paired_means_agree(samples.mean(axis=0), blackjax_means, "sample mean")
