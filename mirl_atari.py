@@ -835,7 +835,9 @@ def main(args: Args) -> dict:
 
     while iteration < total_iterations:
         num_iterations = min(chunk - iteration % chunk, total_iterations - iteration)
-        states, handles = run(states, handles, jnp.asarray(iteration, jnp.int32), num_iterations)
+        states, handles = logger.run_chunk(
+            run, iteration * args.num_envs, states, handles, jnp.asarray(iteration, jnp.int32), num_iterations
+        )
         iteration += num_iterations
         stop = non_finite_stop(states.nan_step, seeds, "the TD loss", "environment step", last_checkpoint)
         if stop is not None:

@@ -651,7 +651,9 @@ def main(args: Args) -> dict:
     iteration = first_iteration
     while iteration < total_iterations:
         num_iterations = min(chunk, total_iterations - iteration)
-        states = run(states, jnp.asarray(iteration, jnp.int32), num_iterations)
+        states = logger.run_chunk(
+            run, iteration * args.num_envs, states, jnp.asarray(iteration, jnp.int32), num_iterations
+        )
         iteration += num_iterations
         stop = non_finite_stop(states.nan_step, seeds, "the TD loss", "environment step", last_checkpoint)
         if stop is not None:

@@ -880,7 +880,7 @@ def main(args: Args) -> dict:
     step, scores, returns = first_step, None, None
     while step < args.total_steps:
         num_steps = min(args.eval_interval, args.total_steps - step)
-        states = run(states, dataset, jnp.asarray(step, jnp.int32), num_steps)
+        states = logger.run_chunk(run, step, states, dataset, jnp.asarray(step, jnp.int32), num_steps)
         step += num_steps
         stop = non_finite_stop(states.nan_step, seeds, "a loss", "gradient step", last_checkpoint)
         if stop is not None:

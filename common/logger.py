@@ -45,12 +45,24 @@ class RunLogger:
             self.writers.append(writer)
         self.progress = tqdm(total=total_steps, initial=first_step, unit="step", dynamic_ncols=True, disable=None)
         self.last_step = first_step
-        self.last_time: float | None = None
+        self.last_time: float | None = None  # when training was at last_step; None: not timed yet
+        self.compiled: dict = {}
+
+    def run_chunk(self, jitted: Callable, first_step: int, *args):
+        """Run one training chunk, `jitted(*args)`, whose last argument is static (the chunk's length). It is
+        compiled ahead of time on first use for that length, and the SPS clock starts when it starts, so
+        that charts/SPS times training only: not compilation, nor the evaluations and checkpoints between
+        chunks."""
+        compiled = self.compiled.get(args[-1])
+        if compiled is None:
+            compiled = self.compiled[args[-1]] = jitted.lower(*args).compile()
+        self.last_step, self.last_time = first_step, time.perf_counter()
+        return compiled(*args[:-1])
 
     def write(self, step: int, scalars: dict[str, np.ndarray], bar_charts: dict[str, np.ndarray] | None = None):
         """`scalars[tag]` has one value per seed; `bar_charts[tag]` one row of non-negative weights per seed."""
         now = time.perf_counter()
-        if self.last_time is not None:  # the first interval includes compilation: no speed for it
+        if self.last_time is not None:  # untimed before the first chunk starts (see run_chunk)
             scalars = {
                 **scalars,
                 "charts/SPS": np.full(len(self.writers), (step - self.last_step) / (now - self.last_time)),

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 from argparse import Namespace
 from pathlib import Path
 
@@ -37,8 +38,33 @@ def test_logger_writes_one_sub_run_per_seed_and_skips_nan(tmp_path):
     accumulator.Reload()
     assert [e.value for e in accumulator.Scalars("charts/episodic_return")] == [2.0, 3.0, 4.0]
     assert "losses/td_loss" not in accumulator.Tags()["scalars"]  # NaN = nothing to report
-    assert len(accumulator.Scalars("charts/SPS")) == 2  # none for the first interval (compilation)
+    assert len(accumulator.Scalars("charts/SPS")) == 2  # untimed before a chunk starts (see the next test)
     assert "hyperparameters/text_summary" in accumulator.Tags()["tensors"]
+
+
+def test_sps_times_training_chunks_only(tmp_path):
+    """Two chunks of two 100-step intervals with a 1 s pause between them (an evaluation, a checkpoint):
+    every interval gets its SPS, and none includes the pause or the compilation."""
+    logger = RunLogger(tmp_path / "run", Namespace(), [1], total_steps=400, first_step=0)
+    write = logger.jax_writer()
+
+    def run(x, first_step, num_intervals):
+        def interval(x, index):
+            x = jnp.sin(x) + 1.0
+            write(first_step + 100 * (index + 1), {"charts/episodic_return": x[:1]}, {})
+            return x, None
+
+        return jax.lax.scan(interval, x, jnp.arange(num_intervals))[0]
+
+    jitted, x = jax.jit(run, static_argnums=2), jnp.zeros(1000)
+    for chunk in range(2):
+        x = jax.block_until_ready(logger.run_chunk(jitted, 200 * chunk, x, jnp.int32(200 * chunk), 2))
+        time.sleep(1.0)
+    logger.close()
+    accumulator = EventAccumulator(str(tmp_path / "run" / "seed_1"))
+    accumulator.Reload()
+    speeds = [e.value for e in accumulator.Scalars("charts/SPS")]
+    assert len(speeds) == 4 and min(speeds) > 1_000, speeds  # a pause inside an interval: 100 steps/s or less
 
 
 def test_bar_chart_is_a_histogram_of_the_weights(tmp_path):
