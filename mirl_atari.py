@@ -449,7 +449,7 @@ class IntervalStats(eqx.Module):
 
     return_sum: jax.Array
     length_sum: jax.Array
-    games: jax.Array
+    episodes: jax.Array  # whole games (a lost life is not one)
     td_loss_sum: jax.Array
     q_sum: jax.Array
     updates: jax.Array
@@ -490,6 +490,192 @@ def fresh_games(obs: jax.Array) -> dict:
     }
 
 
+# ----------------------------------------------------------------------------------------------
+# The agent's steps: pure functions of (setup, state, iteration). Those without an Atari part are
+# the same as mirl_gymnax.py's, line for line (a test keeps them so).
+# ----------------------------------------------------------------------------------------------
+
+
+class Setup(NamedTuple):
+    """What the steps need besides the state: the Args and the static objects built from them once."""
+
+    args: Args
+    network: QNetwork  # the Q-network's structure; its parameters live in the state
+    optimizer: optax.GradientTransformation
+
+
+def make_setup(args: Args, num_actions: int, obs_shape: tuple[int, int, int]) -> Setup:
+    learn_period = max(args.train_frequency, args.num_envs)
+    num_updates = (args.total_timesteps - args.learning_starts) // learn_period * updates_per_learn(args)
+    schedule = optax.linear_schedule(args.learning_rate, 0.0, num_updates) if args.anneal_lr else args.learning_rate
+    _, network = eqx.partition(QNetwork(obs_shape, num_actions, jax.random.key(0)), eqx.is_array)
+    return Setup(args, network, optax.adam(schedule))
+
+
+def updates_per_learn(args: Args) -> int:
+    """Gradient steps per learning phase: one per --train-frequency environment steps of all environments."""
+    return max(1, args.num_envs // args.train_frequency)
+
+
+def q_values(setup: Setup, params, obs: jax.Array) -> jax.Array:
+    return jax.vmap(eqx.combine(params, setup.network))(obs)
+
+
+def greedy_logits(setup: Setup, q: jax.Array, prior: jax.Array, beta: jax.Array) -> jax.Array:
+    """What the greedy action maximises: log π = log ρ + βQ (mirl, sql), or Q (dqn)."""
+    return policy_logits(q, jnp.log(prior), beta) if setup.args.algo != "dqn" else q
+
+
+def epsilon_at(setup: Setup, iteration: jax.Array) -> jax.Array:
+    args = setup.args
+    return linear_schedule(
+        args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, iteration * args.num_envs
+    )
+
+
+def choose(setup: Setup, state: AgentState, iteration: jax.Array) -> tuple[AgentState, jax.Array]:
+    """Behave on the current observations (ε-greedy on argmax π, exploring from ρ) and update ρ from the
+    acting states."""
+    args = setup.args
+    key, action_key = jax.random.split(state.key)
+    log_prior = jnp.log(state.prior)
+    logits = greedy_logits(setup, q_values(setup, state.params, state.obs), state.prior, state.beta)
+    actions = behaviour_action(action_key, jnp.argmax(logits, axis=-1), log_prior, epsilon_at(setup, iteration))
+    prior, stats = state.prior, state.stats
+    if args.algo != "dqn":  # one log-softmax serves ρ's update and the logged I(S; A)
+        log_policy = jax.nn.log_softmax(logits, axis=-1)
+        stats = eqx.tree_at(lambda s: s.kl_sum, stats, stats.kl_sum + jnp.sum(kl_to_prior(log_policy, log_prior)))
+        if args.algo == "mirl" and args.alpha_rho > 0:  # sql and dqn keep ρ uniform
+            prior = update_prior(prior, jnp.exp(log_policy).mean(axis=0), args.alpha_rho, args.num_envs)
+    stats = eqx.tree_at(lambda s: s.acting_states, stats, stats.acting_states + args.num_envs)
+    return dataclasses.replace(state, prior=prior, key=key, stats=stats), actions
+
+
+def observe(setup: Setup, state: AgentState, actions: jax.Array, step: EnvStep, iteration: jax.Array) -> AgentState:
+    """Store the environments' step and keep the true game score of finished games."""
+    replay = state.replay.add(
+        iteration % state.replay.num_rows,
+        frame=state.obs[:, -1],
+        action=actions,
+        reward=step.reward,
+        terminated=step.terminated,
+        first=state.obs_first,
+        valid=~state.after_done,
+    )
+    game_return = state.game_return + step.score
+    game_end = step.game_over | step.truncated
+    stats = state.stats
+    stats = eqx.tree_at(
+        lambda s: (s.return_sum, s.length_sum, s.episodes),
+        stats,
+        (
+            stats.return_sum + jnp.sum(jnp.where(game_end, game_return, 0.0)),
+            stats.length_sum + jnp.sum(jnp.where(game_end, step.elapsed, 0)),
+            stats.episodes + jnp.sum(game_end),
+        ),
+    )
+    return dataclasses.replace(
+        state,
+        replay=replay,
+        obs=step.obs,
+        obs_first=step.elapsed == 0,
+        after_done=step.terminated | step.truncated,
+        game_return=jnp.where(game_end, 0.0, game_return),
+        stats=stats,
+    )
+
+
+def td_target(setup: Setup, next_q: jax.Array, rewards, terminated, prior: jax.Array, beta: jax.Array) -> jax.Array:
+    """y = r + γ(1 − terminated)·V(s'): V the soft value with the prior (mirl, sql), the max (dqn)."""
+    if setup.args.algo != "dqn":
+        next_value = soft_value(next_q, jnp.log(prior), beta)
+    else:
+        next_value = next_q.max(axis=-1)
+    return rewards + setup.args.gamma * (1.0 - terminated) * next_value
+
+
+def learn(setup: Setup, state: AgentState, iteration: jax.Array) -> AgentState:
+    """One gradient step on a replay minibatch, then β from that minibatch's loss; rows that are not valid
+    transitions (FrameReplay.gather) get no weight. A non-finite loss leaves the learner as it was and
+    records the step (the host stops the run at the chunk's end)."""
+    args = setup.args
+    key, sample_key = jax.random.split(state.key)
+    batch = state.replay.gather(*state.replay.sample_indices(sample_key, iteration + 1, args.batch_size))
+    next_q = q_values(setup, state.target_params, batch.next_obs)
+    target = td_target(setup, next_q, batch.rewards, batch.terminated, state.prior, state.beta)
+    weights = batch.valid.astype(jnp.float32) / jnp.maximum(batch.valid.sum(), 1)
+
+    def td_loss(params):
+        q_taken = jnp.take_along_axis(q_values(setup, params, batch.obs), batch.actions[:, None], axis=-1)[:, 0]
+        error = q_taken - target
+        loss = jnp.sum(weights * (optax.huber_loss(error) if args.huber else error**2))
+        return loss, jnp.sum(weights * q_taken)
+
+    (loss, q_mean), grads = jax.value_and_grad(td_loss, has_aux=True)(state.params)
+    updates, opt_state = setup.optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    beta = state.beta
+    if args.algo != "dqn":
+        beta = update_beta(beta, loss, args.alpha_beta, args.td_loss_floor, args.beta_min, args.beta_max)
+    finite = jnp.isfinite(loss)
+    params, opt_state, beta = jax.tree.map(
+        lambda new, old: jnp.where(finite, new, old),
+        (params, opt_state, beta),
+        (state.params, state.opt_state, state.beta),
+    )
+    env_steps = (iteration + 1) * args.num_envs
+    nan_step = jnp.where((state.nan_step < 0) & ~finite, env_steps, state.nan_step)
+    stats = eqx.tree_at(
+        lambda s: (s.td_loss_sum, s.q_sum, s.updates),
+        state.stats,
+        (state.stats.td_loss_sum + loss, state.stats.q_sum + q_mean, state.stats.updates + 1),
+    )
+    return dataclasses.replace(
+        state, params=params, opt_state=opt_state, beta=beta, key=key, stats=stats, nan_step=nan_step
+    )
+
+
+def learn_and_sync(setup: Setup, state: AgentState, iteration: jax.Array) -> AgentState:
+    """After the environments' step: learn every --train-frequency steps once --learning-starts is past, and
+    copy the Q-network into the target network every --target-network-frequency steps. `iteration` is
+    shared by all seeds (not vmapped), so these branches stay branches under vmap."""
+    args = setup.args
+    env_steps = (iteration + 1) * args.num_envs
+    learning = env_steps > args.learning_starts
+
+    def learn_phase(state):
+        return jax.lax.fori_loop(0, updates_per_learn(args), lambda _, s: learn(setup, s, iteration), state)
+
+    learn_period = max(args.train_frequency, args.num_envs)
+    state = jax.lax.cond(learning & (env_steps % learn_period == 0), learn_phase, lambda s: s, state)
+    sync = learning & (env_steps % args.target_network_frequency < args.num_envs)
+    target_params = jax.lax.cond(sync, lambda: state.params, lambda: state.target_params)
+    return dataclasses.replace(state, target_params=target_params)
+
+
+def interval_metrics(setup: Setup, states: AgentState, iteration: jax.Array) -> tuple[dict, dict]:
+    """Per-seed scalars and bar charts of the logging interval that ends at `iteration`."""
+    stats = states.stats
+    scalars = {
+        "charts/episodic_return": nan_mean(stats.return_sum, stats.episodes),
+        "charts/episodic_length": nan_mean(stats.length_sum, stats.episodes),
+        "charts/epsilon": jnp.broadcast_to(epsilon_at(setup, iteration), stats.episodes.shape),
+        "losses/td_loss": nan_mean(stats.td_loss_sum, stats.updates),
+        "losses/q_values": nan_mean(stats.q_sum, stats.updates),
+    }
+    if setup.args.algo == "dqn":
+        return scalars, {}
+    scalars["mirl/beta"] = states.beta
+    scalars["mirl/prior_entropy"] = -jnp.sum(states.prior * jnp.log(states.prior), axis=-1)
+    scalars["mirl/kl_pi_prior"] = nan_mean(stats.kl_sum, stats.acting_states)
+    return scalars, {"mirl/prior": states.prior}
+
+
+# ----------------------------------------------------------------------------------------------
+# The training loop
+# ----------------------------------------------------------------------------------------------
+
+
 class Trainer(NamedTuple):
     init: Callable  # (key, first obs (envs, ...)) -> AgentState (one seed)
     run: Callable  # (states, handles, first_iteration, num_iterations) -> (states, handles)
@@ -499,28 +685,11 @@ class Trainer(NamedTuple):
 def make_train(
     args: Args, num_actions: int, obs_shape: tuple[int, int, int], env_step: Callable, eval_step: Callable, log=None
 ) -> Trainer:
-    """Static setup; returns pure functions. `env_step`/`eval_step` step the training/evaluation pools
-    (see sharded_env_step); `log(step, scalars, bar_charts)` is called from inside the jitted loop
-    every --log-interval steps with per-seed arrays (see common.logger)."""
-    soft_backup = args.algo != "dqn"  # dqn: β = ∞, the hard max
-    alpha_rho = args.alpha_rho if args.algo == "mirl" else 0.0  # sql and dqn keep ρ uniform
+    """Wires the steps and envpool's step into one scan over iterations, the agent vmapped over seeds.
+    `env_step`/`eval_step` step the training/evaluation pools (see sharded_env_step); `log(step, scalars,
+    bar_charts)` is called from inside the jitted loop every --log-interval steps with per-seed arrays."""
+    setup = make_setup(args, num_actions, obs_shape)
     log_every = max(1, args.log_interval // args.num_envs)
-    learn_period = max(args.train_frequency, args.num_envs)  # environment steps between learning phases
-    updates_per_learn = max(1, args.num_envs // args.train_frequency)
-    exploration_steps = args.exploration_fraction * args.total_timesteps
-    num_updates = (args.total_timesteps - args.learning_starts) // learn_period * updates_per_learn
-    schedule = optax.linear_schedule(args.learning_rate, 0.0, num_updates) if args.anneal_lr else args.learning_rate
-    optimizer = optax.adam(schedule)
-    _, network_static = eqx.partition(QNetwork(obs_shape, num_actions, jax.random.key(0)), eqx.is_array)
-
-    def q_values(params, obs):
-        return jax.vmap(eqx.combine(params, network_static))(obs)
-
-    def greedy_logits(q, prior, beta):
-        return policy_logits(q, jnp.log(prior), beta) if soft_backup else q
-
-    def epsilon_at(iteration):
-        return linear_schedule(args.start_e, args.end_e, exploration_steps, iteration * args.num_envs)
 
     def init(key: jax.Array, obs: jax.Array) -> AgentState:
         network_key, loop_key = jax.random.split(key)
@@ -528,7 +697,7 @@ def make_train(
         return AgentState(
             params=params,
             target_params=params,
-            opt_state=optimizer.init(params),
+            opt_state=setup.optimizer.init(params),
             replay=FrameReplay.empty(args.buffer_size, args.num_envs, obs_shape),
             **fresh_games(obs),
             prior=jnp.full(num_actions, 1.0 / num_actions, jnp.float32),
@@ -538,130 +707,15 @@ def make_train(
             nan_step=jnp.asarray(-1, jnp.int32),
         )
 
-    def choose(state: AgentState, iteration: jax.Array) -> tuple[AgentState, jax.Array]:
-        """Behave on the current observations and update ρ from the acting states."""
-        key, action_key = jax.random.split(state.key)
-        log_prior = jnp.log(state.prior)
-        logits = greedy_logits(q_values(state.params, state.obs), state.prior, state.beta)
-        actions = behaviour_action(action_key, jnp.argmax(logits, axis=-1), log_prior, epsilon_at(iteration))
-        prior, stats = state.prior, state.stats
-        if soft_backup:  # one log-softmax serves ρ's update and the logged I(S; A)
-            log_policy = jax.nn.log_softmax(logits, axis=-1)
-            stats = eqx.tree_at(lambda s: s.kl_sum, stats, stats.kl_sum + jnp.sum(kl_to_prior(log_policy, log_prior)))
-            if alpha_rho > 0:
-                prior = update_prior(prior, jnp.exp(log_policy).mean(axis=0), alpha_rho, args.num_envs)
-        stats = eqx.tree_at(lambda s: s.acting_states, stats, stats.acting_states + args.num_envs)
-        return dataclasses.replace(state, prior=prior, key=key, stats=stats), actions
-
-    def observe(state: AgentState, actions: jax.Array, step: EnvStep, iteration: jax.Array) -> AgentState:
-        """Store the step and keep the true game score of finished games."""
-        replay = state.replay.add(
-            iteration % state.replay.num_rows,
-            frame=state.obs[:, -1],
-            action=actions,
-            reward=step.reward,
-            terminated=step.terminated,
-            first=state.obs_first,
-            valid=~state.after_done,
-        )
-        game_return = state.game_return + step.score
-        game_end = step.game_over | step.truncated
-        stats = state.stats
-        stats = eqx.tree_at(
-            lambda s: (s.return_sum, s.length_sum, s.games),
-            stats,
-            (
-                stats.return_sum + jnp.sum(jnp.where(game_end, game_return, 0.0)),
-                stats.length_sum + jnp.sum(jnp.where(game_end, step.elapsed, 0)),
-                stats.games + jnp.sum(game_end),
-            ),
-        )
-        return dataclasses.replace(
-            state,
-            replay=replay,
-            obs=step.obs,
-            obs_first=step.elapsed == 0,
-            after_done=step.terminated | step.truncated,
-            game_return=jnp.where(game_end, 0.0, game_return),
-            stats=stats,
-        )
-
-    def learn(state: AgentState, iteration: jax.Array) -> AgentState:
-        """One gradient step on a replay minibatch, then β from that minibatch's loss."""
-        key, sample_key = jax.random.split(state.key)
-        batch = state.replay.gather(*state.replay.sample_indices(sample_key, iteration + 1, args.batch_size))
-        next_q = q_values(state.target_params, batch.next_obs)
-        next_value = soft_value(next_q, jnp.log(state.prior), state.beta) if soft_backup else next_q.max(axis=-1)
-        target = batch.rewards + args.gamma * (1.0 - batch.terminated) * next_value
-        weights = batch.valid.astype(jnp.float32) / jnp.maximum(batch.valid.sum(), 1)
-
-        def td_loss(params):
-            q_taken = jnp.take_along_axis(q_values(params, batch.obs), batch.actions[:, None], axis=-1)[:, 0]
-            error = q_taken - target
-            loss = jnp.sum(weights * (optax.huber_loss(error) if args.huber else error**2))
-            return loss, jnp.sum(weights * q_taken)
-
-        (loss, q_mean), grads = jax.value_and_grad(td_loss, has_aux=True)(state.params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        beta = state.beta
-        if soft_backup:
-            beta = update_beta(beta, loss, args.alpha_beta, args.td_loss_floor, args.beta_min, args.beta_max)
-
-        # a non-finite loss leaves the learner as it was; the host stops the run at the chunk's end
-        finite = jnp.isfinite(loss)
-        params, opt_state, beta = jax.tree.map(
-            lambda new, old: jnp.where(finite, new, old),
-            (params, opt_state, beta),
-            (state.params, state.opt_state, state.beta),
-        )
-        env_steps = (iteration + 1) * args.num_envs
-        nan_step = jnp.where((state.nan_step < 0) & ~finite, env_steps, state.nan_step)
-        stats = eqx.tree_at(
-            lambda s: (s.td_loss_sum, s.q_sum, s.updates),
-            state.stats,
-            (state.stats.td_loss_sum + loss, state.stats.q_sum + q_mean, state.stats.updates + 1),
-        )
-        return dataclasses.replace(
-            state, params=params, opt_state=opt_state, beta=beta, key=key, stats=stats, nan_step=nan_step
-        )
-
     def observe_and_learn(state: AgentState, actions, step: EnvStep, iteration: jax.Array) -> AgentState:
-        """One seed, after the step of all its environments. `iteration` is shared by all seeds (not
-        vmapped), so these branches stay branches under vmap instead of computing both sides."""
-        state = observe(state, actions, step, iteration)
-        env_steps = (iteration + 1) * args.num_envs
-        learning = env_steps > args.learning_starts
-
-        def learn_phase(state):
-            return jax.lax.fori_loop(0, updates_per_learn, lambda _, s: learn(s, iteration), state)
-
-        state = jax.lax.cond(learning & (env_steps % learn_period == 0), learn_phase, lambda s: s, state)
-        sync = learning & (env_steps % args.target_network_frequency < args.num_envs)
-        target_params = jax.lax.cond(sync, lambda: state.params, lambda: state.target_params)
-        return dataclasses.replace(state, target_params=target_params)
-
-    def interval_metrics(states: AgentState, iteration: jax.Array):
-        stats = states.stats
-        scalars = {
-            "charts/episodic_return": nan_mean(stats.return_sum, stats.games),
-            "charts/episodic_length": nan_mean(stats.length_sum, stats.games),
-            "charts/epsilon": jnp.broadcast_to(epsilon_at(iteration), stats.games.shape),
-            "losses/td_loss": nan_mean(stats.td_loss_sum, stats.updates),
-            "losses/q_values": nan_mean(stats.q_sum, stats.updates),
-        }
-        if soft_backup:
-            scalars["mirl/beta"] = states.beta
-            scalars["mirl/prior_entropy"] = -jnp.sum(states.prior * jnp.log(states.prior), axis=-1)
-            scalars["mirl/kl_pi_prior"] = nan_mean(stats.kl_sum, stats.acting_states)
-        return scalars, {"mirl/prior": states.prior} if soft_backup else {}
+        return learn_and_sync(setup, observe(setup, state, actions, step, iteration), iteration)
 
     def run(states: AgentState, handles: jax.Array, first_iteration: jax.Array, num_iterations: int):
         """Advance all seeds (leading axis of `states`) by `num_iterations` steps of their environments."""
 
         def body(carry, iteration):
             states, handles = carry
-            states, actions = jax.vmap(choose, in_axes=(0, None))(states, iteration)
+            states, actions = jax.vmap(choose, in_axes=(None, 0, None))(setup, states, iteration)
             handles, step = env_step(handles, actions)
             states = jax.vmap(observe_and_learn, in_axes=(0, 0, 0, None))(states, actions, step, iteration)
             if log is None:
@@ -669,7 +723,7 @@ def make_train(
             is_log_iteration = (iteration + 1) % log_every == 0
             jax.lax.cond(
                 is_log_iteration,
-                lambda: log((iteration + 1) * args.num_envs, *interval_metrics(states, iteration)),
+                lambda: log((iteration + 1) * args.num_envs, *interval_metrics(setup, states, iteration)),
                 lambda: None,
             )
             fresh = jax.vmap(lambda _: IntervalStats.zeros())(states.nan_step)
@@ -684,7 +738,7 @@ def make_train(
         (argmax Q for dqn) with --eval-epsilon; returns the true scores, (seeds, episodes)."""
 
         def act(state, obs, key):
-            logits = greedy_logits(q_values(state.params, obs), state.prior, state.beta)
+            logits = greedy_logits(setup, q_values(setup, state.params, obs), state.prior, state.beta)
             return behaviour_action(key, jnp.argmax(logits, axis=-1), jnp.log(state.prior), args.eval_epsilon)
 
         def not_finished(carry):

@@ -345,6 +345,210 @@ class AgentState(eqx.Module):
     nan_step: jax.Array  # environment step of the first non-finite TD loss, -1 if none
 
 
+# ----------------------------------------------------------------------------------------------
+# The agent's steps: pure functions of (setup, state, iteration)
+# ----------------------------------------------------------------------------------------------
+
+
+class Setup(NamedTuple):
+    """What the steps need besides the state: the Args and the static objects built from them once."""
+
+    args: Args
+    env: Any
+    env_params: Any
+    network: QNetwork  # the Q-network's structure; its parameters live in the state
+    optimizer: optax.GradientTransformation
+    obs_dtype: Any  # of the replay's observations
+
+
+def make_setup(args: Args, env, env_params) -> Setup:
+    num_actions = env.action_space(env_params).n
+    obs_shape = env.observation_space(env_params).shape
+    learn_period = max(args.train_frequency, args.num_envs)
+    num_updates = (args.total_timesteps - args.learning_starts) // learn_period * updates_per_learn(args)
+    schedule = optax.linear_schedule(args.learning_rate, 0.0, num_updates) if args.anneal_lr else args.learning_rate
+    _, network = eqx.partition(QNetwork(obs_shape, num_actions, jax.random.key(0)), eqx.is_array)
+    return Setup(args, env, env_params, network, optax.adam(schedule), replay_obs_dtype(args.env_id, env, env_params))
+
+
+def updates_per_learn(args: Args) -> int:
+    """Gradient steps per learning phase: one per --train-frequency environment steps of all environments."""
+    return max(1, args.num_envs // args.train_frequency)
+
+
+def q_values(setup: Setup, params, obs: jax.Array) -> jax.Array:
+    return jax.vmap(eqx.combine(params, setup.network))(obs)
+
+
+def greedy_logits(setup: Setup, q: jax.Array, prior: jax.Array, beta: jax.Array) -> jax.Array:
+    """What the greedy action maximises: log π = log ρ + βQ (mirl, sql), or Q (dqn)."""
+    return policy_logits(q, jnp.log(prior), beta) if setup.args.algo != "dqn" else q
+
+
+def epsilon_at(setup: Setup, iteration: jax.Array) -> jax.Array:
+    args = setup.args
+    return linear_schedule(
+        args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, iteration * args.num_envs
+    )
+
+
+def choose(setup: Setup, state: AgentState, iteration: jax.Array) -> tuple[AgentState, jax.Array]:
+    """Behave on the current observations (ε-greedy on argmax π, exploring from ρ) and update ρ from the
+    acting states."""
+    args = setup.args
+    key, action_key = jax.random.split(state.key)
+    log_prior = jnp.log(state.prior)
+    logits = greedy_logits(setup, q_values(setup, state.params, state.obs), state.prior, state.beta)
+    actions = behaviour_action(action_key, jnp.argmax(logits, axis=-1), log_prior, epsilon_at(setup, iteration))
+    prior, stats = state.prior, state.stats
+    if args.algo != "dqn":  # one log-softmax serves ρ's update and the logged I(S; A)
+        log_policy = jax.nn.log_softmax(logits, axis=-1)
+        stats = eqx.tree_at(lambda s: s.kl_sum, stats, stats.kl_sum + jnp.sum(kl_to_prior(log_policy, log_prior)))
+        if args.algo == "mirl" and args.alpha_rho > 0:  # sql and dqn keep ρ uniform
+            prior = update_prior(prior, jnp.exp(log_policy).mean(axis=0), args.alpha_rho, args.num_envs)
+    stats = eqx.tree_at(lambda s: s.acting_states, stats, stats.acting_states + args.num_envs)
+    return dataclasses.replace(state, prior=prior, key=key, stats=stats), actions
+
+
+def observe(setup: Setup, state: AgentState, actions: jax.Array, iteration: jax.Array) -> AgentState:
+    """Step every environment with `actions`, store the transitions, and count finished episodes."""
+    args = setup.args
+    key, env_key = jax.random.split(state.key)
+    step = jax.vmap(setup.env.step, in_axes=(0, 0, 0, None))
+    obs, env_state, rewards, terminated, truncated, info = step(
+        jax.random.split(env_key, args.num_envs), state.env_state, actions, setup.env_params
+    )
+    # gymnax auto-resets: `obs` of a finished episode is the next episode's first one, and the transition's
+    # next observation is the true final one; truncation is not termination, so the target bootstraps there
+    replay = state.replay.add(
+        (iteration * args.num_envs) % args.buffer_size,
+        state.obs,
+        actions,
+        rewards,
+        info["final_observation"],
+        terminated,
+    )
+    done = terminated | truncated
+    episode_return = state.episode_return + rewards
+    episode_length = state.episode_length + 1
+    stats = state.stats
+    stats = eqx.tree_at(
+        lambda s: (s.return_sum, s.length_sum, s.episodes),
+        stats,
+        (
+            stats.return_sum + jnp.sum(jnp.where(done, episode_return, 0.0)),
+            stats.length_sum + jnp.sum(jnp.where(done, episode_length, 0.0)),
+            stats.episodes + jnp.sum(done),
+        ),
+    )
+    return dataclasses.replace(
+        state,
+        replay=replay,
+        env_state=env_state,
+        obs=obs,
+        episode_return=jnp.where(done, 0.0, episode_return),
+        episode_length=jnp.where(done, 0.0, episode_length),
+        key=key,
+        stats=stats,
+    )
+
+
+def td_target(setup: Setup, next_q: jax.Array, rewards, terminated, prior: jax.Array, beta: jax.Array) -> jax.Array:
+    """y = r + γ(1 − terminated)·V(s'): V the soft value with the prior (mirl, sql), the max (dqn)."""
+    if setup.args.algo != "dqn":
+        next_value = soft_value(next_q, jnp.log(prior), beta)
+    else:
+        next_value = next_q.max(axis=-1)
+    return rewards + setup.args.gamma * (1.0 - terminated) * next_value
+
+
+def learn(setup: Setup, state: AgentState, iteration: jax.Array) -> AgentState:
+    """One gradient step on a replay minibatch, then β from that minibatch's loss. A non-finite loss leaves
+    the learner as it was and records the step (the host stops the run at the chunk's end)."""
+    args = setup.args
+    key, sample_key = jax.random.split(state.key)
+    filled = jnp.minimum((iteration + 1) * args.num_envs, args.buffer_size)
+    batch = state.replay.sample(sample_key, filled, args.batch_size)
+    next_q = q_values(setup, state.target_params, batch.next_obs)
+    target = td_target(setup, next_q, batch.rewards, batch.terminated, state.prior, state.beta)
+
+    def td_loss(params):
+        q_taken = jnp.take_along_axis(q_values(setup, params, batch.obs), batch.actions[:, None], axis=-1)[:, 0]
+        error = q_taken - target
+        loss = optax.huber_loss(error).mean() if args.huber else jnp.mean(error**2)
+        return loss, q_taken.mean()
+
+    (loss, q_mean), grads = jax.value_and_grad(td_loss, has_aux=True)(state.params)
+    updates, opt_state = setup.optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    beta = state.beta
+    if args.algo != "dqn":
+        beta = update_beta(beta, loss, args.alpha_beta, args.td_loss_floor, args.beta_min, args.beta_max)
+    finite = jnp.isfinite(loss)
+    params, opt_state, beta = jax.tree.map(
+        lambda new, old: jnp.where(finite, new, old),
+        (params, opt_state, beta),
+        (state.params, state.opt_state, state.beta),
+    )
+    env_steps = (iteration + 1) * args.num_envs
+    nan_step = jnp.where((state.nan_step < 0) & ~finite, env_steps, state.nan_step)
+    stats = eqx.tree_at(
+        lambda s: (s.td_loss_sum, s.q_sum, s.updates),
+        state.stats,
+        (state.stats.td_loss_sum + loss, state.stats.q_sum + q_mean, state.stats.updates + 1),
+    )
+    return dataclasses.replace(
+        state, params=params, opt_state=opt_state, beta=beta, key=key, stats=stats, nan_step=nan_step
+    )
+
+
+def learn_and_sync(setup: Setup, state: AgentState, iteration: jax.Array) -> AgentState:
+    """After the environments' step: learn every --train-frequency steps once --learning-starts is past, and
+    copy the Q-network into the target network every --target-network-frequency steps. `iteration` is
+    shared by all seeds (not vmapped), so these branches stay branches under vmap."""
+    args = setup.args
+    env_steps = (iteration + 1) * args.num_envs
+    learning = env_steps > args.learning_starts
+
+    def learn_phase(state):
+        return jax.lax.fori_loop(0, updates_per_learn(args), lambda _, s: learn(setup, s, iteration), state)
+
+    learn_period = max(args.train_frequency, args.num_envs)
+    state = jax.lax.cond(learning & (env_steps % learn_period == 0), learn_phase, lambda s: s, state)
+    sync = learning & (env_steps % args.target_network_frequency < args.num_envs)
+    target_params = jax.lax.cond(sync, lambda: state.params, lambda: state.target_params)
+    return dataclasses.replace(state, target_params=target_params)
+
+
+def iterate(setup: Setup, state: AgentState, iteration: jax.Array) -> AgentState:
+    """One seed, one step of all its environments: behave, step and store, learn."""
+    state, actions = choose(setup, state, iteration)
+    return learn_and_sync(setup, observe(setup, state, actions, iteration), iteration)
+
+
+def interval_metrics(setup: Setup, states: AgentState, iteration: jax.Array) -> tuple[dict, dict]:
+    """Per-seed scalars and bar charts of the logging interval that ends at `iteration`."""
+    stats = states.stats
+    scalars = {
+        "charts/episodic_return": nan_mean(stats.return_sum, stats.episodes),
+        "charts/episodic_length": nan_mean(stats.length_sum, stats.episodes),
+        "charts/epsilon": jnp.broadcast_to(epsilon_at(setup, iteration), stats.episodes.shape),
+        "losses/td_loss": nan_mean(stats.td_loss_sum, stats.updates),
+        "losses/q_values": nan_mean(stats.q_sum, stats.updates),
+    }
+    if setup.args.algo == "dqn":
+        return scalars, {}
+    scalars["mirl/beta"] = states.beta
+    scalars["mirl/prior_entropy"] = -jnp.sum(states.prior * jnp.log(states.prior), axis=-1)
+    scalars["mirl/kl_pi_prior"] = nan_mean(stats.kl_sum, stats.acting_states)
+    return scalars, {"mirl/prior": states.prior}
+
+
+# ----------------------------------------------------------------------------------------------
+# The training loop
+# ----------------------------------------------------------------------------------------------
+
+
 class Trainer(NamedTuple):
     init: Callable  # key -> AgentState (one seed)
     run: Callable  # (states, first_iteration, num_iterations) -> states (seeds on the leading axis)
@@ -353,38 +557,21 @@ class Trainer(NamedTuple):
 
 
 def make_train(args: Args, env, env_params, log: Callable | None = None) -> Trainer:
-    """Static setup; returns pure functions. `log(step, scalars, bar_charts)` is called from inside
-    the jitted loop every --log-interval steps with per-seed arrays (see common.logger)."""
-    num_actions = env.action_space(env_params).n
-    obs_shape = env.observation_space(env_params).shape
-    obs_dtype = replay_obs_dtype(args.env_id, env, env_params)
-    soft_backup = args.algo != "dqn"  # dqn: β = ∞, the hard max
-    alpha_rho = args.alpha_rho if args.algo == "mirl" else 0.0  # sql and dqn keep ρ uniform
-    total_iterations = args.total_timesteps // args.num_envs
+    """Wires the steps into one scan over iterations, vmapped over seeds. `log(step, scalars, bar_charts)`
+    is called from inside the jitted loop every --log-interval steps with per-seed arrays (common.logger)."""
+    setup = make_setup(args, env, env_params)
     log_every = max(1, args.log_interval // args.num_envs)
-    learn_period = max(args.train_frequency, args.num_envs)  # environment steps between learning phases
-    updates_per_learn = max(1, args.num_envs // args.train_frequency)
-    exploration_steps = args.exploration_fraction * args.total_timesteps
-    num_updates = (args.total_timesteps - args.learning_starts) // learn_period * updates_per_learn
-    schedule = optax.linear_schedule(args.learning_rate, 0.0, num_updates) if args.anneal_lr else args.learning_rate
-    optimizer = optax.adam(schedule)
-    _, network_static = eqx.partition(QNetwork(obs_shape, num_actions, jax.random.key(0)), eqx.is_array)
-
-    def q_values(params, obs):
-        return jax.vmap(eqx.combine(params, network_static))(obs)
-
-    def greedy_logits(q, prior, beta):
-        return policy_logits(q, jnp.log(prior), beta) if soft_backup else q
 
     def init(key: jax.Array) -> AgentState:
         network_key, env_key, loop_key = jax.random.split(key, 3)
+        obs_shape, num_actions = env.observation_space(env_params).shape, env.action_space(env_params).n
         params, _ = eqx.partition(QNetwork(obs_shape, num_actions, network_key), eqx.is_array)
         obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(env_key, args.num_envs), env_params)
         return AgentState(
             params=params,
             target_params=params,
-            opt_state=optimizer.init(params),
-            replay=Replay.empty(args.buffer_size, obs_shape, obs_dtype),
+            opt_state=setup.optimizer.init(params),
+            replay=Replay.empty(args.buffer_size, obs_shape, setup.obs_dtype),
             env_state=env_state,
             obs=obs,
             episode_return=jnp.zeros(args.num_envs),
@@ -396,142 +583,9 @@ def make_train(args: Args, env, env_params, log: Callable | None = None) -> Trai
             nan_step=jnp.asarray(-1, jnp.int32),
         )
 
-    def act(state: AgentState, iteration: jax.Array) -> AgentState:
-        """One step of every environment: behave, update ρ from the acting states, store."""
-        key, action_key, env_key = jax.random.split(state.key, 3)
-        epsilon = linear_schedule(args.start_e, args.end_e, exploration_steps, iteration * args.num_envs)
-        log_prior = jnp.log(state.prior)
-        logits = greedy_logits(q_values(state.params, state.obs), state.prior, state.beta)
-        actions = behaviour_action(action_key, jnp.argmax(logits, axis=-1), log_prior, epsilon)
-        prior, kl_sum = state.prior, state.stats.kl_sum
-        if soft_backup:  # one log-softmax serves ρ's update and the logged I(S; A)
-            log_policy = jax.nn.log_softmax(logits, axis=-1)
-            kl_sum = kl_sum + jnp.sum(kl_to_prior(log_policy, log_prior))
-            if alpha_rho > 0:
-                prior = update_prior(prior, jnp.exp(log_policy).mean(axis=0), alpha_rho, args.num_envs)
-
-        step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
-        obs, env_state, rewards, terminated, truncated, info = step(
-            jax.random.split(env_key, args.num_envs), state.env_state, actions, env_params
-        )
-        # gymnax auto-resets: `obs` of a finished episode is the next episode's first one
-        replay = state.replay.add(
-            (iteration * args.num_envs) % args.buffer_size,
-            state.obs,
-            actions,
-            rewards,
-            info["final_observation"],
-            terminated,
-        )
-        done = terminated | truncated
-        episode_return = state.episode_return + rewards
-        episode_length = state.episode_length + 1
-        stats = state.stats
-        stats = eqx.tree_at(
-            lambda s: (s.return_sum, s.length_sum, s.episodes, s.kl_sum, s.acting_states),
-            stats,
-            (
-                stats.return_sum + jnp.sum(jnp.where(done, episode_return, 0.0)),
-                stats.length_sum + jnp.sum(jnp.where(done, episode_length, 0.0)),
-                stats.episodes + jnp.sum(done),
-                kl_sum,
-                stats.acting_states + args.num_envs,
-            ),
-        )
-        return dataclasses.replace(
-            state,
-            replay=replay,
-            env_state=env_state,
-            obs=obs,
-            episode_return=jnp.where(done, 0.0, episode_return),
-            episode_length=jnp.where(done, 0.0, episode_length),
-            prior=prior,
-            key=key,
-            stats=stats,
-        )
-
-    def learn(state: AgentState, iteration: jax.Array) -> AgentState:
-        """One gradient step on a replay minibatch, then β from that minibatch's loss."""
-        key, sample_key = jax.random.split(state.key)
-        filled = jnp.minimum((iteration + 1) * args.num_envs, args.buffer_size)
-        batch = state.replay.sample(sample_key, filled, args.batch_size)
-        next_q = q_values(state.target_params, batch.next_obs)
-        next_value = soft_value(next_q, jnp.log(state.prior), state.beta) if soft_backup else next_q.max(axis=-1)
-        target = batch.rewards + args.gamma * (1.0 - batch.terminated) * next_value
-
-        def td_loss(params):
-            q_taken = jnp.take_along_axis(q_values(params, batch.obs), batch.actions[:, None], axis=-1)[:, 0]
-            error = q_taken - target
-            loss = optax.huber_loss(error).mean() if args.huber else jnp.mean(error**2)
-            return loss, q_taken.mean()
-
-        (loss, q_mean), grads = jax.value_and_grad(td_loss, has_aux=True)(state.params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        beta = state.beta
-        if soft_backup:
-            beta = update_beta(beta, loss, args.alpha_beta, args.td_loss_floor, args.beta_min, args.beta_max)
-
-        # a non-finite loss leaves the learner as it was; the host stops the run at the chunk's end
-        finite = jnp.isfinite(loss)
-        params, opt_state, beta = jax.tree.map(
-            lambda new, old: jnp.where(finite, new, old),
-            (params, opt_state, beta),
-            (state.params, state.opt_state, state.beta),
-        )
-        env_steps = (iteration + 1) * args.num_envs
-        nan_step = jnp.where((state.nan_step < 0) & ~finite, env_steps, state.nan_step)
-        stats = eqx.tree_at(
-            lambda s: (s.td_loss_sum, s.q_sum, s.updates),
-            state.stats,
-            (state.stats.td_loss_sum + loss, state.stats.q_sum + q_mean, state.stats.updates + 1),
-        )
-        return dataclasses.replace(
-            state, params=params, opt_state=opt_state, beta=beta, key=key, stats=stats, nan_step=nan_step
-        )
-
-    def iterate(state: AgentState, iteration: jax.Array) -> AgentState:
-        """One seed, one step of all its environments. `iteration` is shared by all seeds (not
-        vmapped), so these branches stay branches under vmap instead of computing both sides."""
-        state = act(state, iteration)
-        env_steps = (iteration + 1) * args.num_envs
-        learning = env_steps > args.learning_starts
-
-        def learn_phase(state):
-            return jax.lax.fori_loop(0, updates_per_learn, lambda _, s: learn(s, iteration), state)
-
-        state = jax.lax.cond(learning & (env_steps % learn_period == 0), learn_phase, lambda s: s, state)
-        sync = learning & (env_steps % args.target_network_frequency < args.num_envs)
-        target_params = jax.lax.cond(sync, lambda: state.params, lambda: state.target_params)
-        return dataclasses.replace(state, target_params=target_params)
-
-    def interval_metrics(states: AgentState, iteration: jax.Array):
-        stats = states.stats
-        scalars = {
-            "charts/episodic_return": nan_mean(stats.return_sum, stats.episodes),
-            "charts/episodic_length": nan_mean(stats.length_sum, stats.episodes),
-            "charts/epsilon": jnp.broadcast_to(
-                linear_schedule(args.start_e, args.end_e, exploration_steps, iteration * args.num_envs),
-                stats.episodes.shape,
-            ),
-            "losses/td_loss": nan_mean(stats.td_loss_sum, stats.updates),
-            "losses/q_values": nan_mean(stats.q_sum, stats.updates),
-        }
-        if soft_backup:
-            scalars["mirl/beta"] = states.beta
-            scalars["mirl/prior_entropy"] = -jnp.sum(states.prior * jnp.log(states.prior), axis=-1)
-            scalars["mirl/kl_pi_prior"] = nan_mean(stats.kl_sum, stats.acting_states)
-        return scalars, {"mirl/prior": states.prior} if soft_backup else {}
-
     def run(states: AgentState, first_iteration: jax.Array, num_iterations: int) -> AgentState:
         """Advance all seeds (leading axis of `states`) by `num_iterations` iterations."""
-
-        if states.nan_step.shape[0] == 1:  # XLA:CPU runs a batch-of-one matmul ~20% slower than a plain one
-
-            def iterate_seeds(states, iteration):
-                return jax.tree.map(lambda x: x[None], iterate(jax.tree.map(lambda x: x[0], states), iteration))
-        else:
-            iterate_seeds = jax.vmap(iterate, in_axes=(0, None))
+        iterate_seeds = over_seeds(lambda state, iteration: iterate(setup, state, iteration), states)
 
         def body(states, iteration):
             states = iterate_seeds(states, iteration)
@@ -540,7 +594,7 @@ def make_train(args: Args, env, env_params, log: Callable | None = None) -> Trai
             is_log_iteration = (iteration + 1) % log_every == 0
             jax.lax.cond(
                 is_log_iteration,
-                lambda: log((iteration + 1) * args.num_envs, *interval_metrics(states, iteration)),
+                lambda: log((iteration + 1) * args.num_envs, *interval_metrics(setup, states, iteration)),
                 lambda: None,
             )
             fresh = jax.vmap(lambda _: IntervalStats.zeros())(states.nan_step)
@@ -559,9 +613,9 @@ def make_train(args: Args, env, env_params, log: Callable | None = None) -> Trai
 
         def step(carry, key):
             obs, env_state, returns, running = carry
-            actions = jnp.argmax(greedy_logits(q_values(state.params, obs), state.prior, state.beta), axis=-1)
+            logits = greedy_logits(setup, q_values(setup, state.params, obs), state.prior, state.beta)
             obs, env_state, rewards, terminated, truncated, _ = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
-                jax.random.split(key, args.eval_episodes), env_state, actions, env_params
+                jax.random.split(key, args.eval_episodes), env_state, jnp.argmax(logits, axis=-1), env_params
             )
             returns = returns + jnp.where(running, rewards, 0.0)
             return (obs, env_state, returns, running & ~(terminated | truncated)), None
@@ -574,9 +628,19 @@ def make_train(args: Args, env, env_params, log: Callable | None = None) -> Trai
         return jax.vmap(evaluate_seed)(states, jax.random.split(key, states.nan_step.shape[0]))
 
     def train(keys: jax.Array) -> AgentState:
-        return run(jax.vmap(init)(keys), jnp.asarray(0, jnp.int32), total_iterations)
+        return run(jax.vmap(init)(keys), jnp.asarray(0, jnp.int32), args.total_timesteps // args.num_envs)
 
     return Trainer(init=init, run=run, evaluate=evaluate, train=train)
+
+
+def over_seeds(step: Callable, states) -> Callable:
+    """`step(state, iteration)` applied to every seed of `states` (leading axis). One seed skips vmap:
+    XLA:CPU runs a batch-of-one matmul ~20% slower than a plain one."""
+    if states.nan_step.shape[0] == 1:
+        return lambda states, iteration: jax.tree.map(
+            lambda x: x[None], step(jax.tree.map(lambda x: x[0], states), iteration)
+        )
+    return jax.vmap(step, in_axes=(0, None))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -221,11 +221,20 @@ def test_patch_conv_is_a_valid_convolution(size, stride, image_size, channels):
         "behaviour_action",
         "linear_schedule",
         "PatchConv",
+        "updates_per_learn",
+        "q_values",
+        "greedy_logits",
+        "epsilon_at",
+        "choose",
+        "td_target",
+        "learn_and_sync",
+        "interval_metrics",
     ],
 )
 def test_atari_script_has_the_same_math(name):
     """Each script carries its own copy of the algorithm and the patch convolution (single-file
-    style); the tests above check mirl_gymnax's, and this keeps mirl_atari's identical to it."""
+    style): every step without an Atari part (all but storing and learning, whose batches differ by the
+    frame replay's validity weights). The tests check mirl_gymnax's; this keeps mirl_atari's identical."""
     import mirl_atari
     import mirl_gymnax
 
