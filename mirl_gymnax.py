@@ -28,7 +28,7 @@ from common.devices import check_fits, seed_mesh, shard_seeds
 from common.logger import RunLogger, make_run_name, nan_mean, start_tracking
 
 
-@dataclass
+@dataclass(frozen=True)
 class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment"""

@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from common import plot
 from common.checkpoint import load_checkpoint, read_header, save_checkpoint, save_run_checkpoint
 from common.devices import check_fits
-from common.logger import RunLogger, make_run_name
+from common.logger import RunLogger, make_run_name, nan_mean
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,6 +65,10 @@ def test_sps_times_training_chunks_only(tmp_path):
     accumulator.Reload()
     speeds = [e.value for e in accumulator.Scalars("charts/SPS")]
     assert len(speeds) == 4 and min(speeds) > 1_000, speeds  # a pause inside an interval: 100 steps/s or less
+
+
+def test_nan_mean_reports_nothing_for_an_empty_interval():
+    np.testing.assert_allclose(nan_mean(jnp.asarray([6.0, 0.0]), jnp.asarray([3.0, 0.0])), [2.0, np.nan])
 
 
 def test_bar_chart_is_a_histogram_of_the_weights(tmp_path):

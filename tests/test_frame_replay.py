@@ -2,14 +2,17 @@
 stacked transitions: on synthetic envpool-like streams (lost lives, game overs, truncations,
 auto-reset steps, an interruption as after --resume, wrap-around) and on real envpool Atari frames."""
 
+import dataclasses
 import sys
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mirl_atari import FrameReplay
+import mirl_atari
+from mirl_atari import AgentState, EnvStep, FrameReplay, IntervalStats, fresh_games
 
 STACK = 4
 
@@ -53,18 +56,21 @@ class FakeAtari:
 
 
 def fill(replay: FrameReplay, num_steps: int, num_envs: int, seed: int, interrupt_at: int | None = None):
-    """Drive `replay` as mirl_atari's `observe` does, and keep the reference: per row and environment,
-    the whole transition (obs, action, reward, next_obs, terminated) and whether it may train."""
+    """Drive `replay` through mirl_atari's own `observe` step, and keep the reference: per row and
+    environment, the whole transition (obs, action, reward, next_obs, terminated) and whether it may train."""
     rng = np.random.default_rng(seed)
     envs = [FakeAtari(rng, replay.frames.shape[2:], max_steps=int(rng.integers(5, 40))) for _ in range(num_envs)]
-    obs, elapsed = map(np.array, zip(*(env.reset() for env in envs), strict=True))
-    after_done = np.zeros(num_envs, bool)
+    obs = np.stack([env.reset()[0] for env in envs])
+    # the agent's other fields play no part in storing a step
+    state = AgentState(None, None, None, replay, **fresh_games(jnp.asarray(obs)), prior=None, beta=None, key=None,
+                       stats=IntervalStats.zeros(), nan_step=None)  # fmt: skip
+    observe = jax.jit(mirl_atari.observe, static_argnums=0)
     rows = replay.num_rows
-    reference = {}
-    add = jax.jit(FrameReplay.add)
+    reference, after_done = {}, np.zeros(num_envs, bool)
     for t in range(num_steps):
         if t == interrupt_at:  # what --resume does: every game restarts, and the last rows get no next obs
-            obs, elapsed = map(np.array, zip(*(env.reset() for env in envs), strict=True))
+            obs = np.stack([env.reset()[0] for env in envs])
+            state = dataclasses.replace(state, **fresh_games(jnp.asarray(obs)))
             after_done[:] = False
             for e in range(num_envs):
                 reference[(t - 1) % rows, e]["valid"] = False
@@ -72,16 +78,9 @@ def fill(replay: FrameReplay, num_steps: int, num_envs: int, seed: int, interrup
         steps = [env.step() for env in envs]
         next_obs = np.stack([s[0] for s in steps])
         rewards, terminated, truncated, next_elapsed = (np.array([s[i] for s in steps]) for i in range(1, 5))
-        replay = add(
-            replay,
-            jnp.asarray(t % rows),
-            frame=obs[:, -1],
-            action=actions,
-            reward=rewards,
-            terminated=terminated,
-            first=elapsed == 0,
-            valid=~after_done,
-        )
+        game_over = np.array([env.pending_reset == "game" for env in envs])
+        step = EnvStep(next_obs, rewards, terminated, truncated, rewards, game_over, next_elapsed)
+        state = observe(None, state, jnp.asarray(actions), jax.tree.map(jnp.asarray, step), jnp.asarray(t))
         for e in range(num_envs):
             reference[t % rows, e] = dict(
                 obs=obs[e],
@@ -91,8 +90,8 @@ def fill(replay: FrameReplay, num_steps: int, num_envs: int, seed: int, interrup
                 terminated=terminated[e],
                 valid=not after_done[e],
             )
-        obs, elapsed, after_done = next_obs, next_elapsed, terminated | truncated
-    return replay, reference
+        obs, after_done = next_obs, terminated | truncated
+    return state.replay, reference
 
 
 def all_sampleable(replay: FrameReplay, rows_written: int) -> tuple[np.ndarray, np.ndarray]:
@@ -188,3 +187,26 @@ def test_stacks_match_envpool_breakout():
     envs = np.tile(np.arange(num_envs), num_steps)
     stacks = np.asarray(replay.stack(jnp.asarray(rows), jnp.asarray(envs)))
     np.testing.assert_array_equal(stacks, np.stack(observed).reshape(-1, *obs.shape[1:]))
+
+
+def test_learn_gives_no_weight_to_invalid_transitions():
+    """A replay of one frame everywhere, every transition terminal: valid rows reward 0.5, the others (as an
+    auto-reset step would be) 1000. The learner's loss is (Q(s, a) − 0.5)², as if only the valid rows existed."""
+    args = mirl_atari.Args(num_envs=1, buffer_size=16, batch_size=32, algo="dqn")
+    obs_shape = (STACK, 84, 84)
+    setup = mirl_atari.make_setup(args, 4, obs_shape)
+    params, _ = eqx.partition(mirl_atari.QNetwork(obs_shape, 4, jax.random.key(0)), eqx.is_array)
+    frame = jax.random.randint(jax.random.key(1), (1, 84, 84), 0, 256).astype(jnp.uint8)
+    replay = FrameReplay.empty(16, 1, obs_shape)
+    for row in range(16):
+        valid = row % 2 == 0
+        flags = [jnp.full(1, flag) for flag in (True, row == 0, valid)]  # terminated, first, valid
+        replay = replay.add(row, frame, jnp.ones(1), jnp.full(1, 0.5 if valid else 1000.0), *flags)
+    stack = jnp.broadcast_to(frame, (1, *obs_shape))
+    state = AgentState(
+        params, params, setup.optimizer.init(params), replay, **fresh_games(stack), prior=jnp.full(4, 0.25),
+        beta=jnp.asarray(1.0), key=jax.random.key(2), stats=IntervalStats.zeros(), nan_step=jnp.asarray(-1),
+    )  # fmt: skip
+    learned = jax.jit(mirl_atari.learn, static_argnums=0)(setup, state, jnp.asarray(15))
+    q_taken = float(mirl_atari.q_values(setup, params, stack)[0, 1])
+    assert float(learned.stats.td_loss_sum) == pytest.approx((q_taken - 0.5) ** 2, rel=1e-4)

@@ -5,6 +5,7 @@ random draws are replaced by the official ones, and the Args come from the flags
 Losses, the TD target, the regularisers, every group's gradient, the parameters after Adam and the
 Polyak targets must agree to float32 rounding."""
 
+import functools
 import json
 from pathlib import Path
 
@@ -219,36 +220,32 @@ def kit_step(args: misa.Args, params, target, batch, draws, mcmc) -> dict:
 
 @pytest.fixture(scope="module")
 def kit_steps(reference):
-    """For each configuration: the Args, and the kit's step in float32 and (as a measure of float32
-    rounding) in float64 from the same inputs."""
+    """config -> the Args, and the kit's step in float32 and (as a measure of float32 rounding) in float64
+    from the same inputs; each configuration computed when a test first asks for it."""
     params, target = initial_state(reference)
     batch = reference_batch(reference)
-    inputs = {
-        config: (
-            args_for(flags),
-            official_draws(reference, config, params.policy, batch),
-            official_mcmc(reference, config),
-        )
-        for config, flags in CONFIGS.items()
-    }
-    results = {
-        config: {"args": args, "f32": kit_step(args, params, target, batch, draws, mcmc)}
-        for config, (args, draws, mcmc) in inputs.items()
-    }
-    jax.config.update("jax_enable_x64", True)
-    try:
-        to64 = lambda tree: jax.tree.map(lambda x: jnp.asarray(np.asarray(x), jnp.float64), tree)  # noqa: E731
-        for config, (args, draws, mcmc) in inputs.items():
+
+    @functools.cache
+    def step_for(config: str) -> dict:
+        args = args_for(CONFIGS[config])
+        draws, mcmc = official_draws(reference, config, params.policy, batch), official_mcmc(reference, config)
+        result = {"args": args, "f32": kit_step(args, params, target, batch, draws, mcmc)}
+        jax.config.update("jax_enable_x64", True)
+        try:
+            to64 = lambda tree: jax.tree.map(lambda x: jnp.asarray(np.asarray(x), jnp.float64), tree)  # noqa: E731
             step = kit_step(args, to64(params), to64(target), to64(batch), to64(draws), to64(mcmc))
-            results[config]["f64"] = jax.tree.map(np.asarray, step)
-    finally:
-        jax.config.update("jax_enable_x64", False)
-    return results
+            result["f64"] = jax.tree.map(np.asarray, step)
+        finally:
+            jax.config.update("jax_enable_x64", False)
+        return result
+
+    return step_for
 
 
 @pytest.mark.parametrize("config", CONFIGS)
 def test_losses_and_targets_match_the_official_step(config, reference, kit_steps):
-    kit, exact, loss = kit_steps[config]["f32"], kit_steps[config]["f64"], f"{config}/loss/"
+    step = kit_steps(config)
+    kit, exact, loss = step["f32"], step["f64"], f"{config}/loss/"
 
     def check(name, got, expected):
         assert_close(got(kit), expected, got(exact), name)
@@ -268,7 +265,8 @@ def test_losses_and_targets_match_the_official_step(config, reference, kit_steps
 
 @pytest.mark.parametrize("config", CONFIGS)
 def test_gradients_and_updates_match_the_official_step(config, reference, kit_steps):
-    args, kit, exact = kit_steps[config]["args"], kit_steps[config]["f32"], kit_steps[config]["f64"]
+    step = kit_steps(config)
+    args, kit, exact = step["args"], step["f32"], step["f64"]
     for group, load, lr in [("policy", load_policy, args.policy_lr), ("critics", load_critics, args.q_lr)]:
         leaves = zip(
             jax.tree.leaves(getattr(kit["grads"], group)),

@@ -1,0 +1,89 @@
+"""Do mirl_gymnax's two CPU workarounds still pay on the installed XLA? Each is timed against the plain
+version it replaces, after compilation, the cases interleaved over the repeats; medians.
+
+- `over_seeds`: one seed runs without vmap (against vmap over a batch of one), CartPole-v1;
+- `PatchConv`: the MinAtar convolution as a matmul over patches (against equinox's Conv2d), Breakout-MinAtar.
+
+    python benchmarks/cpu_workarounds.py --repeats 5
+"""
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import tyro
+
+import mirl_gymnax
+
+
+class NativeConv(eqx.Module):
+    """PatchConv's interface on XLA's own convolution."""
+
+    conv: eqx.nn.Conv2d
+
+    def __init__(self, in_channels: int, out_channels: int, size: int, key: jax.Array, stride: int = 1):
+        self.conv = eqx.nn.Conv2d(in_channels, out_channels, size, stride, key=key)
+
+    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+        return jnp.transpose(self.conv(jnp.transpose(x, (2, 0, 1))), (1, 2, 0))
+
+
+def compiled_run(env_id: str, steps: int, plain_vmap: bool, native_conv: bool):
+    """A one-seed run of `steps` environment steps (learning from step 10k), compiled; the module's
+    workaround swapped for the plain version while the program is built."""
+    args = mirl_gymnax.Args(env_id=env_id, total_timesteps=steps, learning_starts=10_000, buffer_size=10_000)
+    env, env_params = mirl_gymnax.make_env(env_id)
+    kept = mirl_gymnax.over_seeds, mirl_gymnax.PatchConv
+    if plain_vmap:
+        mirl_gymnax.over_seeds = lambda step, states: jax.vmap(step, in_axes=(0, None))
+    if native_conv:
+        mirl_gymnax.PatchConv = NativeConv
+    try:
+        trainer = mirl_gymnax.make_train(args, env, env_params)
+        states = jax.jit(jax.vmap(trainer.init))(jax.random.key(0)[None])
+        compiled = jax.jit(trainer.run, static_argnums=2).lower(states, jnp.int32(0), steps // args.num_envs).compile()
+    finally:
+        mirl_gymnax.over_seeds, mirl_gymnax.PatchConv = kept
+    return lambda: jax.block_until_ready(compiled(states, jnp.int32(0)))
+
+
+@dataclass
+class Args:
+    repeats: int = 5
+    """rounds; each times every case once"""
+    cartpole_steps: int = 100_000
+    """environment steps of the CartPole runs"""
+    minatar_steps: int = 30_000
+    """environment steps of the Breakout-MinAtar runs"""
+
+
+def main(args: Args) -> None:
+    pairs = {
+        "over_seeds (CartPole-v1, 1 seed)": (
+            compiled_run("CartPole-v1", args.cartpole_steps, plain_vmap=False, native_conv=False),
+            compiled_run("CartPole-v1", args.cartpole_steps, plain_vmap=True, native_conv=False),
+        ),
+        "PatchConv (Breakout-MinAtar, 1 seed)": (
+            compiled_run("Breakout-MinAtar", args.minatar_steps, plain_vmap=False, native_conv=False),
+            compiled_run("Breakout-MinAtar", args.minatar_steps, plain_vmap=False, native_conv=True),
+        ),
+    }
+    times = {name: ([], []) for name in pairs}
+    for _ in range(args.repeats):
+        for name, runs in pairs.items():
+            for run, record in zip(runs, times[name], strict=True):
+                began = time.perf_counter()
+                run()
+                record.append(time.perf_counter() - began)
+    print("| workaround | with it, s (median) | plain, s (median) | plain / with |")
+    print("|-|-|-|-|")
+    for name, (kit, plain) in times.items():
+        kit_median, plain_median = statistics.median(kit), statistics.median(plain)
+        print(f"| {name} | {kit_median:.2f} | {plain_median:.2f} | **{plain_median / kit_median:.2f}** |")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

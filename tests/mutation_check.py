@@ -1,0 +1,476 @@
+"""Mutation check: does the suite notice when an equation breaks?
+
+Each mutant below is a one-line change to an update equation of one of the three scripts (TD targets,
+soft value, policy logits, ρ and β updates, ε schedule, replay add/sample validity, frame stacking,
+regularisers, actor losses, α and α' updates, Polyak, HMC acceptance, ...). For each, this script
+copies the repository to a scratch folder, applies the change there, runs only the tests that cover
+that equation, and counts the mutant as killed when they fail. The working tree is never touched.
+
+    python tests/mutation_check.py              # all mutants (about 15 minutes on 2 cores)
+    python tests/mutation_check.py -k misa      # those whose name contains "misa"
+
+It exits non-zero if a mutant survives or a mutation no longer applies (its line was edited: update
+the list). Not part of the suite: run it after changing an equation or its tests.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Mutant(NamedTuple):
+    name: str
+    file: str
+    original: str  # must occur exactly once in the file
+    mutated: str
+    tests: tuple[str, ...]
+
+
+GYMNAX_STEPS = ("tests/test_mirl_steps.py",)
+GYMNAX_MATH = ("tests/test_mirl_math.py",)
+ATARI = ("tests/test_frame_replay.py", "tests/test_mirl_math.py::test_atari_script_has_the_same_math")
+MISA = ("tests/test_misa_official.py", "tests/test_misa_math.py")
+HMC = ("tests/test_misa_math.py", "tests/test_misa_official.py", "-k", "hmc")  # the samples are injected elsewhere
+
+MUTANTS = [
+    # mirl_gymnax: targets, soft value, policy, prior, β, ε, behaviour, replay, learning schedule
+    Mutant(
+        "gymnax: TD target drops (1 − terminated)",
+        "mirl_gymnax.py",
+        "return rewards + setup.args.gamma * (1.0 - terminated) * next_value",
+        "return rewards + setup.args.gamma * next_value",
+        GYMNAX_STEPS,
+    ),
+    Mutant(
+        "gymnax: TD target ignores γ",
+        "mirl_gymnax.py",
+        "return rewards + setup.args.gamma * (1.0 - terminated) * next_value",
+        "return rewards + 0.99 * (1.0 - terminated) * next_value",
+        GYMNAX_STEPS,
+    ),
+    Mutant(
+        "gymnax: TD target bootstraps from the hard max for mirl",
+        "mirl_gymnax.py",
+        'if setup.args.algo != "dqn":\n        next_value = soft_value(',
+        "if False:\n        next_value = soft_value(",
+        GYMNAX_STEPS,
+    ),
+    Mutant(
+        "gymnax: soft value not divided by β",
+        "mirl_gymnax.py",
+        "return prior_mean[..., 0] + jnp.where(jnp.abs(centred).max(axis=-1) < 1.0, near, far) / beta",
+        "return prior_mean[..., 0] + jnp.where(jnp.abs(centred).max(axis=-1) < 1.0, near, far)",
+        GYMNAX_MATH,
+    ),
+    Mutant(
+        "gymnax: soft value without the prior",
+        "mirl_gymnax.py",
+        "far = jax.nn.logsumexp(log_prior + centred, axis=-1)",
+        "far = jax.nn.logsumexp(centred, axis=-1)",
+        GYMNAX_MATH,
+    ),
+    Mutant(
+        "gymnax: policy logits without log ρ",
+        "mirl_gymnax.py",
+        "return log_prior + beta * q",
+        "return beta * q",
+        GYMNAX_MATH + GYMNAX_STEPS,
+    ),
+    Mutant(
+        "gymnax: greedy on Q for mirl",
+        "mirl_gymnax.py",
+        'return policy_logits(q, jnp.log(prior), beta) if setup.args.algo != "dqn" else q',
+        "return q",
+        GYMNAX_STEPS,
+    ),
+    Mutant(
+        "gymnax: KL(π‖ρ) without log ρ",
+        "mirl_gymnax.py",
+        "policy_terms = jnp.exp(log_policy) * (log_policy - log_prior)",
+        "policy_terms = jnp.exp(log_policy) * log_policy",
+        GYMNAX_MATH,
+    ),
+    Mutant(
+        "gymnax: ρ rate ignores the number of states",
+        "mirl_gymnax.py",
+        "rate = -jnp.expm1(num_states * jnp.log1p(-alpha))",
+        "rate = alpha",
+        GYMNAX_MATH,
+    ),
+    Mutant(
+        "gymnax: ρ moves away from π",
+        "mirl_gymnax.py",
+        "prior = prior + rate * (mean_policy - prior)",
+        "prior = prior + rate * (prior - mean_policy)",
+        GYMNAX_MATH,
+    ),
+    Mutant(
+        "gymnax: ρ updated for sql too",
+        "mirl_gymnax.py",
+        'if args.algo == "mirl" and args.alpha_rho > 0:',
+        "if args.alpha_rho > 0:",
+        GYMNAX_STEPS,
+    ),
+    Mutant(
+        "gymnax: β rule without −β",
+        "mirl_gymnax.py",
+        "beta = beta + alpha * (1.0 / jnp.maximum(loss, loss_floor) - beta)",
+        "beta = beta + alpha * (1.0 / jnp.maximum(loss, loss_floor))",
+        GYMNAX_MATH,
+    ),
+    Mutant(
+        "gymnax: β rule without the loss floor",
+        "mirl_gymnax.py",
+        "beta = beta + alpha * (1.0 / jnp.maximum(loss, loss_floor) - beta)",
+        "beta = beta + alpha * (1.0 / loss - beta)",
+        GYMNAX_MATH,
+    ),
+    Mutant(
+        "gymnax: ε schedule over the whole run",
+        "mirl_gymnax.py",
+        "args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, iteration * args.num_envs",
+        "args.start_e, args.end_e, args.total_timesteps, iteration * args.num_envs",
+        GYMNAX_STEPS,
+    ),
+    Mutant(
+        "gymnax: ε schedule not clipped",
+        "mirl_gymnax.py",
+        "return start + (end - start) * jnp.clip(t / duration, 0.0, 1.0)",
+        "return start + (end - start) * t / duration",
+        GYMNAX_MATH + GYMNAX_STEPS,
+    ),
+    Mutant(
+        "gymnax: exploration draws uniformly, not from ρ",
+        "mirl_gymnax.py",
+        "jax.random.categorical(draw_key, log_prior, shape=greedy.shape)",
+        "jax.random.randint(draw_key, greedy.shape, 0, log_prior.shape[-1])",
+        GYMNAX_MATH,
+    ),
+    Mutant(
+        "gymnax: next observation of a finished episode is the reset one",
+        "mirl_gymnax.py",
+        '        info["final_observation"],\n        terminated,\n    )',
+        "        obs,\n        terminated,\n    )",
+        GYMNAX_STEPS,
+    ),
+    Mutant(
+        "gymnax: truncation stored as termination",
+        "mirl_gymnax.py",
+        '        info["final_observation"],\n        terminated,\n    )',
+        '        info["final_observation"],\n        terminated | truncated,\n    )',
+        GYMNAX_STEPS,
+    ),
+    Mutant(
+        "gymnax: sampling from unfilled replay slots",
+        "mirl_gymnax.py",
+        "filled = jnp.minimum((iteration + 1) * args.num_envs, args.buffer_size)",
+        "filled = args.buffer_size",
+        GYMNAX_STEPS,
+    ),
+    Mutant(
+        "gymnax: replay samples one slot short",
+        "mirl_gymnax.py",
+        "indices = jax.random.randint(key, (batch_size,), 0, filled)",
+        "indices = jax.random.randint(key, (batch_size,), 0, filled - 1)",
+        GYMNAX_MATH,
+    ),
+    Mutant(
+        "gymnax: absolute instead of squared TD error",
+        "mirl_gymnax.py",
+        "loss = optax.huber_loss(error).mean() if args.huber else jnp.mean(error**2)",
+        "loss = optax.huber_loss(error).mean() if args.huber else jnp.mean(jnp.abs(error))",
+        GYMNAX_STEPS,
+    ),
+    Mutant(
+        "gymnax: learner updated from a non-finite loss",
+        "mirl_gymnax.py",
+        "lambda new, old: jnp.where(finite, new, old),\n        (params, opt_state, beta),",
+        "lambda new, old: new,\n        (params, opt_state, beta),",
+        GYMNAX_STEPS,
+    ),
+    Mutant(
+        "gymnax: learning from --learning-starts itself",
+        "mirl_gymnax.py",
+        "learning = env_steps > args.learning_starts",
+        "learning = env_steps >= args.learning_starts",
+        GYMNAX_STEPS,
+    ),
+    Mutant(
+        "gymnax: target copied one iteration too often",
+        "mirl_gymnax.py",
+        "sync = learning & (env_steps % args.target_network_frequency < args.num_envs)",
+        "sync = learning & (env_steps % args.target_network_frequency <= args.num_envs)",
+        GYMNAX_STEPS,
+    ),
+    Mutant(
+        "common: an empty interval reports 0",
+        "common/logger.py",
+        "return jnp.where(count > 0, total / jnp.maximum(count, 1), jnp.nan)",
+        "return jnp.where(count > 0, total / jnp.maximum(count, 1), 0.0)",
+        ("tests/test_common.py",),
+    ),
+    # mirl_atari: its own replay, frame stacks and learner; a change to a shared step breaks the copy test
+    Mutant(
+        "atari: every replay row valid",
+        "mirl_atari.py",
+        "valid=~state.after_done,",
+        "valid=jnp.ones_like(state.after_done),",
+        ATARI,
+    ),
+    Mutant(
+        "atari: a row before a reset still valid",
+        "mirl_atari.py",
+        "valid = self.valid[rows, envs] & ~self.first[next_rows, envs]",
+        "valid = self.valid[rows, envs]",
+        ATARI,
+    ),
+    Mutant(
+        "atari: frame stacks ignore resets",
+        "mirl_atari.py",
+        "frame_lags = jnp.minimum(lags[::-1][None, :], reset_lag[:, None])",
+        "frame_lags = jnp.broadcast_to(lags[::-1][None, :], (rows.shape[0], self.stack_size))",
+        ATARI,
+    ),
+    Mutant(
+        "atari: the newest row (no next yet) sampled",
+        "mirl_atari.py",
+        "count = jnp.where(full, self.num_rows - self.stack_size, rows_written - 1)",
+        "count = jnp.where(full, self.num_rows - self.stack_size, rows_written)",
+        ATARI,
+    ),
+    Mutant(
+        "atari: invalid transitions weighted",
+        "mirl_atari.py",
+        "weights = batch.valid.astype(jnp.float32) / jnp.maximum(batch.valid.sum(), 1)",
+        "weights = jnp.full(batch.valid.shape, 1.0 / batch.valid.shape[0])",
+        ATARI,
+    ),
+    Mutant(
+        "atari: its TD target drops (1 − terminated)",
+        "mirl_atari.py",
+        "return rewards + setup.args.gamma * (1.0 - terminated) * next_value",
+        "return rewards + setup.args.gamma * next_value",
+        ATARI,
+    ),
+    Mutant(
+        "atari: its β rule without −β",
+        "mirl_atari.py",
+        "beta = beta + alpha * (1.0 / jnp.maximum(loss, loss_floor) - beta)",
+        "beta = beta + alpha * (1.0 / jnp.maximum(loss, loss_floor))",
+        ATARI,
+    ),
+    # misa_d4rl: critic, regularisers, actor, temperatures, Polyak, HMC
+    Mutant(
+        "misa: TD target drops (1 − d)",
+        "misa_d4rl.py",
+        "return batch.rewards + (1.0 - batch.terminals) * args.gamma * next_q",
+        "return batch.rewards + args.gamma * next_q",
+        MISA,
+    ),
+    Mutant(
+        "misa: TD target from the larger target critic",
+        "misa_d4rl.py",
+        "next_q = twin_q(target_critics, batch.next_observations, next_actions).min(axis=0)",
+        "next_q = twin_q(target_critics, batch.next_observations, next_actions).max(axis=0)",
+        MISA,
+    ),
+    Mutant(
+        "misa: absolute TD error",
+        "misa_d4rl.py",
+        "td_losses = jnp.mean(jnp.square(q_data - target), axis=-1)",
+        "td_losses = jnp.mean(jnp.abs(q_data - target), axis=-1)",
+        MISA,
+    ),
+    Mutant(
+        "misa: regulariser without −log B",
+        "misa_d4rl.py",
+        "regularizers = logsumexp_regularizer(scores, q_data, math.log(batch.rewards.shape[-1]))",
+        "regularizers = logsumexp_regularizer(scores, q_data, 0.0)",
+        MISA,
+    ),
+    Mutant(
+        "misa: regulariser without −Q(s, a)",
+        "misa_d4rl.py",
+        "return jnp.mean(jax.nn.logsumexp(scores, axis=-2) - shift - q_data, axis=-1)",
+        "return jnp.mean(jax.nn.logsumexp(scores, axis=-2) - shift, axis=-1)",
+        MISA,
+    ),
+    Mutant(
+        "misa: --add-positive ignored",
+        "misa_d4rl.py",
+        "    if args.add_positive:\n        return jnp.concatenate",
+        "    if False:\n        return jnp.concatenate",
+        MISA,
+    ),
+    Mutant(
+        "misa: data action in the cql set",
+        "misa_d4rl.py",
+        "return cql_scores(q_uniform, q_next, next_log_pi, q_current, current_log_pi, batch.actions.shape[-1])",
+        "return jnp.concatenate([cql_scores(q_uniform, q_next, next_log_pi, q_current, current_log_pi, "
+        "batch.actions.shape[-1]), q_data[:, None]], axis=1)",
+        MISA,
+    ),
+    Mutant(
+        "misa: cql uniform density of one dimension",
+        "misa_d4rl.py",
+        "uniform_log_density = action_dim * math.log(0.5)",
+        "uniform_log_density = math.log(0.5)",
+        MISA,
+    ),
+    Mutant(
+        "misa: cql π(·|s') samples not importance-weighted",
+        "misa_d4rl.py",
+        "q_uniform - uniform_log_density, q_next - next_log_pi, q_current - current_log_pi",
+        "q_uniform - uniform_log_density, q_next, q_current - current_log_pi",
+        MISA,
+    ),
+    Mutant(
+        "misa: Lagrange penalty without the gap",
+        "misa_d4rl.py",
+        "penalties = lagrange_multiplier(log_alpha_prime) * args.regularizer_weight * (regularizers - args.lagrange_gap)",  # noqa: E501
+        "penalties = lagrange_multiplier(log_alpha_prime) * args.regularizer_weight * regularizers",
+        MISA,
+    ),
+    Mutant(
+        "misa: α' loss not halved",
+        "misa_d4rl.py",
+        "return -0.5 * jnp.sum(lagrange_multiplier(log_alpha_prime) * args.regularizer_weight * gaps)",
+        "return -jnp.sum(lagrange_multiplier(log_alpha_prime) * args.regularizer_weight * gaps)",
+        MISA,
+    ),
+    Mutant(
+        "misa: α outside the behaviour-cloning weight",
+        "misa_d4rl.py",
+        "return bc_weight * jnp.mean(alpha * log_pi - data_log_pi) - jnp.mean(q_new)",
+        "return jnp.mean(alpha * log_pi) - bc_weight * jnp.mean(data_log_pi) - jnp.mean(q_new)",
+        MISA,
+    ),
+    Mutant(
+        "misa: cql actor without entropy",
+        "misa_d4rl.py",
+        "return jnp.mean(alpha * log_pi - q_new)",
+        "return jnp.mean(-q_new)",
+        MISA,
+    ),
+    Mutant(
+        "misa: HMC term with the wrong sign",
+        "misa_d4rl.py",
+        "loss = loss + args.mcmc_weight * mcmc_term",
+        "loss = loss - args.mcmc_weight * mcmc_term",
+        MISA,
+    ),
+    Mutant(
+        "misa: α loss towards +|A|",
+        "misa_d4rl.py",
+        "return -log_alpha * jnp.mean(log_pi + target_entropy)",
+        "return -log_alpha * jnp.mean(log_pi - target_entropy)",
+        MISA,
+    ),
+    Mutant(
+        "misa: reparameterised sample scaled by log σ",
+        "misa_d4rl.py",
+        "pre_tanh = mean + jnp.exp(log_std) * noise",
+        "pre_tanh = mean + log_std * noise",
+        MISA,
+    ),
+    Mutant(
+        "misa: tanh correction with the wrong sign",
+        "misa_d4rl.py",
+        "return jnp.sum(gaussian - log_one_minus_tanh_squared(pre_tanh), axis=-1)",
+        "return jnp.sum(gaussian + log_one_minus_tanh_squared(pre_tanh), axis=-1)",
+        MISA,
+    ),
+    Mutant(
+        "misa: Polyak keeps all of the old target",
+        "misa_d4rl.py",
+        "lambda new, old: args.tau * new + (1.0 - args.tau) * old",
+        "lambda new, old: args.tau * new + old",
+        MISA,
+    ),
+    Mutant(
+        "misa: HMC acceptance without kinetic energy",
+        "misa_d4rl.py",
+        "log_ratio = new_log_p - new_kinetic - (log_p - kinetic)",
+        "log_ratio = new_log_p - log_p",
+        HMC,
+    ),
+    Mutant(
+        "misa: HMC accepts the unlikely moves",
+        "misa_d4rl.py",
+        "accepted = jnp.log(jax.random.uniform(accept_key, log_p.shape)) < log_ratio",
+        "accepted = jnp.log(jax.random.uniform(accept_key, log_p.shape)) > log_ratio",
+        HMC,
+    ),
+    Mutant(
+        "misa: HMC leapfrog ends with a full momentum step",
+        "misa_d4rl.py",
+        "new_momentum = new_momentum + (0.5 if last else 1.0) * step_size * new_grad",
+        "new_momentum = new_momentum + step_size * new_grad",
+        HMC,
+    ),
+    Mutant(
+        "misa: HMC step size shrinks by 0.99",
+        "misa_d4rl.py",
+        "step_size * 1.01, step_size / 1.01",
+        "step_size * 1.01, step_size * 0.99",
+        HMC,
+    ),
+]
+
+
+def copy_repository(destination: Path) -> None:
+    ignore = shutil.ignore_patterns(".venv", ".git", "runs", "data", "__pycache__", ".pytest_cache", ".ruff_cache")
+    shutil.copytree(ROOT, destination, ignore=ignore, dirs_exist_ok=True)
+
+
+def run_mutant(mutant: Mutant, workdir: Path, env: dict) -> str:
+    """'killed', 'survived' or 'stale' (the original line is not in the file exactly once)."""
+    path = workdir / mutant.file
+    source = path.read_text()
+    if source.count(mutant.original) != 1:
+        return "stale"
+    path.write_text(source.replace(mutant.original, mutant.mutated))
+    try:
+        command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutant.tests]
+        done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
+    finally:
+        path.write_text(source)
+    return "killed" if done.returncode != 0 else "survived"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-k", default="", help="only the mutants whose name contains this")
+    selected = [m for m in MUTANTS if parser.parse_args().k in m.name]
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="mirl-jax-mutants-") as scratch:
+        workdir = Path(scratch) / "repo"
+        copy_repository(workdir)
+        # one compilation cache for all mutants: unchanged programs compile once
+        env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(Path(scratch) / "jax-cache"), PYTHONPATH=str(workdir))
+        start = time.perf_counter()
+        for index, mutant in enumerate(selected, 1):
+            began = time.perf_counter()
+            results[mutant.name] = outcome = run_mutant(mutant, workdir, env)
+            print(
+                f"[{index:2}/{len(selected)}] {outcome:8} {time.perf_counter() - began:5.0f} s  {mutant.name}",
+                flush=True,
+            )
+    killed = sum(outcome == "killed" for outcome in results.values())
+    print(f"{killed}/{len(results)} mutants killed in {(time.perf_counter() - start) / 60:.1f} min")
+    for name, outcome in results.items():
+        if outcome != "killed":
+            print(f"  {outcome}: {name}")
+    return 0 if killed == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""mirl_gymnax's steps called on their own (choose, observe, td_target, learn, learn_and_sync), against
+values computed by hand from the state they are given. mirl_atari runs the same functions (a test keeps
+them identical); its own observe is tested in test_frame_replay.py."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mirl_gymnax as mg
+
+SMALL = dict(num_envs=2, buffer_size=64, batch_size=8, learning_starts=8, train_frequency=2, total_timesteps=1_000)
+
+
+def setup_and_state(algo="mirl", env_params_update=None, **overrides):
+    args = mg.Args(algo=algo, **{**SMALL, **overrides})
+    env, env_params = mg.make_env(args.env_id)
+    if env_params_update:
+        env_params = env_params.replace(**env_params_update)
+    trainer = mg.make_train(args, env, env_params)
+    return mg.make_setup(args, env, env_params), trainer.init(jax.random.key(0))
+
+
+@pytest.mark.parametrize("algo", ["mirl", "sql", "dqn"])
+def test_td_target_by_hand(algo):
+    setup, _ = setup_and_state(algo, gamma=0.9)
+    next_q = jnp.asarray([[1.0, 3.0], [0.5, -1.0]])
+    prior, beta = jnp.asarray([0.25, 0.75]), jnp.asarray(2.0)
+    rewards, terminated = jnp.asarray([1.0, -2.0]), jnp.asarray([False, True])
+    if algo == "dqn":
+        next_value = 3.0
+    else:  # V = log Σ ρ exp(βQ) / β
+        next_value = np.log(0.25 * np.exp(2.0) + 0.75 * np.exp(6.0)) / 2.0
+    expected = [1.0 + 0.9 * next_value, -2.0]  # a terminated transition does not bootstrap
+    np.testing.assert_allclose(mg.td_target(setup, next_q, rewards, terminated, prior, beta), expected, rtol=1e-6)
+
+
+def test_epsilon_schedule_by_hand():
+    setup, _ = setup_and_state(start_e=1.0, end_e=0.05, exploration_fraction=0.5)  # 1000 steps, 2 envs
+    assert float(mg.epsilon_at(setup, jnp.asarray(125))) == pytest.approx(1.0 + (0.05 - 1.0) * 250 / 500)
+    assert float(mg.epsilon_at(setup, jnp.asarray(400))) == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("algo", ["mirl", "sql", "dqn"])
+def test_choose_is_greedy_on_pi_and_moves_the_prior(algo):
+    setup, state = setup_and_state(algo, start_e=0.0, end_e=0.0, alpha_rho=0.1, beta_init=3.0)
+    prior = jnp.asarray([0.3, 0.7])
+    state = dataclasses.replace(state, prior=prior)
+    chosen, actions = mg.choose(setup, state, jnp.asarray(5))
+    q = mg.q_values(setup, state.params, state.obs)
+    logits = jnp.log(prior) + 3.0 * q if algo != "dqn" else q
+    np.testing.assert_array_equal(actions, jnp.argmax(logits, axis=-1))
+    if algo == "mirl":  # ρ ← ρ + (1 − (1 − α)^N)(mean_k π(·|s_k) − ρ)
+        policy = jax.nn.softmax(logits, axis=-1).mean(axis=0)
+        np.testing.assert_allclose(chosen.prior, prior + (1 - 0.9**2) * (policy - prior), rtol=1e-5)
+    else:
+        np.testing.assert_array_equal(chosen.prior, prior)
+    assert float(chosen.stats.acting_states) == 2
+    if algo != "dqn":
+        log_pi = jax.nn.log_softmax(logits, axis=-1)
+        kl = jnp.sum(jnp.exp(log_pi) * (log_pi - jnp.log(prior)))
+        assert float(chosen.stats.kl_sum) == pytest.approx(float(kl), rel=1e-5)
+
+
+def test_observe_stores_the_final_observation_and_truncation_is_not_termination():
+    """CartPole cut at 3 steps: the transition that hits the limit stores CartPole's true next state
+    (x' = x + 0.02·ẋ, Euler, as gymnax integrates), not the next episode's first observation, and is
+    not terminal; the stored observation of the next row is the reset one."""
+    setup, state = setup_and_state("dqn", env_params_update={"max_steps_in_episode": 3}, start_e=1.0, end_e=1.0)
+    for iteration in range(4):
+        state, actions = mg.choose(setup, state, jnp.asarray(iteration))
+        state = mg.observe(setup, state, actions, jnp.asarray(iteration))
+    replay, num_envs = state.replay, 2
+    rows = np.asarray(replay.obs[: 4 * num_envs]).reshape(4, num_envs, -1)
+    next_rows = np.asarray(replay.next_obs[: 4 * num_envs]).reshape(4, num_envs, -1)
+    terminated = np.asarray(replay.terminated[: 4 * num_envs]).reshape(4, num_envs)
+    np.testing.assert_allclose(next_rows[:, :, 0], rows[:, :, 0] + 0.02 * rows[:, :, 1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(next_rows[:2], rows[1:3])  # within an episode, the next row continues it
+    assert not (next_rows[2] == rows[3]).all(axis=-1).any()  # the 3rd step is cut: the 4th row is a reset
+    assert not terminated[2].any()  # truncation is not termination
+    assert float(state.stats.episodes) == num_envs
+
+
+def fill_with_one_transition(state, rows, obs, action, reward, next_obs, terminated):
+    """The first `rows` replay slots hold the same transition (the rest stay zeros)."""
+    replay = state.replay.add(
+        0,
+        jnp.broadcast_to(obs, (rows, *obs.shape)),
+        jnp.full(rows, action),
+        jnp.full(rows, reward),
+        jnp.broadcast_to(next_obs, (rows, *obs.shape)),
+        jnp.full(rows, terminated),
+    )
+    return dataclasses.replace(state, replay=replay)
+
+
+@pytest.mark.parametrize("algo", ["mirl", "dqn"])
+def test_learn_by_hand(algo):
+    """After 4 iterations of 2 environments the replay holds 8 transitions, all the same (the other 56 slots
+    are empty): the minibatch loss is (Q(s, a) − y)² of that transition; β moves by the rule from that
+    loss; a non-finite loss leaves the learner alone and records the step."""
+    setup, state = setup_and_state(algo, alpha_beta=0.5, beta_init=2.0)
+    obs, next_obs = jnp.asarray([0.1, -0.2, 0.03, 0.4]), jnp.asarray([0.2, 0.1, -0.05, 0.3])
+    state = fill_with_one_transition(state, 8, obs, 1, 0.7, next_obs, False)
+    state = dataclasses.replace(state, prior=jnp.asarray([0.4, 0.6]))
+    learned = mg.learn(setup, state, jnp.asarray(3))
+    next_q = mg.q_values(setup, state.target_params, next_obs[None])[0]
+    if algo == "dqn":
+        target = 0.7 + 0.99 * float(next_q.max())
+    else:
+        target = 0.7 + 0.99 * float(np.log(0.4 * np.exp(2.0 * next_q[0]) + 0.6 * np.exp(2.0 * next_q[1])) / 2.0)
+    q_taken = float(mg.q_values(setup, state.params, obs[None])[0, 1])
+    loss = (q_taken - target) ** 2
+    assert float(learned.stats.td_loss_sum) == pytest.approx(loss, rel=1e-4)
+    assert float(learned.stats.q_sum) == pytest.approx(q_taken, rel=1e-5)
+    expected_beta = 2.0 if algo == "dqn" else 2.0 + 0.5 * (1.0 / max(loss, 1e-3) - 2.0)
+    assert float(learned.beta) == pytest.approx(expected_beta, rel=1e-4)
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(learned.params), jax.tree.leaves(state.params), strict=True)
+    )
+
+    broken = fill_with_one_transition(state, 8, obs, 1, np.nan, next_obs, False)
+    stopped = mg.learn(setup, broken, jnp.asarray(3))
+    for a, b in zip(jax.tree.leaves(stopped.params), jax.tree.leaves(state.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert int(stopped.nan_step) == 4 * 2 and float(stopped.beta) == 2.0
+
+
+def test_learn_and_sync_follow_the_schedule():
+    """Learning every --train-frequency steps after --learning-starts, a target copy every
+    --target-network-frequency steps (2 environments: 2 steps per iteration)."""
+    setup, state = setup_and_state("dqn", learning_starts=20, train_frequency=4, target_network_frequency=40)
+    state = fill_with_one_transition(state, 64, jnp.zeros(4), 0, 1.0, jnp.zeros(4), True)
+    state = dataclasses.replace(state, target_params=jax.tree.map(lambda x: 0.5 * x, state.params))
+
+    def changed(a, b):
+        return any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+    for iteration, steps in [(7, 16), (9, 20), (12, 26), (20, 42)]:  # before learning starts; off the beat
+        same = mg.learn_and_sync(setup, state, jnp.asarray(iteration))
+        assert not changed(same.params, state.params) and not changed(same.target_params, state.target_params), steps
+    learns = mg.learn_and_sync(setup, state, jnp.asarray(13))  # 28 steps: learn, no copy
+    assert changed(learns.params, state.params) and not changed(learns.target_params, state.target_params)
+    syncs = mg.learn_and_sync(setup, state, jnp.asarray(19))  # 40 steps: learn and copy the new network
+    assert changed(syncs.params, state.params) and not changed(syncs.target_params, syncs.params)
