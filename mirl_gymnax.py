@@ -154,8 +154,8 @@ def replay_obs_dtype(env_id: str, env, env_params) -> jnp.dtype:
 
 class PatchConv(eqx.Module):
     """A valid k×k convolution with stride s on one (height, width, channels) image, written as a matmul
-    over its k×k patches: the same function as a convolution. Inside a compiled loop, XLA:CPU runs the
-    gradient of its native convolution ~15-20× slower than this (MinAtar's 10×10 and Atari's 84×84 alike)."""
+    over its k×k patches: the same function as a convolution, and faster on XLA:CPU, whose native
+    convolution gradient makes a whole Breakout-MinAtar run 2.2× slower (benchmarks/cpu_workarounds.py)."""
 
     linear: eqx.nn.Linear
     size: int = eqx.field(static=True)
@@ -634,8 +634,8 @@ def make_train(args: Args, env, env_params, log: Callable | None = None) -> Trai
 
 
 def over_seeds(step: Callable, states) -> Callable:
-    """`step(state, iteration)` applied to every seed of `states` (leading axis). One seed skips vmap:
-    XLA:CPU runs a batch-of-one matmul ~20% slower than a plain one."""
+    """`step(state, iteration)` applied to every seed of `states` (leading axis). One seed skips vmap: on
+    XLA:CPU a batch of one makes a CartPole run 1.1× slower (benchmarks/cpu_workarounds.py)."""
     if states.nan_step.shape[0] == 1:
         return lambda states, iteration: jax.tree.map(
             lambda x: x[None], step(jax.tree.map(lambda x: x[0], states), iteration)

@@ -175,8 +175,9 @@ def make_eval_envs(info: DatasetInfo, num_envs: int) -> gym.vector.VectorEnv:
     elif info.name in D4RL_DATASETS:
         raise ValueError(
             f"{info.name} cannot be evaluated here: its environment needs the `d4rl` package (mujoco-py, "
-            f"gym<0.25), which does not install on current Python. Use Minari's copy of the dataset, whose "
-            f"environment gymnasium can build: --env-id {D4RL_DATASETS[info.name].minari_id}"
+            f"gym<0.25), which does not install on current Python. Train without evaluation (--eval-episodes 0, "
+            f"with --save-model to keep the policy), or use Minari's copy of the dataset, whose environment "
+            f"gymnasium can build: --env-id {D4RL_DATASETS[info.name].minari_id}"
         )
     else:
         raise ValueError(
