@@ -139,7 +139,7 @@ def with_domain_defaults(args: Args, domain: str) -> Args:
     """Fill the flags left at None from the dataset's domain."""
     defaults = dict(
         DOMAIN_DEFAULTS[domain],
-        lagrange=domain == "antmaze",
+        lagrange=domain == "antmaze" and args.variant != "bc",
         add_positive=domain == "antmaze" and args.variant in ("misa", "misa-biased"),
         hmc_adaptation_steps=int(0.8 * args.hmc_burn_in),
         eval_interval=50_000 if domain == "antmaze" else 10_000,
@@ -374,11 +374,10 @@ def hmc_sample(log_density: Callable, initial: jax.Array, key: jax.Array, config
     """Independent chains, one per row of `initial` [chains, dim], targeting `log_density` (→ [chains]).
 
     Identity mass matrix and Metropolis–Hastings correction; a proposal with a non-finite density or
-    gradient is rejected. The step size, shared by the chains, adapts as tfp's SimpleStepSizeAdaptation
-    (the official code's) does: during the first `adaptation_steps` transitions it is multiplied by 1.01
-    after a transition whose acceptance probability, averaged over the chains, exceeds the target, and
-    divided by 1.01 otherwise. Returns the `samples` states after `burn_in` [samples, chains, dim], each
-    chain's acceptance rate over the kept transitions [chains] and the final step size."""
+    gradient is rejected. The step size, shared by the chains, adapts during the first `adaptation_steps`
+    transitions as the official code's tfp SimpleStepSizeAdaptation does (`adapt_step_size`). Returns the
+    `samples` states after `burn_in` [samples, chains, dim], each chain's acceptance rate over the kept
+    transitions [chains] and the final step size."""
 
     def value_and_grad(x):
         value, pullback = jax.vjp(log_density, x)
@@ -407,9 +406,7 @@ def hmc_sample(log_density: Callable, initial: jax.Array, key: jax.Array, config
             jnp.where(accepted, new_log_p, log_p),
             jnp.where(keep, new_grad, grad),
         )
-        acceptance = jnp.mean(jnp.exp(jnp.minimum(log_ratio, 0.0)))
-        adapted = jnp.where(acceptance > config.target_acceptance, step_size * 1.01, step_size / 1.01)
-        step_size = jnp.where(index < config.adaptation_steps, adapted, step_size)
+        step_size = adapt_step_size(step_size, log_ratio, index, config)
         return (x, log_p, grad, step_size), (x, accepted)
 
     log_p, grad = value_and_grad(initial)
@@ -418,6 +415,15 @@ def hmc_sample(log_density: Callable, initial: jax.Array, key: jax.Array, config
     inputs = (jnp.arange(total), jax.random.split(key, total))
     (_, _, _, step_size), (states, accepted) = jax.lax.scan(transition, carry, inputs)
     return states[config.burn_in :], jnp.mean(accepted[config.burn_in :], axis=0), step_size
+
+
+def adapt_step_size(step_size: jax.Array, log_ratio: jax.Array, index: jax.Array, config: HMCConfig) -> jax.Array:
+    """tfp's SimpleStepSizeAdaptation after transition `index`: while index < adaptation_steps, the step size
+    is multiplied by 1.01 if the acceptance probability min(1, exp(log_ratio)) averaged over the chains
+    exceeds the target, and divided by 1.01 otherwise."""
+    acceptance = jnp.mean(jnp.exp(jnp.minimum(log_ratio, 0.0)))
+    adapted = jnp.where(acceptance > config.target_acceptance, step_size * 1.01, step_size / 1.01)
+    return jnp.where(index < config.adaptation_steps, adapted, step_size)
 
 
 def hmc_config(args: Args) -> HMCConfig:
@@ -819,6 +825,8 @@ def check_args(args: Args) -> None:
         )
     if min(args.batch_size, args.num_action_samples, args.num_seeds, args.total_steps) <= 0:
         problems.append("--batch-size, --num-action-samples, --num-seeds and --total-steps must be positive")
+    if args.lagrange and args.variant == "bc":
+        problems.append("--lagrange tunes the critics' regulariser; --variant bc trains no critics")
     if args.add_positive and args.variant not in ("misa", "misa-biased"):
         problems.append(
             f"--add-positive puts the data action in the misa regulariser's set; --variant {args.variant} has no "
@@ -837,6 +845,12 @@ def main(args: Args) -> dict:
     first_step, best_scores = 0, None
     if args.resume:
         header = read_header(args.resume)
+        if "add_positive" not in header["args"]:
+            raise SystemExit(
+                f"error: {args.resume} was written by an earlier misa_d4rl.py whose cql and Lagrange regularisers "
+                "differ from the official code's (no −log B for cql; the data action in the set with --lagrange): "
+                "resuming it would change its objective mid-run; start a new run"
+            )
         args = dataclasses.replace(Args(**header["args"]), resume=args.resume)
         run_name, first_step, best_scores = header["run_name"], header["step"], header["best_scores"]
     else:

@@ -50,12 +50,16 @@ class RunLogger:
 
     def run_chunk(self, jitted: Callable, first_step: int, *args):
         """Run one training chunk, `jitted(*args)`, whose last argument is static (the chunk's length). It is
-        compiled ahead of time on first use for that length, and the SPS clock starts when it starts, so
+        compiled ahead of time on first use for that length and those input types, and the SPS clock starts
+        when it starts, so
         that charts/SPS times training only: not compilation, nor the evaluations and checkpoints between
         chunks."""
-        compiled = self.compiled.get(args[-1])
+        leaves, structure = jax.tree.flatten(args[:-1])
+        avals = tuple((x.shape, x.dtype, getattr(x, "weak_type", False), x.sharding) for x in leaves)
+        key = (args[-1], structure, avals)  # what jit itself would recompile for
+        compiled = self.compiled.get(key)
         if compiled is None:
-            compiled = self.compiled[args[-1]] = jitted.lower(*args).compile()
+            compiled = self.compiled[key] = jitted.lower(*args).compile()
         self.last_step, self.last_time = first_step, time.perf_counter()
         return compiled(*args[:-1])
 

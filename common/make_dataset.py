@@ -88,6 +88,10 @@ def load_policy(spec: str, checkpoint: str | None = None) -> Policy | None:
         if checkpoint is not None:
             raise ValueError("--policy-checkpoint needs --policy to name its loader, e.g. misa_d4rl:load_policy")
         return None
+    if spec.startswith("checkpoint:"):
+        raise ValueError(
+            f"--policy {spec!r}: a saved run is now given as --policy misa_d4rl:load_policy --policy-checkpoint PATH"
+        )
     module_name, _, function_name = spec.partition(":")
     if not module_name or not function_name:
         raise ValueError(f"--policy {spec!r}: expected `random` or `module:function`")

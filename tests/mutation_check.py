@@ -38,7 +38,12 @@ GYMNAX_STEPS = ("tests/test_mirl_steps.py",)
 GYMNAX_MATH = ("tests/test_mirl_math.py",)
 ATARI = ("tests/test_frame_replay.py", "tests/test_mirl_math.py::test_atari_script_has_the_same_math")
 MISA = ("tests/test_misa_official.py", "tests/test_misa_math.py")
-HMC = ("tests/test_misa_math.py", "tests/test_misa_official.py", "-k", "hmc")  # the samples are injected elsewhere
+HMC = (
+    "tests/test_misa_math.py",
+    "tests/test_misa_official.py",
+    "-k",
+    "hmc or adaptation",
+)  # the samples are injected elsewhere
 
 MUTANTS = [
     # mirl_gymnax: targets, soft value, policy, prior, β, ε, behaviour, replay, learning schedule
@@ -414,6 +419,41 @@ MUTANTS = [
         "misa_d4rl.py",
         "new_momentum = new_momentum + (0.5 if last else 1.0) * step_size * new_grad",
         "new_momentum = new_momentum + step_size * new_grad",
+        HMC,
+    ),
+    Mutant(
+        "misa: HMC target from the larger critic",
+        "misa_d4rl.py",
+        "q = twin_q(params.critics, observations, actions).min(axis=0)",
+        "q = twin_q(params.critics, observations, actions).max(axis=0)",
+        HMC,
+    ),
+    Mutant(
+        "misa: HMC target without log π",
+        "misa_d4rl.py",
+        "return log_prob_of_actions(actions, mean, log_std) + q",
+        "return q",
+        HMC,
+    ),
+    Mutant(
+        "misa: HMC chains start at 0, not at the data actions",
+        "misa_d4rl.py",
+        "samples, acceptance, step_size = hmc_sample(log_density, batch.actions, key, hmc_config(args))",
+        "samples, acceptance, step_size = hmc_sample(log_density, 0 * batch.actions, key, hmc_config(args))",
+        HMC,
+    ),
+    Mutant(
+        "misa: HMC adaptation on unclipped acceptance ratios",
+        "misa_d4rl.py",
+        "acceptance = jnp.mean(jnp.exp(jnp.minimum(log_ratio, 0.0)))",
+        "acceptance = jnp.mean(jnp.exp(log_ratio))",
+        HMC,
+    ),
+    Mutant(
+        "misa: HMC adaptation grows at the target",
+        "misa_d4rl.py",
+        "adapted = jnp.where(acceptance > config.target_acceptance,",
+        "adapted = jnp.where(acceptance >= config.target_acceptance,",
         HMC,
     ),
     Mutant(

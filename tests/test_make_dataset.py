@@ -103,6 +103,8 @@ def test_policy_specs(monkeypatch):
         load_policy("pendulum_controller")
     with pytest.raises(ValueError, match="--policy-checkpoint needs --policy to name its loader"):
         load_policy("random", "runs/x/step_1.eqx")
+    with pytest.raises(ValueError, match="now given as --policy misa_d4rl:load_policy --policy-checkpoint PATH"):
+        load_policy("checkpoint:runs/x/step_1.eqx")  # the earlier form
 
 
 def test_common_imports_no_script():

@@ -13,7 +13,7 @@ import pytest
 from conftest import leaves, run_sharded_and_single, scalars
 
 import common.make_dataset as make_dataset
-from common.checkpoint import read_header
+from common.checkpoint import read_header, save_checkpoint
 from common.datasets import load_dataset
 from misa_d4rl import Args, ObsScaler, load_policy, main
 
@@ -153,6 +153,18 @@ def test_inconsistent_flags_are_refused(dataset_path):
         main(tiny(dataset_path, eval_episodes=-1))
     with pytest.raises(SystemExit, match="--add-positive .* --variant cql has no such set"):
         main(tiny(dataset_path, variant="cql", add_positive=True))
+    with pytest.raises(SystemExit, match="--lagrange tunes the critics' regulariser; --variant bc"):
+        main(tiny(dataset_path, variant="bc", lagrange=True))
+
+
+def test_a_checkpoint_from_before_the_official_regularisers_is_refused(dataset_path, tmp_path):
+    result = main(tiny(dataset_path, save_model=True, eval_episodes=0))
+    header = read_header(result["last_checkpoint"])
+    del header["args"]["add_positive"]  # what misa_d4rl.py wrote before --add-positive existed
+    old = tmp_path / "old.eqx"
+    save_checkpoint(old, result["states"], header)
+    with pytest.raises(SystemExit, match="earlier misa_d4rl.py .* start a new run"):
+        main(Args(resume=str(old)))
 
 
 def test_without_evaluation_the_actions_keep_the_environment_box(dataset_path):

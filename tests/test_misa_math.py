@@ -116,6 +116,25 @@ def test_hmc_step_size_adapts_like_tfp_in_the_first_steps_only():
     assert float(acceptance.max()) == 0.0
 
 
+@pytest.mark.parametrize(
+    "log_ratios, grows",
+    [
+        ([0.0, math.log(0.6)], True),  # mean acceptance probability 0.8 > 0.75
+        ([0.0, math.log(0.4)], False),  # 0.7
+        ([5.0, math.log(0.3)], False),  # min(1, e^5) = 1: mean 0.65, though the mean ratio is large
+        ([0.0, 0.0, 0.0, -math.inf], False),  # exactly 0.75 is not above the target
+    ],
+)
+def test_step_size_adaptation_by_hand(log_ratios, grows):
+    config = misa.HMCConfig(
+        burn_in=5, samples=1, leapfrog_steps=1, step_size=1.0, adaptation_steps=4, target_acceptance=0.75
+    )
+    adapted = misa.adapt_step_size(jnp.asarray(0.5), jnp.asarray(log_ratios), jnp.asarray(3), config)
+    assert float(adapted) == pytest.approx(0.5 * 1.01 if grows else 0.5 / 1.01, rel=1e-6)
+    after = misa.adapt_step_size(jnp.asarray(0.5), jnp.asarray(log_ratios), jnp.asarray(4), config)
+    assert float(after) == 0.5  # adaptation is over after `adaptation_steps` transitions
+
+
 def test_logsumexp_regularizer_by_hand():
     scores = jnp.asarray([[1.0, 0.0], [2.0, -1.0], [0.5, 3.0]])  # [samples=3, batch=2]
     q_data = jnp.asarray([0.5, 1.0])
