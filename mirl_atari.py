@@ -594,24 +594,10 @@ def td_target(setup: Setup, next_q: jax.Array, rewards, terminated, prior: jax.A
     return rewards + setup.args.gamma * (1.0 - terminated) * next_value
 
 
-def learn(setup: Setup, state: AgentState, iteration: jax.Array) -> AgentState:
-    """One gradient step on a replay minibatch, then β from that minibatch's loss; rows that are not valid
-    transitions (FrameReplay.gather) get no weight. A non-finite loss leaves the learner as it was and
-    records the step (the host stops the run at the chunk's end)."""
+def apply_td_step(setup: Setup, state: AgentState, grads, loss: jax.Array, q_mean: jax.Array, iteration) -> AgentState:
+    """Adam on the TD loss's gradients, then β from the same minibatch loss. A non-finite loss leaves the
+    learner as it was and records the step (the host stops the run at the chunk's end)."""
     args = setup.args
-    key, sample_key = jax.random.split(state.key)
-    batch = state.replay.gather(*state.replay.sample_indices(sample_key, iteration + 1, args.batch_size))
-    next_q = q_values(setup, state.target_params, batch.next_obs)
-    target = td_target(setup, next_q, batch.rewards, batch.terminated, state.prior, state.beta)
-    weights = batch.valid.astype(jnp.float32) / jnp.maximum(batch.valid.sum(), 1)
-
-    def td_loss(params):
-        q_taken = jnp.take_along_axis(q_values(setup, params, batch.obs), batch.actions[:, None], axis=-1)[:, 0]
-        error = q_taken - target
-        loss = jnp.sum(weights * (optax.huber_loss(error) if args.huber else error**2))
-        return loss, jnp.sum(weights * q_taken)
-
-    (loss, q_mean), grads = jax.value_and_grad(td_loss, has_aux=True)(state.params)
     updates, opt_state = setup.optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     beta = state.beta
@@ -630,9 +616,27 @@ def learn(setup: Setup, state: AgentState, iteration: jax.Array) -> AgentState:
         state.stats,
         (state.stats.td_loss_sum + loss, state.stats.q_sum + q_mean, state.stats.updates + 1),
     )
-    return dataclasses.replace(
-        state, params=params, opt_state=opt_state, beta=beta, key=key, stats=stats, nan_step=nan_step
-    )
+    return dataclasses.replace(state, params=params, opt_state=opt_state, beta=beta, stats=stats, nan_step=nan_step)
+
+
+def learn(setup: Setup, state: AgentState, iteration: jax.Array) -> AgentState:
+    """One gradient step on a replay minibatch (see apply_td_step); rows that are not valid transitions
+    (FrameReplay.gather) get no weight."""
+    args = setup.args
+    key, sample_key = jax.random.split(state.key)
+    batch = state.replay.gather(*state.replay.sample_indices(sample_key, iteration + 1, args.batch_size))
+    next_q = q_values(setup, state.target_params, batch.next_obs)
+    target = td_target(setup, next_q, batch.rewards, batch.terminated, state.prior, state.beta)
+    weights = batch.valid.astype(jnp.float32) / jnp.maximum(batch.valid.sum(), 1)
+
+    def td_loss(params):
+        q_taken = jnp.take_along_axis(q_values(setup, params, batch.obs), batch.actions[:, None], axis=-1)[:, 0]
+        error = q_taken - target
+        loss = jnp.sum(weights * (optax.huber_loss(error) if args.huber else error**2))
+        return loss, jnp.sum(weights * q_taken)
+
+    (loss, q_mean), grads = jax.value_and_grad(td_loss, has_aux=True)(state.params)
+    return apply_td_step(setup, dataclasses.replace(state, key=key), grads, loss, q_mean, iteration)
 
 
 def learn_and_sync(setup: Setup, state: AgentState, iteration: jax.Array) -> AgentState:

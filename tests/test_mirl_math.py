@@ -227,13 +227,14 @@ def test_patch_conv_is_a_valid_convolution(size, stride, image_size, channels):
         "epsilon_at",
         "choose",
         "td_target",
+        "apply_td_step",
         "learn_and_sync",
         "interval_metrics",
     ],
 )
 def test_atari_script_has_the_same_math(name):
     """Each script carries its own copy of the algorithm and the patch convolution (single-file
-    style): every step without an Atari part (all but storing and learning, whose batches differ by the
+    style): every step without an Atari part (all but storing and the TD loss, whose batches differ by the
     frame replay's validity weights). The tests check mirl_gymnax's; this keeps mirl_atari's identical."""
     import mirl_atari
     import mirl_gymnax

@@ -61,26 +61,28 @@ def reference():
 # ----------------------------------------------------------------------------------------------
 
 
+def dense_paths(official_prefix: str):
+    """(kit accessor, official path) of the weights and biases of an MLP's three Dense layers."""
+    layers = (lambda m: m.net.hidden[0], lambda m: m.net.hidden[1], lambda m: m.net.output)
+    return [
+        (lambda m, layer=layer, name=name: getattr(layer(m), name), f"{official_prefix}/Dense_{index}/{official}")
+        for index, layer in enumerate(layers)
+        for name, official in (("weight", "kernel"), ("bias", "bias"))
+    ]
+
+
 def policy_paths():
-    """(kit accessor, official path under `policy/params/`) for every policy parameter."""
-    dense = [lambda p: p.net.hidden[0], lambda p: p.net.hidden[1], lambda p: p.net.output]
-    pairs = []
-    for index, layer in enumerate(dense):
-        pairs.append((lambda p, layer=layer: layer(p).weight, f"policy/params/base_network/Dense_{index}/kernel"))
-        pairs.append((lambda p, layer=layer: layer(p).bias, f"policy/params/base_network/Dense_{index}/bias"))
-    pairs.append((lambda p: p.log_std_multiplier, "policy/params/log_std_multiplier_module/value"))
-    pairs.append((lambda p: p.log_std_offset, "policy/params/log_std_offset_module/value"))
-    return pairs
+    """(kit accessor, official path under `params/`) for every policy parameter."""
+    return [
+        *dense_paths("policy/params/base_network"),
+        (lambda p: p.log_std_multiplier, "policy/params/log_std_multiplier_module/value"),
+        (lambda p: p.log_std_offset, "policy/params/log_std_offset_module/value"),
+    ]
 
 
 def critic_paths():
-    """(kit accessor into stacked critics, official path under `qf{k}/params/`) for one critic."""
-    dense = [lambda c: c.net.hidden[0], lambda c: c.net.hidden[1], lambda c: c.net.output]
-    pairs = []
-    for index, layer in enumerate(dense):
-        pairs.append((lambda c, layer=layer: layer(c).weight, f"params/FullyConnectedNetwork_0/Dense_{index}/kernel"))
-        pairs.append((lambda c, layer=layer: layer(c).bias, f"params/FullyConnectedNetwork_0/Dense_{index}/bias"))
-    return pairs
+    """(kit accessor into stacked critics, official path under `qf{k}/`) for one critic."""
+    return dense_paths("params/FullyConnectedNetwork_0")
 
 
 def load_policy(get) -> misa.Policy:
