@@ -505,16 +505,25 @@ class Setup(NamedTuple):
 
 
 def make_setup(args: Args, num_actions: int, obs_shape: tuple[int, int, int]) -> Setup:
-    learn_period = max(args.train_frequency, args.num_envs)
-    num_updates = (args.total_timesteps - args.learning_starts) // learn_period * updates_per_learn(args)
-    schedule = optax.linear_schedule(args.learning_rate, 0.0, num_updates) if args.anneal_lr else args.learning_rate
     _, network = eqx.partition(QNetwork(obs_shape, num_actions, jax.random.key(0)), eqx.is_array)
-    return Setup(args, network, optax.adam(schedule))
+    return Setup(args, network, make_optimizer(args))
 
 
 def updates_per_learn(args: Args) -> int:
     """Gradient steps per learning phase: one per --train-frequency environment steps of all environments."""
     return max(1, args.num_envs // args.train_frequency)
+
+
+def learn_period(args: Args) -> int:
+    """Environment steps (of one environment) between learning phases."""
+    return max(args.train_frequency, args.num_envs)
+
+
+def make_optimizer(args: Args) -> optax.GradientTransformation:
+    """Adam, its rate decaying linearly to 0 over the run's gradient steps with --anneal-lr."""
+    num_updates = (args.total_timesteps - args.learning_starts) // learn_period(args) * updates_per_learn(args)
+    schedule = optax.linear_schedule(args.learning_rate, 0.0, num_updates) if args.anneal_lr else args.learning_rate
+    return optax.adam(schedule)
 
 
 def q_values(setup: Setup, params, obs: jax.Array) -> jax.Array:
@@ -650,8 +659,7 @@ def learn_and_sync(setup: Setup, state: AgentState, iteration: jax.Array) -> Age
     def learn_phase(state):
         return jax.lax.fori_loop(0, updates_per_learn(args), lambda _, s: learn(setup, s, iteration), state)
 
-    learn_period = max(args.train_frequency, args.num_envs)
-    state = jax.lax.cond(learning & (env_steps % learn_period == 0), learn_phase, lambda s: s, state)
+    state = jax.lax.cond(learning & (env_steps % learn_period(args) == 0), learn_phase, lambda s: s, state)
     sync = learning & (env_steps % args.target_network_frequency < args.num_envs)
     target_params = jax.lax.cond(sync, lambda: state.params, lambda: state.target_params)
     return dataclasses.replace(state, target_params=target_params)

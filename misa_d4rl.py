@@ -644,6 +644,11 @@ def make_optimizers(args: Args) -> Params:
     )
 
 
+def init_opt_state(args: Args, params: Params) -> tuple:
+    optimizers = make_optimizers(args)
+    return tuple(getattr(optimizers, name).init(getattr(params, name)) for name in GROUPS)
+
+
 def apply_gradients(
     args: Args, params: Params, opt_state: tuple, target_critics: Critic, grads: Params
 ) -> tuple[Params, tuple, Critic]:
@@ -682,7 +687,6 @@ class Trainer(NamedTuple):
 
 def make_train(args: Args, obs_dim: int, action_dim: int, log: Callable | None = None) -> Trainer:
     """The learner for resolved Args (no None left); `log(step, scalars)` receives per-seed training metrics."""
-    optimizers = make_optimizers(args)
 
     def init(key: jax.Array) -> TrainState:
         policy_key, critic_key, loop_key = jax.random.split(key, 3)
@@ -695,8 +699,7 @@ def make_train(args: Args, obs_dim: int, action_dim: int, log: Callable | None =
             log_alpha=jnp.asarray(0.0, jnp.float32),
             log_alpha_prime=jnp.asarray(args.log_alpha_prime_init, jnp.float32),
         )
-        opt_state = tuple(getattr(optimizers, name).init(getattr(params, name)) for name in GROUPS)
-        return TrainState(params, critics, opt_state, loop_key, jnp.asarray(-1, jnp.int32))
+        return TrainState(params, critics, init_opt_state(args, params), loop_key, jnp.asarray(-1, jnp.int32))
 
     def update(state: TrainState, dataset: Batch, step: jax.Array) -> tuple[TrainState, dict]:
         """One gradient step on a fresh batch: gradients, Adam, Polyak; a non-finite loss leaves the learner

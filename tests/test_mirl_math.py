@@ -222,6 +222,8 @@ def test_patch_conv_is_a_valid_convolution(size, stride, image_size, channels):
         "linear_schedule",
         "PatchConv",
         "updates_per_learn",
+        "learn_period",
+        "make_optimizer",
         "q_values",
         "greedy_logits",
         "epsilon_at",

@@ -214,8 +214,7 @@ def kit_step(args: misa.Args, params, target, batch, draws, mcmc) -> dict:
     _, (_, regularizers, _) = misa.critic_loss(
         params.critics, args, params.policy, target, params.log_alpha_prime, batch, draws
     )
-    opt_state = tuple(getattr(misa.make_optimizers(args), name).init(getattr(params, name)) for name in misa.GROUPS)
-    new_params, _, new_target = misa.apply_gradients(args, params, opt_state, target, grads)
+    new_params, _, new_target = misa.apply_gradients(args, params, misa.init_opt_state(args, params), target, grads)
     return dict(
         grads=grads,
         losses=losses,
