@@ -24,18 +24,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tyro
 from jax.sharding import NamedSharding, PartitionSpec
 
 from common.checkpoint import load_checkpoint, non_finite_stop, read_header, save_run_checkpoint
+from common.cli import check_resume_changes, run_script, saved_args
 from common.devices import SEED_AXIS, check_fits, seed_mesh, shard_seeds
+from common.errors import UserError, out_of_range, plural
 from common.logger import RunLogger, make_run_name, nan_mean, start_tracking
+
+SCRIPT = os.path.basename(__file__)
 
 
 @dataclass(frozen=True)
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment"""
+    exp_name: str | None = None
+    """the name of this experiment: runs go to runs/{env_id}__{exp_name}__{seed}__{time} (default: the --algo)"""
     seed: int = 1
     """seed of the first run; seed k of --num-seeds uses seed + k (network, exploration and its environments)"""
     num_seeds: int = 1
@@ -53,7 +56,8 @@ class Args:
     keep_checkpoints: int = 1
     """how many of the newest checkpoints to keep (0 keeps all)"""
     resume: str | None = None
-    """continue the run saved in this checkpoint file, with the Args saved in it (the games restart)"""
+    """continue the run saved in this checkpoint file with its flags (the games restart); only --total-timesteps
+    (see the README's Resuming) and the logging, checkpoint and evaluation flags may be changed"""
     log_interval: int = 10_000
     """environment steps (per seed) between TensorBoard writes"""
     eval_interval: int = 1_000_000
@@ -129,7 +133,7 @@ def atari_env_ids() -> list[str]:
     try:
         from envpool.registration import registry
     except ImportError as error:
-        raise SystemExit('error: mirl_atari.py needs envpool: pip install -e ".[atari]"') from error
+        raise UserError('mirl_atari.py needs envpool: pip install -e ".[atari]"') from error
     return sorted(env_id for env_id, (module, *_) in registry.specs.items() if module == "envpool.atari")
 
 
@@ -137,9 +141,7 @@ def check_env_id(env_id: str) -> None:
     valid = atari_env_ids()
     if env_id not in valid:
         close = [v for v in valid if v.lower().startswith(env_id.lower()[:3])][:10] or valid[:10]
-        raise SystemExit(
-            f"error: {env_id!r} is not an envpool Atari game ({len(valid)} are, for example {', '.join(close)})"
-        )
+        raise UserError(f"{env_id!r} is not an envpool Atari game ({len(valid)} are, for example {', '.join(close)})")
 
 
 def make_pool(args: Args, env_seeds: list[int], training: bool):
@@ -780,8 +782,23 @@ def make_train(
 
 
 def check_args(args: Args) -> None:
-    problems = []
-    if args.num_envs <= 0 or args.total_timesteps % args.num_envs:
+    """Refuse, before anything is built, flags that cannot make a run."""
+    problems = out_of_range(
+        args,
+        positive=(
+            "num_seeds", "total_timesteps", "num_envs", "batch_size", "buffer_size", "train_frequency",
+            "target_network_frequency", "checkpoint_interval", "eval_interval", "log_interval", "learning_rate",
+            "exploration_fraction", "td_loss_floor", "eval_episodes", "max_episode_steps",
+        ),
+        non_negative=("keep_checkpoints",),
+        unit_interval=(
+            "gamma", "start_e", "end_e", "exploration_fraction", "alpha_rho", "alpha_beta", "eval_epsilon",
+            "repeat_action_probability",
+        ),
+    )  # fmt: skip
+    if problems:  # the rules below assume these
+        raise UserError("; ".join(problems))
+    if args.total_timesteps % args.num_envs:
         problems.append(
             f"--total-timesteps ({args.total_timesteps}) must be a multiple of --num-envs ({args.num_envs})"
         )
@@ -791,26 +808,30 @@ def check_args(args: Args) -> None:
         )
     if args.buffer_size % args.num_envs:
         problems.append(f"--buffer-size ({args.buffer_size}) must be a multiple of --num-envs ({args.num_envs})")
-    if args.buffer_size // max(args.num_envs, 1) <= 4:
+    if args.buffer_size // args.num_envs <= 4:
         problems.append("--buffer-size must hold more than 4 steps of every environment (a frame stack and its next)")
     for name in ("checkpoint_interval", "eval_interval"):
-        value = getattr(args, name)
-        if value <= 0 or value % args.num_envs:
-            problems.append(f"--{name.replace('_', '-')} ({value}) must be a positive multiple of --num-envs")
+        if getattr(args, name) % args.num_envs:
+            problems.append(f"--{name.replace('_', '-')} ({getattr(args, name)}) must be a multiple of --num-envs")
     if args.learning_starts < args.batch_size or args.learning_starts < 2 * args.num_envs:
         problems.append(
             f"--learning-starts ({args.learning_starts}) must be at least --batch-size and two steps of every env"
         )
-    if not 0 <= args.alpha_rho <= 1 or not 0 <= args.alpha_beta <= 1:
-        problems.append("--alpha-rho and --alpha-beta must lie in [0, 1]")
+    if args.learning_starts >= args.total_timesteps:
+        problems.append(
+            f"--learning-starts ({args.learning_starts}) must be below --total-timesteps ({args.total_timesteps}): "
+            "the run would never learn"
+        )
     if not 0 < args.beta_min <= args.beta_init <= args.beta_max:
         problems.append("need 0 < --beta-min <= --beta-init <= --beta-max")
-    if not 0 <= args.eval_epsilon <= 1 or not 0 <= args.repeat_action_probability < 1:
-        problems.append("--eval-epsilon must lie in [0, 1] and --repeat-action-probability in [0, 1)")
-    if args.eval_episodes <= 0:
-        problems.append("--eval-episodes must be positive")
+    if args.repeat_action_probability == 1:
+        problems.append("--repeat-action-probability must be below 1: at 1 the agent's actions are never taken")
     if problems:
-        raise SystemExit("error: " + "; ".join(problems))
+        raise UserError("; ".join(problems))
+
+
+# what a resumed run may change besides the logging and checkpoint flags (common.cli)
+RESUMABLE = ("total_timesteps", "checkpoint_interval", "eval_interval", "eval_episodes", "eval_epsilon")
 
 
 def open_pools(args: Args, seeds: list[int], mesh: jax.sharding.Mesh, training: bool):
@@ -839,10 +860,18 @@ def main(args: Args) -> dict:
     first_iteration = 0
     if args.resume:
         header = read_header(args.resume)
-        args = dataclasses.replace(Args(**header["args"]), resume=args.resume)
-        run_name, first_iteration = header["run_name"], header["iteration"]
+        saved = saved_args(Args, header, args.resume, SCRIPT)
+        first_iteration, step = header["iteration"], header["iteration"] * saved.num_envs
+        changes = check_resume_changes(saved, args, RESUMABLE, step, "total_timesteps")
+        if "total_timesteps" in changes:
+            print(
+                f"resuming at step {step:,} with --total-timesteps {args.total_timesteps:,} (was "
+                f"{saved.total_timesteps:,}): from here on, ε and the learning rate follow the schedules of a "
+                f"{args.total_timesteps:,}-step run"
+            )
+        run_name = header["run_name"]
     else:
-        run_name = make_run_name(args.env_id, args.exp_name, args.seed)
+        run_name = make_run_name(args.env_id, args.exp_name or args.algo, args.seed)
     check_args(args)
     check_env_id(args.env_id)
     run_dir = Path("runs") / run_name
@@ -852,36 +881,34 @@ def main(args: Args) -> dict:
     obs_shape = (4, 84, 84)
     transition_bytes = FrameReplay.bytes_per_transition(obs_shape)
     check_fits(
-        f"the replay buffers ({args.num_seeds} seeds × {args.buffer_size} transitions × {transition_bytes} bytes)",
+        f"the replay buffers ({plural(args.num_seeds, 'seed')} × {args.buffer_size} transitions × "
+        f"{transition_bytes} bytes)",
         args.num_seeds * args.buffer_size * transition_bytes,
         list(mesh.devices.flat),
         "lower --buffer-size or --num-seeds",
     )
 
-    if args.track:
-        start_tracking(args, run_name, args.wandb_project_name, args.wandb_entity)
     pools, pool_steps, handles = open_pools(args, seeds, mesh, training=True)
     eval_pools, eval_pool_steps, eval_handles = open_pools(args, seeds, mesh, training=False)
     num_actions = int(pools[0].action_space.n)
-    total_iterations = args.total_timesteps // args.num_envs
-    logger = RunLogger(run_dir, args, seeds, args.total_timesteps, first_iteration * args.num_envs)
-    trainer = make_train(
-        args,
-        num_actions,
-        obs_shape,
-        sharded_env_step(pool_steps, mesh, args.num_envs),
-        sharded_env_step(eval_pool_steps, mesh, args.eval_episodes),
-        logger.jax_writer(mesh),
-    )
+    env_step = sharded_env_step(pool_steps, mesh, args.num_envs)
+    eval_step = sharded_env_step(eval_pool_steps, mesh, args.eval_episodes)
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
     # envpool cannot save its emulators: a resumed run starts new games, everything else is restored
     obs = shard_seeds(jnp.asarray(reset_pools(pools, args.num_seeds)), mesh)
+    init = jax.vmap(make_train(args, num_actions, obs_shape, env_step, eval_step).init)  # independent of logging
     if args.resume:
-        like = eqx.filter_eval_shape(jax.vmap(trainer.init), keys, obs)
-        states = dataclasses.replace(load_checkpoint(args.resume, like), **jax.vmap(fresh_games)(obs))
+        states = load_checkpoint(args.resume, eqx.filter_eval_shape(init, keys, obs))
+        states = dataclasses.replace(states, **jax.vmap(fresh_games)(obs))
     else:
-        states = jax.jit(jax.vmap(trainer.init))(keys, obs)
+        states = jax.jit(init)(keys, obs)
     states = shard_seeds(states, mesh)
+
+    if args.track:
+        start_tracking(args, run_name, args.wandb_project_name, args.wandb_entity)
+    total_iterations = args.total_timesteps // args.num_envs
+    logger = RunLogger(run_dir, args, seeds, args.total_timesteps, first_iteration * args.num_envs)
+    trainer = make_train(args, num_actions, obs_shape, env_step, eval_step, logger.jax_writer(mesh))
 
     run = jax.jit(trainer.run, static_argnums=3, donate_argnums=0)
     evaluate = jax.jit(trainer.evaluate)
@@ -905,12 +932,15 @@ def main(args: Args) -> dict:
             run, iteration * args.num_envs, states, handles, jnp.asarray(iteration, jnp.int32), num_iterations
         )
         iteration += num_iterations
-        stop = non_finite_stop(states.nan_step, seeds, "the TD loss", "environment step", last_checkpoint)
+        stop = non_finite_stop(
+            states.nan_step, seeds, "the TD loss", "environment step", last_checkpoint, args.save_model
+        )
         if stop is not None:
             logger.close()
             raise stop
         if args.save_model and (iteration % checkpoint_every == 0 or iteration == total_iterations):
-            header = {"args": dataclasses.asdict(args), "run_name": run_name, "iteration": iteration}
+            logger.flush()  # the curves reach the checkpoint even if the run is killed after it
+            header = {"script": SCRIPT, "args": dataclasses.asdict(args), "run_name": run_name, "iteration": iteration}
             last_checkpoint = save_run_checkpoint(
                 run_dir, iteration * args.num_envs, states, header, args.keep_checkpoints
             )
@@ -927,4 +957,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    run_script(main, Args, SCRIPT)

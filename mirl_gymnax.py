@@ -20,18 +20,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tyro
 from gymnax.environments import spaces
 
 from common.checkpoint import load_checkpoint, non_finite_stop, read_header, save_run_checkpoint
+from common.cli import check_resume_changes, run_script, saved_args
 from common.devices import check_fits, seed_mesh, shard_seeds
+from common.errors import UserError, out_of_range, plural
 from common.logger import RunLogger, make_run_name, nan_mean, start_tracking
+
+SCRIPT = os.path.basename(__file__)
 
 
 @dataclass(frozen=True)
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment"""
+    exp_name: str | None = None
+    """the name of this experiment: runs go to runs/{env_id}__{exp_name}__{seed}__{time} (default: the --algo)"""
     seed: int = 1
     """seed of the first run; seed k of --num-seeds uses seed + k"""
     num_seeds: int = 1
@@ -49,7 +52,8 @@ class Args:
     keep_checkpoints: int = 1
     """how many of the newest checkpoints to keep (0 keeps all)"""
     resume: str | None = None
-    """continue the run saved in this checkpoint file, with the Args saved in it"""
+    """continue the run saved in this checkpoint file with its flags; only --total-timesteps (see the README's
+    Resuming) and the logging, checkpoint and evaluation flags may be changed"""
     log_interval: int = 5_000
     """environment steps (per seed) between TensorBoard writes"""
 
@@ -113,14 +117,10 @@ CONTINUOUS_ENV_IDS = ("Pendulum-v1", "MountainCarContinuous-v0", "PointRobot-mis
 def make_env(env_id: str):
     discrete = [name for name in gymnax.registered_envs if name not in CONTINUOUS_ENV_IDS]
     if env_id not in gymnax.registered_envs:
-        raise SystemExit(
-            f"error: unknown env id {env_id!r}; discrete-action gymnax environments: {', '.join(discrete)}"
-        )
+        raise UserError(f"unknown env id {env_id!r}; discrete-action gymnax environments: {', '.join(discrete)}")
     env, env_params = gymnax.make(env_id)
     if not isinstance(env.action_space(env_params), spaces.Discrete):
-        raise SystemExit(
-            f"error: {env_id} has a continuous action space; MIRL needs discrete actions: {', '.join(discrete)}"
-        )
+        raise UserError(f"{env_id} has a continuous action space; MIRL needs discrete actions: {', '.join(discrete)}")
     return env, env_params
 
 
@@ -661,8 +661,20 @@ def over_seeds(step: Callable, states) -> Callable:
 
 
 def check_args(args: Args) -> None:
-    problems = []
-    if args.num_envs <= 0 or args.total_timesteps % args.num_envs:
+    """Refuse, before anything is built, flags that cannot make a run."""
+    problems = out_of_range(
+        args,
+        positive=(
+            "num_seeds", "total_timesteps", "num_envs", "batch_size", "buffer_size", "train_frequency",
+            "target_network_frequency", "checkpoint_interval", "log_interval", "learning_rate",
+            "exploration_fraction", "td_loss_floor", "eval_episodes",
+        ),
+        non_negative=("keep_checkpoints",),
+        unit_interval=("gamma", "start_e", "end_e", "exploration_fraction", "alpha_rho", "alpha_beta"),
+    )  # fmt: skip
+    if problems:  # the rules below assume these
+        raise UserError("; ".join(problems))
+    if args.total_timesteps % args.num_envs:
         problems.append(
             f"--total-timesteps ({args.total_timesteps}) must be a multiple of --num-envs ({args.num_envs})"
         )
@@ -672,16 +684,25 @@ def check_args(args: Args) -> None:
         )
     if args.buffer_size % args.num_envs:
         problems.append(f"--buffer-size ({args.buffer_size}) must be a multiple of --num-envs ({args.num_envs})")
-    if args.checkpoint_interval % args.num_envs or args.checkpoint_interval <= 0:
-        problems.append(f"--checkpoint-interval ({args.checkpoint_interval}) must be a positive multiple of --num-envs")
+    if args.checkpoint_interval % args.num_envs:
+        problems.append(
+            f"--checkpoint-interval ({args.checkpoint_interval}) must be a multiple of --num-envs ({args.num_envs})"
+        )
     if args.learning_starts < args.batch_size:
         problems.append(f"--learning-starts ({args.learning_starts}) must be at least --batch-size ({args.batch_size})")
-    if not 0 <= args.alpha_rho <= 1 or not 0 <= args.alpha_beta <= 1:
-        problems.append("--alpha-rho and --alpha-beta must lie in [0, 1]")
+    if args.learning_starts >= args.total_timesteps:
+        problems.append(
+            f"--learning-starts ({args.learning_starts}) must be below --total-timesteps ({args.total_timesteps}): "
+            "the run would never learn"
+        )
     if not 0 < args.beta_min <= args.beta_init <= args.beta_max:
         problems.append("need 0 < --beta-min <= --beta-init <= --beta-max")
     if problems:
-        raise SystemExit("error: " + "; ".join(problems))
+        raise UserError("; ".join(problems))
+
+
+# what a resumed run may change besides the logging and checkpoint flags (common.cli)
+RESUMABLE = ("total_timesteps", "checkpoint_interval", "eval_episodes")
 
 
 def main(args: Args) -> dict:
@@ -689,10 +710,18 @@ def main(args: Args) -> dict:
     first_iteration = 0
     if args.resume:
         header = read_header(args.resume)
-        args = dataclasses.replace(Args(**header["args"]), resume=args.resume)
-        run_name, first_iteration = header["run_name"], header["iteration"]
+        saved = saved_args(Args, header, args.resume, SCRIPT)
+        first_iteration, step = header["iteration"], header["iteration"] * saved.num_envs
+        changes = check_resume_changes(saved, args, RESUMABLE, step, "total_timesteps")
+        if "total_timesteps" in changes:
+            print(
+                f"resuming at step {step:,} with --total-timesteps {args.total_timesteps:,} (was "
+                f"{saved.total_timesteps:,}): from here on, ε and the learning rate follow the schedules of a "
+                f"{args.total_timesteps:,}-step run"
+            )
+        run_name = header["run_name"]
     else:
-        run_name = make_run_name(args.env_id, args.exp_name, args.seed)
+        run_name = make_run_name(args.env_id, args.exp_name or args.algo, args.seed)
     check_args(args)
     env, env_params = make_env(args.env_id)
     run_dir = Path("runs") / run_name
@@ -703,23 +732,26 @@ def main(args: Args) -> dict:
     obs_bytes = int(np.prod(obs_shape)) * np.dtype(replay_obs_dtype(args.env_id, env, env_params)).itemsize
     replay_bytes = args.num_seeds * args.buffer_size * (2 * obs_bytes + 4 + 4 + 1)
     check_fits(
-        f"the replay buffers ({args.num_seeds} seeds × {args.buffer_size} transitions × {2 * obs_bytes + 9} bytes)",
+        f"the replay buffers ({plural(args.num_seeds, 'seed')} × {args.buffer_size} transitions × "
+        f"{2 * obs_bytes + 9} bytes)",
         replay_bytes,
         list(mesh.devices.flat),
         "lower --buffer-size or --num-seeds",
     )
+
+    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
+    init = jax.vmap(make_train(args, env, env_params).init)  # the state does not depend on the logging
+    if args.resume:
+        states = load_checkpoint(args.resume, eqx.filter_eval_shape(init, keys))
+    else:
+        states = jax.jit(init)(keys)
+    states = shard_seeds(states, mesh)
 
     if args.track:
         start_tracking(args, run_name, args.wandb_project_name, args.wandb_entity)
     total_iterations = args.total_timesteps // args.num_envs
     logger = RunLogger(run_dir, args, seeds, args.total_timesteps, first_iteration * args.num_envs)
     trainer = make_train(args, env, env_params, logger.jax_writer(mesh))
-    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
-    if args.resume:
-        states = load_checkpoint(args.resume, eqx.filter_eval_shape(jax.vmap(trainer.init), keys))
-    else:
-        states = jax.jit(jax.vmap(trainer.init))(keys)
-    states = shard_seeds(states, mesh)
 
     run = jax.jit(trainer.run, static_argnums=2, donate_argnums=0)
     chunk = args.checkpoint_interval // args.num_envs
@@ -731,12 +763,15 @@ def main(args: Args) -> dict:
             run, iteration * args.num_envs, states, jnp.asarray(iteration, jnp.int32), num_iterations
         )
         iteration += num_iterations
-        stop = non_finite_stop(states.nan_step, seeds, "the TD loss", "environment step", last_checkpoint)
+        stop = non_finite_stop(
+            states.nan_step, seeds, "the TD loss", "environment step", last_checkpoint, args.save_model
+        )
         if stop is not None:
             logger.close()
             raise stop
         if args.save_model:
-            header = {"args": dataclasses.asdict(args), "run_name": run_name, "iteration": iteration}
+            logger.flush()  # the curves reach the checkpoint even if the run is killed after it
+            header = {"script": SCRIPT, "args": dataclasses.asdict(args), "run_name": run_name, "iteration": iteration}
             last_checkpoint = save_run_checkpoint(
                 run_dir, iteration * args.num_envs, states, header, args.keep_checkpoints
             )
@@ -755,4 +790,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    run_script(main, Args, SCRIPT)

@@ -12,6 +12,7 @@ run in chunks of one `jax.lax.scan` between evaluations, with the dataset on the
 import dataclasses
 import math
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,18 +23,29 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tyro
 
 from common.checkpoint import load_checkpoint, non_finite_stop, read_header, save_run_checkpoint
-from common.datasets import DatasetInfo, Transitions, action_bounds, load_dataset, make_eval_envs, normalized_score
+from common.cli import check_resume_changes, run_script, saved_args
+from common.datasets import (
+    DatasetInfo,
+    Transitions,
+    action_bounds,
+    check_against_env,
+    load_dataset,
+    make_eval_envs,
+    normalized_score,
+)
 from common.devices import check_fits, seed_mesh, shard_seeds
+from common.errors import UserError, out_of_range
 from common.logger import RunLogger, make_run_name, start_tracking
+
+SCRIPT = os.path.basename(__file__)
 
 
 @dataclass(frozen=True)
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment"""
+    exp_name: str | None = None
+    """the name of this experiment: runs go to runs/{env_id}__{exp_name}__{seed}__{time} (default: the --variant)"""
     seed: int = 1
     """seed of the first run; seed k of --num-seeds uses seed + k"""
     num_seeds: int = 1
@@ -49,9 +61,11 @@ class Args:
     keep_checkpoints: int = 1
     """how many of the newest checkpoints to keep (0 keeps all)"""
     resume: str | None = None
-    """continue the run saved in this checkpoint file, with the Args saved in it"""
-    log_interval: int = 1_000
-    """gradient steps between TensorBoard writes of the training losses"""
+    """continue the run saved in this checkpoint file with its flags; only --total-steps and the logging,
+    checkpoint and evaluation flags may be changed"""
+    log_interval: int | None = None
+    """gradient steps between TensorBoard writes of the training losses; must divide --eval-interval and
+    --total-steps (default: their greatest common divisor with 1000)"""
 
     # Data
     env_id: str = "hopper-medium-v2"
@@ -145,7 +159,10 @@ def with_domain_defaults(args: Args, domain: str) -> Args:
         eval_interval=50_000 if domain == "antmaze" else 10_000,
         eval_episodes=100 if domain == "antmaze" else 10,
     )
-    return dataclasses.replace(args, **{name: value for name, value in defaults.items() if getattr(args, name) is None})
+    args = dataclasses.replace(args, **{name: value for name, value in defaults.items() if getattr(args, name) is None})
+    if args.log_interval is None:
+        args = dataclasses.replace(args, log_interval=math.gcd(1_000, args.eval_interval, args.total_steps))
+    return args
 
 
 # ----------------------------------------------------------------------------------------------
@@ -790,7 +807,7 @@ def load_policy(path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
     """The deterministic policy of the first seed in a checkpoint, as a NumPy function from observations
     [n, obs_dim] to actions [n, action_dim] in the environment's box (for `common.make_dataset`)."""
     header = read_header(path)
-    args = Args(**header["args"])
+    args = saved_args(Args, header, path, SCRIPT)
     trainer = make_train(args, header["obs_dim"], header["action_dim"])
     like = eqx.filter_eval_shape(jax.vmap(trainer.init), jax.vmap(jax.random.key)(jnp.arange(args.num_seeds)))
     policy = jax.tree.map(lambda x: x[:1], load_checkpoint(path, like).params.policy)
@@ -810,24 +827,34 @@ def load_policy(path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def check_args(args: Args) -> None:
-    problems = []
-    if args.log_interval <= 0 or args.eval_interval % args.log_interval or args.total_steps % args.log_interval:
+    """Refuse, before anything is built, flags that cannot make a run (domain defaults filled in)."""
+    problems = out_of_range(
+        args,
+        positive=(
+            "num_seeds", "total_steps", "batch_size", "hidden_size", "policy_lr", "q_lr", "tau",
+            "num_action_samples", "eval_interval", "log_interval",
+        ),
+        non_negative=(
+            "keep_checkpoints", "eval_episodes", "bc_weight", "fixed_alpha", "regularizer_weight", "mcmc_weight",
+        ),
+        unit_interval=("gamma", "tau"),
+    )  # fmt: skip
+    if args.variant == "misa":
+        problems += out_of_range(
+            args,
+            positive=("hmc_samples", "hmc_leapfrog_steps", "hmc_step_size"),
+            non_negative=("hmc_burn_in", "hmc_adaptation_steps"),
+            unit_interval=("hmc_target_acceptance",),
+        )
+    if problems:  # the rules below assume these
+        raise UserError("; ".join(problems))
+    if args.eval_interval % args.log_interval or args.total_steps % args.log_interval:
         problems.append(
             f"--eval-interval ({args.eval_interval}) and --total-steps ({args.total_steps}) must be multiples "
             f"of --log-interval ({args.log_interval})"
         )
-    if args.eval_interval <= 0:
-        problems.append("--eval-interval must be positive")
     if not 0.0 < args.action_clip < 1.0:
         problems.append("--action-clip must lie in (0, 1): tanh-Gaussian log-probabilities are infinite at ±1")
-    if args.variant == "misa" and (
-        args.hmc_samples <= 0 or args.hmc_leapfrog_steps <= 0 or args.hmc_step_size <= 0 or args.hmc_burn_in < 0
-    ):
-        problems.append(
-            "--hmc-samples, --hmc-leapfrog-steps and --hmc-step-size must be positive, --hmc-burn-in non-negative"
-        )
-    if min(args.batch_size, args.num_action_samples, args.num_seeds, args.total_steps) <= 0:
-        problems.append("--batch-size, --num-action-samples, --num-seeds and --total-steps must be positive")
     if args.lagrange and args.variant == "bc":
         problems.append("--lagrange tunes the critics' regulariser; --variant bc trains no critics")
     if args.add_positive and args.variant not in ("misa", "misa-biased"):
@@ -835,12 +862,12 @@ def check_args(args: Args) -> None:
             f"--add-positive puts the data action in the misa regulariser's set; --variant {args.variant} has no "
             "such set (the official code applies it to misa only)"
         )
-    if args.variant == "misa" and args.hmc_adaptation_steps < 0:
-        problems.append("--hmc-adaptation-steps must be non-negative")
-    if args.eval_episodes < 0:
-        problems.append("--eval-episodes must be non-negative (0: no evaluation)")
     if problems:
-        raise SystemExit("error: " + "; ".join(problems))
+        raise UserError("; ".join(problems))
+
+
+# what a resumed run may change besides the logging and checkpoint flags (common.cli)
+RESUMABLE = ("total_steps", "eval_interval", "eval_episodes")
 
 
 def main(args: Args) -> dict:
@@ -848,24 +875,27 @@ def main(args: Args) -> dict:
     first_step, best_scores = 0, None
     if args.resume:
         header = read_header(args.resume)
-        if "add_positive" not in header["args"]:
-            raise SystemExit(
-                f"error: {args.resume} was written by an earlier misa_d4rl.py whose cql and Lagrange regularisers "
-                "differ from the official code's (no −log B for cql; the data action in the set with --lagrange): "
-                "resuming it would change its objective mid-run; start a new run"
-            )
-        args = dataclasses.replace(Args(**header["args"]), resume=args.resume)
+        saved = saved_args(Args, header, args.resume, SCRIPT)
+        check_resume_changes(saved, args, RESUMABLE, header["step"], "total_steps")
         run_name, first_step, best_scores = header["run_name"], header["step"], header["best_scores"]
     else:
-        run_name = make_run_name(args.env_id, args.exp_name, args.seed)
-    try:
-        data, info = load_dataset(args.env_id, args.dataset_path)
-        args = with_domain_defaults(args, info.domain)
-        check_args(args)
-        envs = make_eval_envs(info, args.num_seeds * args.eval_episodes) if args.eval_episodes > 0 else None
-        box = ActionBox(*action_bounds(info, data.actions.shape[1]))
-    except (ValueError, FileNotFoundError) as error:
-        raise SystemExit(f"error: {error}") from error
+        run_name = make_run_name(args.env_id, args.exp_name or args.variant, args.seed)
+    data, info = load_dataset(args.env_id, args.dataset_path)
+    args = with_domain_defaults(args, info.domain)
+    check_args(args)
+    envs = make_eval_envs(info, args.num_seeds * args.eval_episodes) if args.eval_episodes > 0 else None
+    if envs is not None:
+        check_against_env(data, info, envs)
+    box = ActionBox(*action_bounds(info, data.actions.shape[1]))
+    outside = ((data.actions < box.low) | (data.actions > box.high)).any(axis=1)
+    if outside.any():
+        excess = np.maximum(box.low - data.actions, data.actions - box.high).max()
+        warnings.warn(
+            f"{outside.sum()} of the dataset's {len(outside)} actions lie outside the action box "
+            f"[{box.low.min()}, {box.high.max()}] (by up to {excess:.3g}): the learner clips them to "
+            f"±{args.action_clip} of the box",
+            stacklevel=1,
+        )
     seeds = [args.seed + k for k in range(args.num_seeds)]
     action_dim = data.actions.shape[1]
     data = dataclasses.replace(data, actions=box.to_unit(data.actions))
@@ -878,17 +908,19 @@ def main(args: Args) -> dict:
     check_fits(f"the dataset ({len(dataset.rewards):,} transitions)", dataset_bytes * len(devices), devices, "")
     dataset = jax.device_put(dataset, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
 
+    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
+    init = jax.vmap(make_train(args, obs_dim, action_dim).init)  # the state does not depend on the logging
+    if args.resume:
+        states = load_checkpoint(args.resume, eqx.filter_eval_shape(init, keys))
+    else:
+        states = jax.jit(init)(keys)
+    states = shard_seeds(states, mesh)
+
     if args.track:
         start_tracking(args, run_name, args.wandb_project_name, args.wandb_entity)
     run_dir = Path("runs") / run_name
     logger = RunLogger(run_dir, args, seeds, args.total_steps, first_step)
     trainer = make_train(args, obs_dim, action_dim, logger.jax_writer(mesh))
-    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
-    if args.resume:
-        states = load_checkpoint(args.resume, eqx.filter_eval_shape(jax.vmap(trainer.init), keys))
-    else:
-        states = jax.jit(jax.vmap(trainer.init))(keys)
-    states = shard_seeds(states, mesh)
 
     run = jax.jit(trainer.run, static_argnums=3, donate_argnums=0)
     act = jax.jit(trainer.actions)
@@ -899,7 +931,7 @@ def main(args: Args) -> dict:
         num_steps = min(args.eval_interval, args.total_steps - step)
         states = logger.run_chunk(run, step, states, dataset, jnp.asarray(step, jnp.int32), num_steps)
         step += num_steps
-        stop = non_finite_stop(states.nan_step, seeds, "a loss", "gradient step", last_checkpoint)
+        stop = non_finite_stop(states.nan_step, seeds, "a loss", "gradient step", last_checkpoint, args.save_model)
         if stop is not None:
             logger.close()
             raise stop
@@ -914,9 +946,11 @@ def main(args: Args) -> dict:
                 writer.add_scalar("eval/episodic_return", returns[index], step)
                 writer.add_scalar(f"eval/{kind}", scores[index], step)
                 writer.add_scalar(f"eval/best_{kind}", best_scores[index], step)
-            logger.progress.set_postfix({kind: f"{scores.mean():.1f}"}, refresh=False)
+            logger.set_headline(kind, float(scores.mean()))
         if args.save_model:
+            logger.flush()  # the curves reach the checkpoint even if the run is killed after it
             header = {
+                "script": SCRIPT,
                 "args": dataclasses.asdict(args),
                 "run_name": run_name,
                 "step": step,
@@ -946,4 +980,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    run_script(main, Args, SCRIPT)

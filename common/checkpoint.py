@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from common.errors import UserError
+
 
 def _is_key(x: Any) -> bool:
     return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
@@ -38,13 +40,16 @@ def save_checkpoint(path: str | Path, tree: Any, header: dict) -> None:
 def read_header(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint file at {path}")
+        raise UserError(f"no checkpoint file at {path}")
     with open(path, "rb") as f:
-        first_line = f.readline()
+        first_line = f.readline(1 << 20)
     try:
-        return json.loads(first_line)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not a checkpoint of this kit (no JSON header line)") from error
+        header = json.loads(first_line)
+    except ValueError:
+        header = None
+    if not isinstance(header, dict):
+        raise UserError(f"{path} is not a checkpoint of this kit (it does not start with a JSON header line)")
+    return header
 
 
 def load_checkpoint(path: str | Path, like: Any) -> Any:
@@ -52,7 +57,15 @@ def load_checkpoint(path: str | Path, like: Any) -> Any:
     key_data_like = jax.tree.map(lambda x: jax.eval_shape(jax.random.key_data, x) if _is_key(x) else x, like)
     with open(path, "rb") as f:
         f.readline()
-        loaded = eqx.tree_deserialise_leaves(f, key_data_like)
+        try:
+            loaded = eqx.tree_deserialise_leaves(f, key_data_like)
+        except Exception as error:  # whatever the reader hit, the file does not hold this state
+            raise UserError(
+                f"{path} is cut short or corrupt, or was written for other sizes ({type(error).__name__}: {error}); "
+                "resume from an earlier checkpoint of the run"
+            ) from error
+        if f.read(1):
+            raise UserError(f"{path} holds more data than this run's state: it was written for other sizes")
     return jax.tree.map(lambda x, model: jax.random.wrap_key_data(x) if _is_key(model) else x, loaded, like)
 
 
@@ -73,14 +86,17 @@ def save_run_checkpoint(run_dir: str | Path, step: int, tree: Any, header: dict,
     return path
 
 
-def non_finite_stop(nan_steps, seeds: list[int], loss: str, step_unit: str, last_checkpoint) -> SystemExit | None:
+def non_finite_stop(
+    nan_steps, seeds: list[int], loss: str, step_unit: str, last_checkpoint, saving: bool
+) -> SystemExit | None:
     """The error that stops a run whose loss became non-finite in some seed (`nan_steps[k]` ≥ 0 is the
-    seed's first such step), naming each such seed's step and the checkpoint kept; None if all are finite."""
+    seed's first such step), naming each such seed's step and the checkpoint kept (`saving`: --save-model is
+    on); None if all are finite."""
     nan_steps = np.asarray(nan_steps)
     if not (nan_steps >= 0).any():
         return None
     bad = {seed: int(step) for seed, step in zip(seeds, nan_steps, strict=True) if step >= 0}
     return SystemExit(
         f"error: {loss} became non-finite (seed: {step_unit}) {bad}; run stopped. "
-        f"Last checkpoint kept: {last_checkpoint or 'none (use --save-model)'}"
+        f"Last checkpoint kept: {last_checkpoint or ('none yet' if saving else 'none (use --save-model)')}"
     )

@@ -14,6 +14,7 @@ http://rail.eecs.berkeley.edu/datasets/offline_rl; set `D4RL_DATASET_URL_ROOT` t
 with the same layout instead.
 """
 
+import contextlib
 import dataclasses
 import difflib
 import json
@@ -26,9 +27,15 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from common.errors import UserError
+
 DOMAINS = ("locomotion", "antmaze", "kitchen", "adroit")
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 D4RL_URL_ROOT = "http://rail.eecs.berkeley.edu/datasets/offline_rl"
+
+
+class DatasetError(UserError, ValueError):
+    """A dataset that cannot be found, read or used, with what to do about it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,12 +151,12 @@ def load_dataset(env_id: str, dataset_path: str | None = None) -> tuple[Transiti
     if "/" in env_id:
         return _load_minari(env_id)
     close = difflib.get_close_matches(env_id, D4RL_DATASETS, n=3)
-    raise ValueError(
+    raise DatasetError(
         f"unknown dataset {env_id!r}"
         + (f" (did you mean {', '.join(close)}?)" if close else "")
         + ". Use a D4RL name such as hopper-medium-v2, halfcheetah-medium-replay-v2, walker2d-medium-expert-v2, "
         "antmaze-umaze-v2, pen-human-v1 or kitchen-complete-v0 (all: common.datasets.D4RL_DATASETS); "
-        "a Minari id such as mujoco/hopper/medium-v0; or a D4RL-format file via dataset_path "
+        "a Minari id such as mujoco/hopper/medium-v0; or a D4RL-format file with --dataset-path "
         "(python -m common.make_dataset writes one)."
     )
 
@@ -173,14 +180,14 @@ def make_eval_envs(info: DatasetInfo, num_envs: int) -> gym.vector.VectorEnv:
             return gym.make(info.eval_env_id, **kwargs)
 
     elif info.name in D4RL_DATASETS:
-        raise ValueError(
+        raise DatasetError(
             f"{info.name} cannot be evaluated here: its environment needs the `d4rl` package (mujoco-py, "
             f"gym<0.25), which does not install on current Python. Train without evaluation (--eval-episodes 0, "
             f"with --save-model to keep the policy), or use Minari's copy of the dataset, whose environment "
             f"gymnasium can build: --env-id {D4RL_DATASETS[info.name].minari_id}"
         )
     else:
-        raise ValueError(
+        raise DatasetError(
             f"dataset {info.name} names no environment to evaluate on: give its HDF5 file a root attribute "
             "env_id (a gymnasium id), as python -m common.make_dataset does"
         )
@@ -191,11 +198,23 @@ def make_eval_envs(info: DatasetInfo, num_envs: int) -> gym.vector.VectorEnv:
     try:  # one copy first, so that a package that cannot build it fails here with the dataset's name
         first = make_flat_env()
     except Exception as error:
-        raise ValueError(
+        raise DatasetError(
             f"the evaluation environment of {info.name} could not be built ({type(error).__name__}: {error}); "
             "pass --eval-episodes 0 to train without evaluating"
         ) from error
     return gym.vector.SyncVectorEnv([lambda: first] + [make_flat_env] * (num_envs - 1))
+
+
+def check_against_env(data: Transitions, info: DatasetInfo, envs: gym.vector.VectorEnv) -> None:
+    """Refuse a dataset whose observations or actions are not the size of its evaluation environment's."""
+    obs_size = int(np.prod(envs.single_observation_space.shape))
+    action_size = int(np.prod(envs.single_action_space.shape))
+    if data.observations.shape[1] != obs_size or data.actions.shape[1] != action_size:
+        raise DatasetError(
+            f"{info.name}: its observations have {data.observations.shape[1]} values and its actions "
+            f"{data.actions.shape[1]}, but its evaluation environment ({info.minari_id or info.eval_env_id}) has "
+            f"{obs_size} and {action_size}: is the file another task's? (--eval-episodes 0 trains without evaluating)"
+        )
 
 
 def action_bounds(info: DatasetInfo, action_dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -260,9 +279,9 @@ def _download(name: str, url: str, path: Path) -> None:
         _check_file_keys(partial)
         os.replace(partial, path)
     except Exception as error:
-        raise OSError(
+        raise DatasetError(
             f"could not download D4RL dataset {name} from {url} ({error}); nothing was saved at {path}. "
-            f"Try again, or fetch the file yourself and pass dataset_path."
+            f"Try again, or fetch the file yourself and pass it with --dataset-path."
         ) from error
     finally:
         partial.unlink(missing_ok=True)
@@ -270,37 +289,64 @@ def _download(name: str, url: str, path: Path) -> None:
 
 def _check_file_keys(path: Path) -> None:
     if not path.is_file():
-        raise FileNotFoundError(
+        raise DatasetError(
             f"no dataset file at {path}. D4RL names download their file by themselves; for your own data, "
             f"write one with `python -m common.make_dataset --output {path}`."
         )
     if not h5py.is_hdf5(path):
-        raise ValueError(f"{path} is not an HDF5 file (a D4RL dataset is one)")
-    with h5py.File(path, "r") as file:
+        raise DatasetError(f"{path} is not an HDF5 file (a D4RL dataset is one)")
+    with _open_hdf5(path) as file:
         missing = [key for key in REQUIRED_KEYS if key not in file]
     if missing:
-        raise ValueError(f"{path} lacks the D4RL key(s) {', '.join(missing)} (needs {', '.join(REQUIRED_KEYS)})")
+        raise DatasetError(f"{path} lacks the D4RL key(s) {', '.join(missing)} (needs {', '.join(REQUIRED_KEYS)})")
+
+
+def _unreadable(path: Path, error: OSError) -> DatasetError:
+    return DatasetError(
+        f"{path} cannot be read as HDF5 ({error}); it may be cut short: delete it and download or write it again"
+    )
+
+
+@contextlib.contextmanager
+def _open_hdf5(path: Path):
+    try:
+        file = h5py.File(path, "r")
+    except OSError as error:
+        raise _unreadable(path, error) from error
+    with file:
+        yield file
 
 
 def _read_d4rl_file(path: Path) -> dict[str, np.ndarray]:
     """The required arrays of a D4RL-format file, validated: one row per step, all finite."""
     _check_file_keys(path)
-    with h5py.File(path, "r") as file:
-        arrays = {key: file[key][()] for key in REQUIRED_KEYS}
+    with _open_hdf5(path) as file:
+        try:
+            arrays = {key: file[key][()] for key in REQUIRED_KEYS}
+        except OSError as error:
+            raise _unreadable(path, error) from error
     lengths = {key: len(array) for key, array in arrays.items()}
     if len(set(lengths.values())) != 1:
-        raise ValueError(f"{path}: the keys have different lengths: {lengths}")
+        raise DatasetError(f"{path}: the keys have different lengths: {lengths}")
     num_rows = lengths["observations"]
     arrays["observations"] = arrays["observations"].reshape(num_rows, -1).astype(np.float32)
     arrays["actions"] = arrays["actions"].reshape(num_rows, -1).astype(np.float32)
     for key in ("rewards", "terminals", "timeouts"):
         if arrays[key].size != num_rows:  # [N, 1] is accepted, as d4rl does
-            raise ValueError(f"{path}: {key} has shape {arrays[key].shape}; expected one value per row ({num_rows})")
+            raise DatasetError(f"{path}: {key} has shape {arrays[key].shape}; expected one value per row ({num_rows})")
         arrays[key] = arrays[key].reshape(num_rows)
     arrays["rewards"] = arrays["rewards"].astype(np.float32)
     _check_finite(str(path), arrays)
+    for key in ("terminals", "timeouts"):
+        not_flags = ~np.isin(arrays[key], (0, 1))
+        if not_flags.any():
+            first = np.flatnonzero(not_flags)[:5].tolist()
+            raise DatasetError(
+                f"{path}: {key} must be 0/1 flags; {not_flags.sum()} row(s) are not (first: {first}, "
+                f"values {arrays[key][first].tolist()})"
+            )
     if num_rows < 2:
-        raise ValueError(f"{path}: {num_rows} row(s) make no transition")
+        raise DatasetError(f"{path}: {num_rows} row(s) make no transition")
     return arrays
 
 
@@ -309,7 +355,7 @@ def _check_finite(source: str, arrays: dict[str, np.ndarray]) -> None:
         bad_rows = ~np.isfinite(arrays[key].reshape(len(arrays[key]), -1)).all(axis=1)
         if bad_rows.any():
             first = np.flatnonzero(bad_rows)[:5].tolist()
-            raise ValueError(f"{source}: {key} has NaN/inf in {bad_rows.sum()} row(s) (first: {first})")
+            raise DatasetError(f"{source}: {key} has NaN/inf in {bad_rows.sum()} row(s) (first: {first})")
 
 
 def _qlearning_transitions(arrays: dict[str, np.ndarray]) -> Transitions:
@@ -327,7 +373,7 @@ def _qlearning_transitions(arrays: dict[str, np.ndarray]) -> Transitions:
 
 
 def _custom_file_info(name: str, path: Path) -> DatasetInfo:
-    with h5py.File(path, "r") as file:
+    with _open_hdf5(path) as file:
         attrs = dict(file.attrs)
 
     def text(key: str) -> str | None:
@@ -341,7 +387,7 @@ def _custom_file_info(name: str, path: Path) -> DatasetInfo:
 
     domain = text("domain") or "locomotion"
     if domain not in DOMAINS:
-        raise ValueError(f"{path}: attribute domain={domain!r} is not one of {DOMAINS}")
+        raise DatasetError(f"{path}: attribute domain={domain!r} is not one of {DOMAINS}")
     return DatasetInfo(name, domain, number("ref_min_score"), number("ref_max_score"), text("env_id"), None)
 
 
@@ -362,9 +408,17 @@ def _load_minari(dataset_id: str) -> tuple[Transitions, DatasetInfo]:
     import minari  # only Minari users need it
 
     # local datasets are used as they are; a missing one is downloaded (minari 0.5: load_dataset(download=True))
-    dataset = minari.load_dataset(dataset_id, download=True)
+    try:
+        dataset = minari.load_dataset(dataset_id, download=True)
+    except Exception as error:  # minari raises network, registry and storage errors of many types
+        raise DatasetError(
+            f"Minari dataset {dataset_id} is not stored locally and could not be downloaded ({type(error).__name__}: "
+            f"{error}). Where there is network, `minari download {dataset_id}` fetches it (it needs minari[hf], which "
+            f'`pip install -e ".[d4rl]"` installs) into $MINARI_DATASETS_PATH or ~/.minari/datasets; '
+            "`minari list remote` lists the ids"
+        ) from error
     if not isinstance(dataset.action_space, gym.spaces.Box):
-        raise ValueError(f"Minari dataset {dataset_id}: actions must be a Box space, not {dataset.action_space}")
+        raise DatasetError(f"Minari dataset {dataset_id}: actions must be a Box space, not {dataset.action_space}")
     parts: dict[str, list[np.ndarray]] = {field.name: [] for field in dataclasses.fields(Transitions)}
     for episode in dataset.iterate_episodes():
         # an episode of T steps has T+1 observations: the row after each step is its next observation
@@ -375,7 +429,7 @@ def _load_minari(dataset_id: str) -> tuple[Transitions, DatasetInfo]:
         parts["rewards"].append(np.asarray(episode.rewards, dtype=np.float32))
         parts["terminals"].append(np.asarray(episode.terminations, dtype=np.float32))
     if not parts["rewards"]:
-        raise ValueError(f"Minari dataset {dataset_id} has no episodes")
+        raise DatasetError(f"Minari dataset {dataset_id} has no episodes")
     transitions = Transitions(**{key: np.concatenate(values) for key, values in parts.items()})
     _check_finite(f"Minari dataset {dataset_id}", dataclasses.asdict(transitions))
 
@@ -408,4 +462,4 @@ def _flatten_batch(space: gym.Space, batch) -> np.ndarray:
     if isinstance(space, gym.spaces.Discrete):
         indices = np.asarray(batch).reshape(-1) - space.start
         return np.eye(space.n, dtype=np.float32)[indices]
-    raise ValueError(f"cannot flatten observations of space {space} (supported: Box, Dict, Tuple, Discrete)")
+    raise DatasetError(f"cannot flatten observations of space {space} (supported: Box, Dict, Tuple, Discrete)")

@@ -6,6 +6,8 @@ from typing import Any
 import jax
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
+from common.errors import UserError
+
 SEED_AXIS = "seeds"
 
 
@@ -42,11 +44,15 @@ def available_bytes(devices: list[jax.Device]) -> int:
     return int(meminfo["MemAvailable"].split()[0]) * 1024
 
 
+class InsufficientMemory(UserError, MemoryError):
+    """Refused before allocating: the arrays would not fit."""
+
+
 def check_fits(what: str, needed_bytes: int, devices: list[jax.Device], hint: str) -> None:
     """Raise before allocating `needed_bytes` if the devices do not have them free."""
     free = available_bytes(devices)
     if needed_bytes > free:
-        raise MemoryError(
+        raise InsufficientMemory(
             f"{what} needs {needed_bytes / 2**30:.2f} GiB but only {free / 2**30:.2f} GiB is free "
             f"on {len(devices)} {devices[0].platform} device(s); {hint}"
         )

@@ -34,19 +34,61 @@ def hyperparameter_table(args: Any) -> str:
 
 
 class RunLogger:
-    """Per-seed TensorBoard writers, a progress bar, and steps-per-second bookkeeping."""
+    """Per-seed TensorBoard writers, progress (a bar on a terminal, a status line every `status_every` seconds
+    elsewhere: nohup, SLURM, CI), and steps-per-second bookkeeping."""
 
-    def __init__(self, run_dir: Path, args: Any, seeds: list[int], total_steps: int, first_step: int):
-        table = hyperparameter_table(args)
-        self.writers = []
-        for seed in seeds:
-            writer = SummaryWriter(str(run_dir / f"seed_{seed}"))
-            writer.add_text("hyperparameters", table)
-            self.writers.append(writer)
+    def __init__(
+        self, run_dir: Path, args: Any, seeds: list[int], total_steps: int, first_step: int, status_every: float = 30.0
+    ):
+        self.run_dir, self.seeds, self.table = run_dir, seeds, hyperparameter_table(args)
+        self._writers: list[SummaryWriter] | None = None
         self.progress = tqdm(total=total_steps, initial=first_step, unit="step", dynamic_ncols=True, disable=None)
+        self.status_every = status_every if self.progress.disable else None
+        self.total_steps = total_steps
+        self.last_status = time.perf_counter()
+        self.started: tuple[int, float] | None = None  # (step, time) when the first chunk started
+        self.headline: tuple[str, float] | None = None  # the latest result to show: (name, value)
         self.last_step = first_step
         self.last_time: float | None = None  # when training was at last_step; None: not timed yet
         self.compiled: dict = {}
+
+    @property
+    def writers(self) -> list[SummaryWriter]:
+        """One writer per seed, made on first use: a run that fails before it logs leaves no run folder."""
+        if self._writers is None:
+            self._writers = []
+            for seed in self.seeds:
+                writer = SummaryWriter(str(self.run_dir / f"seed_{seed}"))
+                writer.add_text("hyperparameters", self.table)
+                self._writers.append(writer)
+        return self._writers
+
+    def flush(self):
+        """Write what is buffered to disk: called with every checkpoint, so that the curves of a killed run
+        reach at least the checkpoint it resumes from."""
+        for writer in self._writers or []:
+            writer.flush()
+
+    def set_headline(self, name: str, value: float):
+        """The latest result, shown beside the progress bar or in the status line."""
+        self.headline = (name, value)
+        self.progress.set_postfix({name: f"{value:.1f}"}, refresh=False)
+
+    def status(self, step: int, sps: float | None = None):
+        """Off a terminal, one line with the step, SPS, last return and ETA, at most every status_every seconds."""
+        now = time.perf_counter()
+        if self.status_every is None or now - self.last_status < self.status_every:
+            return
+        self.last_status = now
+        parts = [f"step {step:,}/{self.total_steps:,} ({100 * step / self.total_steps:.0f}%)"]
+        if sps is not None:
+            parts.append(f"{sps:,.0f} SPS")
+        if self.headline is not None:
+            parts.append(f"{self.headline[0]} {self.headline[1]:.1f}")
+        if self.started is not None and step > self.started[0]:
+            remaining = (now - self.started[1]) / (step - self.started[0]) * (self.total_steps - step)
+            parts.append(f"ETA {format_duration(remaining)}")
+        print(" | ".join(parts), flush=True)
 
     def run_chunk(self, jitted: Callable, first_step: int, *args):
         """Run one training chunk, `jitted(*args)`, whose last argument is static (the chunk's length). It is
@@ -59,18 +101,24 @@ class RunLogger:
         key = (args[-1], structure, avals)  # what jit itself would recompile for
         compiled = self.compiled.get(key)
         if compiled is None:
+            start = time.perf_counter()
+            if self.status_every is not None:
+                print(f"compiling a chunk of {args[-1]:,} iterations", flush=True)
             compiled = self.compiled[key] = jitted.lower(*args).compile()
+            if self.status_every is not None:
+                print(f"compiled in {time.perf_counter() - start:.1f} s", flush=True)
         self.last_step, self.last_time = first_step, time.perf_counter()
+        if self.started is None:
+            self.started = (first_step, self.last_time)
         return compiled(*args[:-1])
 
     def write(self, step: int, scalars: dict[str, np.ndarray], bar_charts: dict[str, np.ndarray] | None = None):
         """`scalars[tag]` has one value per seed; `bar_charts[tag]` one row of non-negative weights per seed."""
         now = time.perf_counter()
+        sps = None
         if self.last_time is not None:  # untimed before the first chunk starts (see run_chunk)
-            scalars = {
-                **scalars,
-                "charts/SPS": np.full(len(self.writers), (step - self.last_step) / (now - self.last_time)),
-            }
+            sps = (step - self.last_step) / (now - self.last_time)
+            scalars = {**scalars, "charts/SPS": np.full(len(self.writers), sps)}
         for index, writer in enumerate(self.writers):
             for tag, values in scalars.items():
                 if np.isfinite(values[index]):
@@ -79,8 +127,9 @@ class RunLogger:
                 add_bar_chart(writer, tag, weights[index], step)
         episodic = scalars.get("charts/episodic_return")
         if episodic is not None and np.isfinite(episodic).any():
-            self.progress.set_postfix(episodic_return=f"{np.nanmean(episodic):.1f}", refresh=False)
+            self.set_headline("episodic_return", float(np.nanmean(episodic)))
         self.progress.update(step - self.progress.n)
+        self.status(step, sps)
         self.last_step, self.last_time = step, now
 
     def jax_writer(self, mesh: jax.sharding.Mesh | None = None) -> Callable:
@@ -101,8 +150,18 @@ class RunLogger:
 
     def close(self):
         self.progress.close()
-        for writer in self.writers:
+        for writer in self._writers or []:
             writer.close()
+
+
+def format_duration(seconds: float) -> str:
+    """`42s`, `3m05s`, `2h07m`."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def add_bar_chart(writer: SummaryWriter, tag: str, weights: np.ndarray, step: int):

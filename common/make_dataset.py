@@ -25,7 +25,9 @@ from pathlib import Path
 import gymnasium as gym
 import h5py
 import numpy as np
-import tyro
+
+from common.cli import run_script
+from common.errors import UserError
 
 Policy = Callable[[np.ndarray], np.ndarray]  # observations [n, obs_dim] -> actions [n, act_dim], deterministic
 
@@ -86,15 +88,15 @@ def load_policy(spec: str, checkpoint: str | None = None) -> Policy | None:
     a loader that makes the policy from that file."""
     if spec == "random":
         if checkpoint is not None:
-            raise ValueError("--policy-checkpoint needs --policy to name its loader, e.g. misa_d4rl:load_policy")
+            raise UserError("--policy-checkpoint needs --policy to name its loader, e.g. misa_d4rl:load_policy")
         return None
     if spec.startswith("checkpoint:"):
-        raise ValueError(
+        raise UserError(
             f"--policy {spec!r}: a saved run is now given as --policy misa_d4rl:load_policy --policy-checkpoint PATH"
         )
     module_name, _, function_name = spec.partition(":")
     if not module_name or not function_name:
-        raise ValueError(f"--policy {spec!r}: expected `random` or `module:function`")
+        raise UserError(f"--policy {spec!r}: expected `random` or `module:function`")
     function = getattr(importlib.import_module(module_name), function_name)
     return function if checkpoint is None else function(checkpoint)
 
@@ -113,7 +115,7 @@ class Behaviour:
 
     def __init__(self, policy: Policy | None, action_space: gym.spaces.Box, noise_std: float, rng: np.random.Generator):
         if not (np.isfinite(action_space.low).all() and np.isfinite(action_space.high).all()):
-            raise ValueError(f"the action space {action_space} is unbounded: a uniform random policy needs a box")
+            raise UserError(f"the action space {action_space} is unbounded: a uniform random policy needs a box")
         self.policy, self.low, self.high = policy, action_space.low, action_space.high
         self.noise_std, self.rng = noise_std, rng
 
@@ -250,14 +252,14 @@ def write_minari(args: Args, episodes: list[Episode], ref_min_score: float, ref_
 
 def main(args: Args) -> None:
     if args.num_steps < 2 or args.num_envs < 1 or args.reference_episodes < 1:
-        raise ValueError("--num-steps must be at least 2, --num-envs and --reference-episodes at least 1")
+        raise UserError("--num-steps must be at least 2, --num-envs and --reference-episodes at least 1")
     if not 0.0 <= args.random_fraction <= 1.0 or args.noise_std < 0.0:
-        raise ValueError("--random-fraction must lie in [0, 1] and --noise-std be non-negative")
+        raise UserError("--random-fraction must lie in [0, 1] and --noise-std be non-negative")
     if args.minari_id is not None:
         import minari
 
         if args.minari_id in minari.list_local_datasets():
-            raise ValueError(f"a local Minari dataset {args.minari_id} exists already (minari delete {args.minari_id})")
+            raise UserError(f"a local Minari dataset {args.minari_id} exists already (minari delete {args.minari_id})")
 
     policy = load_policy(args.policy, args.policy_checkpoint)
     episodes = collect(args, policy)
@@ -293,4 +295,4 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    run_script(main, Args, "common.make_dataset")

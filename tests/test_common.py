@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from common import plot
 from common.checkpoint import load_checkpoint, read_header, save_checkpoint, save_run_checkpoint
 from common.devices import check_fits
+from common.errors import UserError
 from common.logger import RunLogger, make_run_name, nan_mean
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,10 +122,10 @@ def test_checkpoint_round_trip_with_keys(tmp_path):
 
 
 def test_checkpoint_errors_and_pruning(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint file"):
+    with pytest.raises(UserError, match="no checkpoint file"):
         read_header(tmp_path / "missing.eqx")
     (tmp_path / "junk.eqx").write_bytes(b"\x00\x01 not json\n")
-    with pytest.raises(ValueError, match="not a checkpoint"):
+    with pytest.raises(UserError, match="not a checkpoint"):
         read_header(tmp_path / "junk.eqx")
     for step in (3, 1, 2):
         path = save_run_checkpoint(tmp_path / "run", step, {"x": jnp.full(1, step)}, {"step": step}, keep=2)

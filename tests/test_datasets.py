@@ -13,6 +13,7 @@ import pytest
 
 from common.datasets import (
     D4RL_DATASETS,
+    DatasetError,
     DatasetInfo,
     action_bounds,
     load_dataset,
@@ -90,9 +91,9 @@ def test_custom_file_attributes_give_the_info(tmp_path):
 
     _, info = load_dataset("maze", dataset_path=str(write_d4rl_file(tmp_path / "m.hdf5", domain="antmaze")))
     assert info.domain == "antmaze"
-    with pytest.raises(ValueError, match="no environment to evaluate"):
+    with pytest.raises(DatasetError, match="no environment to evaluate"):
         make_eval_envs(info, 1)
-    with pytest.raises(ValueError, match="domain='cartpole'"):
+    with pytest.raises(DatasetError, match="domain='cartpole'"):
         load_dataset("x", dataset_path=str(write_d4rl_file(tmp_path / "bad.hdf5", domain="cartpole")))
 
 
@@ -111,7 +112,7 @@ def test_d4rl_name_with_a_local_file_and_its_eval_env(tmp_path):
     # antmaze, adroit, kitchen: their envs need the d4rl package; train without evaluation, or Minari's copy
     _, info = load_dataset("antmaze-umaze-v2", dataset_path=str(path))
     assert (info.domain, info.ref_min_score, info.ref_max_score, info.eval_env_id) == ("antmaze", 0.0, 1.0, None)
-    with pytest.raises(ValueError, match="--eval-episodes 0.*--env-id D4RL/antmaze/umaze-v1"):
+    with pytest.raises(DatasetError, match="--eval-episodes 0.*--env-id D4RL/antmaze/umaze-v1"):
         make_eval_envs(info, 1)
     assert D4RL_DATASETS["pen-human-v1"].domain == "adroit" and D4RL_DATASETS["kitchen-mixed-v0"].ref_max_score == 4.0
 
@@ -121,39 +122,39 @@ def test_d4rl_name_with_a_local_file_and_its_eval_env(tmp_path):
 
 def test_an_evaluation_env_that_cannot_be_built_names_the_dataset():
     info = DatasetInfo("mine-v0", "locomotion", 0.0, 1.0, "NoSuchEnv-v0", None)
-    with pytest.raises(ValueError, match="evaluation environment of mine-v0 could not be built .*NoSuchEnv"):
+    with pytest.raises(DatasetError, match="evaluation environment of mine-v0 could not be built .*NoSuchEnv"):
         make_eval_envs(info, 2)
 
 
 def test_unknown_id_names_valid_choices():
-    with pytest.raises(ValueError, match="hopper-medium-v2") as error:
+    with pytest.raises(DatasetError, match="hopper-medium-v2") as error:
         load_dataset("hopper-medium-v3")
     assert "mujoco/hopper/medium-v0" in str(error.value) and "did you mean" in str(error.value)
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no dataset file at .*nope.hdf5.*make_dataset"):
+    with pytest.raises(DatasetError, match="no dataset file at .*nope.hdf5.*make_dataset"):
         load_dataset("mine", dataset_path=str(tmp_path / "nope.hdf5"))
 
 
 def test_file_that_is_not_hdf5(tmp_path):
     path = tmp_path / "text.hdf5"
     path.write_text("not a dataset")
-    with pytest.raises(ValueError, match="text.hdf5 is not an HDF5 file"):
+    with pytest.raises(DatasetError, match="text.hdf5 is not an HDF5 file"):
         load_dataset("mine", dataset_path=str(path))
 
 
 def test_missing_keys_are_named(tmp_path):
     arrays = small_arrays()
     del arrays["actions"], arrays["timeouts"]
-    with pytest.raises(ValueError, match="lacks the D4RL key\\(s\\) actions, timeouts"):
+    with pytest.raises(DatasetError, match="lacks the D4RL key\\(s\\) actions, timeouts"):
         load_dataset("mine", dataset_path=str(write_d4rl_file(tmp_path / "k.hdf5", arrays)))
 
 
 def test_inconsistent_lengths_name_each_key(tmp_path):
     arrays = small_arrays()
     arrays["rewards"] = arrays["rewards"][:7]
-    with pytest.raises(ValueError, match="different lengths.*'rewards': 7.*'terminals': 10"):
+    with pytest.raises(DatasetError, match="different lengths.*'rewards': 7.*'terminals': 10"):
         load_dataset("mine", dataset_path=str(write_d4rl_file(tmp_path / "l.hdf5", arrays)))
 
 
@@ -163,7 +164,7 @@ def test_non_finite_values_name_key_and_rows(tmp_path, key):
     arrays[key] = arrays[key].copy()
     arrays[key][3] = np.nan
     arrays[key][7] = np.inf
-    with pytest.raises(ValueError, match=f"{key} has NaN/inf in 2 row\\(s\\) \\(first: \\[3, 7\\]\\)"):
+    with pytest.raises(DatasetError, match=f"{key} has NaN/inf in 2 row\\(s\\) \\(first: \\[3, 7\\]\\)"):
         load_dataset("mine", dataset_path=str(write_d4rl_file(tmp_path / "n.hdf5", arrays)))
 
 
@@ -238,7 +239,7 @@ def test_failed_download_raises_and_leaves_no_file(tmp_path, monkeypatch, d4rl_c
     files = {"truncated": {url_path: body}, "missing": {}, "not_hdf5": {url_path: b"<html>moved</html>"}}[served]
     with FileServer(files, truncated={url_path} if served == "truncated" else set()) as server:
         monkeypatch.setenv("D4RL_DATASET_URL_ROOT", server.url)
-        with pytest.raises(OSError, match=f"could not download D4RL dataset walker2d-medium-v2 .*{message}"):
+        with pytest.raises(DatasetError, match=f"could not download D4RL dataset walker2d-medium-v2 .*{message}"):
             load_dataset("walker2d-medium-v2")
     assert list(d4rl_cache.iterdir()) == []  # neither the final file nor the .part
 

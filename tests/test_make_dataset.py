@@ -13,6 +13,7 @@ import pytest
 
 from benchmarks.pendulum_controller import act as pendulum_controller
 from common.datasets import load_dataset
+from common.errors import UserError
 from common.make_dataset import Args, load_policy, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +90,7 @@ def test_minari_copy_has_the_same_episodes(tmp_path, monkeypatch):
     np.testing.assert_array_equal(transitions.next_observations, data["next_observations"])
     np.testing.assert_array_equal(transitions.actions, data["actions"])
     assert (info.ref_min_score, info.ref_max_score) == (data["attrs"]["ref_min_score"], -140.0)
-    with pytest.raises(ValueError, match="exists already"):
+    with pytest.raises(UserError, match="exists already"):
         make(tmp_path, "again.hdf5", num_steps=10, minari_id="pendulum/pd-v0")
 
 
@@ -99,11 +100,11 @@ def test_policy_specs(monkeypatch):
     fake_learner = types.SimpleNamespace(load_policy=lambda path: ("policy from", path))
     monkeypatch.setitem(sys.modules, "some_learner", fake_learner)  # a loader, without a learner
     assert load_policy("some_learner:load_policy", "runs/x/step_1.eqx") == ("policy from", "runs/x/step_1.eqx")
-    with pytest.raises(ValueError, match="module:function"):
+    with pytest.raises(UserError, match="module:function"):
         load_policy("pendulum_controller")
-    with pytest.raises(ValueError, match="--policy-checkpoint needs --policy to name its loader"):
+    with pytest.raises(UserError, match="--policy-checkpoint needs --policy to name its loader"):
         load_policy("random", "runs/x/step_1.eqx")
-    with pytest.raises(ValueError, match="now given as --policy misa_d4rl:load_policy --policy-checkpoint PATH"):
+    with pytest.raises(UserError, match="now given as --policy misa_d4rl:load_policy --policy-checkpoint PATH"):
         load_policy("checkpoint:runs/x/step_1.eqx")  # the earlier form
 
 

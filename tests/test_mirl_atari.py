@@ -14,7 +14,9 @@ import pytest
 from conftest import assert_rows_close, leaves, run_sharded_and_single, scalars
 
 from common.checkpoint import read_header
-from mirl_atari import Args, main
+from common.cli import parse
+from common.errors import UserError
+from mirl_atari import SCRIPT, Args, main
 
 pytestmark = pytest.mark.skipif(sys.version_info < (3, 11), reason="envpool 1.2 has wheels for Python 3.11+ only")
 
@@ -102,7 +104,7 @@ def test_resume_restores_the_learner_and_continues():
     assert [c.name for c in checkpoints] == ["step_000000032.eqx", "step_000000064.eqx", "step_000000096.eqx"]
     assert read_header(checkpoints[1])["iteration"] == 32
 
-    resumed = main(Args(resume=str(checkpoints[1])))
+    resumed = main(parse(Args, SCRIPT, ["--resume", str(checkpoints[1])]))
     assert resumed["run_dir"] == uninterrupted["run_dir"]
     restarted = np.asarray(resumed["states"].replay.first)[0]
     rows = TINY["buffer_size"] // TINY["num_envs"]
@@ -112,16 +114,16 @@ def test_resume_restores_the_learner_and_continues():
 
 
 def test_unknown_game_lists_valid_ones():
-    with pytest.raises(SystemExit, match=r"'Pongg-v5' is not an envpool Atari game .*Pong-v5"):
+    with pytest.raises(UserError, match=r"'Pongg-v5' is not an envpool Atari game .*Pong-v5"):
         main(Args(env_id="Pongg-v5", **TINY))
-    with pytest.raises(SystemExit, match=r"'CartPole-v1' is not an envpool Atari game"):
+    with pytest.raises(UserError, match=r"'CartPole-v1' is not an envpool Atari game"):
         main(Args(env_id="CartPole-v1", **TINY))
 
 
 def test_unsupported_option_combinations_say_why():
-    with pytest.raises(SystemExit, match="--buffer-size must hold more than 4 steps of every environment"):
+    with pytest.raises(UserError, match="--buffer-size must hold more than 4 steps of every environment"):
         main(Args(**{**TINY, "buffer_size": 8}))
-    with pytest.raises(SystemExit, match=r"--train-frequency \(3\) and --num-envs \(2\) must divide one another"):
+    with pytest.raises(UserError, match=r"--train-frequency \(3\) and --num-envs \(2\) must divide one another"):
         main(Args(**{**TINY, "train_frequency": 3}))
 
 

@@ -16,7 +16,9 @@ from conftest import assert_rows_close, leaves, run_sharded_and_single, scalars
 from gymnax.environments import spaces
 
 from common.checkpoint import read_header
-from mirl_gymnax import CONTINUOUS_ENV_IDS, Args, Replay, main, make_env, replay_obs_dtype
+from common.cli import parse
+from common.errors import UserError
+from mirl_gymnax import CONTINUOUS_ENV_IDS, SCRIPT, Args, Replay, main, make_env, replay_obs_dtype
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(
@@ -94,7 +96,7 @@ def test_resume_reaches_the_uninterrupted_result():
     header = read_header(checkpoints[0])
     assert header["iteration"] == 1_000 // TINY["num_envs"] and header["args"]["num_seeds"] == 2
 
-    resumed = main(Args(resume=str(checkpoints[0])))
+    resumed = main(parse(Args, SCRIPT, ["--resume", str(checkpoints[0])]))
     for a, b in zip(leaves(uninterrupted["states"]), leaves(resumed["states"]), strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(uninterrupted["eval_returns"], resumed["eval_returns"])
@@ -120,22 +122,22 @@ def test_sharded_seeds_equal_unsharded(tmp_path):
 
 
 def test_unknown_env_id_lists_the_valid_ones():
-    with pytest.raises(SystemExit, match="unknown env id 'CartPole-v0'.*CartPole-v1.*Breakout-MinAtar"):
+    with pytest.raises(UserError, match="unknown env id 'CartPole-v0'.*CartPole-v1.*Breakout-MinAtar"):
         main(Args(env_id="CartPole-v0", **TINY))
 
 
 def test_continuous_env_is_refused():
-    with pytest.raises(SystemExit, match="Pendulum-v1 has a continuous action space.*Acrobot-v1"):
+    with pytest.raises(UserError, match="Pendulum-v1 has a continuous action space.*Acrobot-v1"):
         main(Args(env_id="Pendulum-v1", **TINY))
 
 
 def test_inconsistent_flags_are_refused():
-    with pytest.raises(SystemExit, match="--buffer-size .* multiple of --num-envs"):
+    with pytest.raises(UserError, match="--buffer-size .* multiple of --num-envs"):
         main(Args(**{**TINY, "buffer_size": 1_001}))
 
 
 def test_oversized_replay_is_refused_before_allocation():
-    with pytest.raises(MemoryError, match=r"replay buffers \(1 seeds × 4000000000 transitions.*needs 1\d\d\.\d\d GiB"):
+    with pytest.raises(MemoryError, match=r"replay buffers \(1 seed × 4000000000 transitions.*needs 1\d\d\.\d\d GiB"):
         main(Args(**{**TINY, "buffer_size": 4_000_000_000}))
 
 
@@ -213,4 +215,4 @@ def test_command_line_runs_and_documents_every_flag():
     )
     assert ran.returncode == 0, ran.stderr[-3000:]
     assert "greedy eval/episodic_return" in ran.stdout
-    assert len(list(Path("runs").glob("CartPole-v1__mirl_gymnax__1__*/seed_1/events.out.tfevents.*"))) == 1
+    assert len(list(Path("runs").glob("CartPole-v1__sql__1__*/seed_1/events.out.tfevents.*"))) == 1

@@ -14,8 +14,10 @@ from conftest import leaves, run_sharded_and_single, scalars
 
 import common.make_dataset as make_dataset
 from common.checkpoint import read_header, save_checkpoint
+from common.cli import parse
 from common.datasets import load_dataset
-from misa_d4rl import Args, ObsScaler, load_policy, main
+from common.errors import UserError
+from misa_d4rl import SCRIPT, Args, ObsScaler, load_policy, main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(
@@ -79,7 +81,7 @@ def test_same_seed_reproduces_bit_for_bit(dataset_path):
 def test_resume_reaches_the_uninterrupted_result(dataset_path):
     uninterrupted = main(tiny(dataset_path, save_model=True, keep_checkpoints=0))
     halfway = uninterrupted["run_dir"] / "checkpoints" / "step_000000010.eqx"
-    resumed = main(Args(resume=str(halfway)))
+    resumed = main(parse(Args, SCRIPT, ["--resume", str(halfway)]))
     for a, b in zip(leaves(uninterrupted["states"]), leaves(resumed["states"]), strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(uninterrupted["scores"], resumed["scores"])
@@ -132,39 +134,39 @@ def test_sharded_seeds_equal_unsharded(dataset_path, tmp_path):
 
 
 def test_unknown_dataset_names_the_valid_ones():
-    with pytest.raises(SystemExit, match="hopper-medium-v2.*mujoco/hopper/medium-v0"):
+    with pytest.raises(UserError, match="hopper-medium-v2.*mujoco/hopper/medium-v0"):
         main(Args(**{**TINY, "env_id": "hopper-mediocre-v2"}))
 
 
 def test_missing_file_is_named(tmp_path):
     missing = tmp_path / "nowhere.hdf5"
-    with pytest.raises(SystemExit, match="nowhere.hdf5"):
+    with pytest.raises(UserError, match="nowhere.hdf5"):
         main(tiny(str(missing)))
 
 
 def test_inconsistent_flags_are_refused(dataset_path):
-    with pytest.raises(SystemExit, match="multiples of --log-interval"):
+    with pytest.raises(UserError, match="multiples of --log-interval"):
         main(tiny(dataset_path, eval_interval=12))
-    with pytest.raises(SystemExit, match="--action-clip must lie in"):
+    with pytest.raises(UserError, match="--action-clip must lie in"):
         main(tiny(dataset_path, action_clip=1.0))
-    with pytest.raises(SystemExit, match="--hmc-step-size must be positive"):
+    with pytest.raises(UserError, match=r"--hmc-step-size \(0.0\) must be positive"):
         main(tiny(dataset_path, hmc_step_size=0.0))
-    with pytest.raises(SystemExit, match="--eval-episodes must be non-negative"):
+    with pytest.raises(UserError, match=r"--eval-episodes \(-1\) must be non-negative"):
         main(tiny(dataset_path, eval_episodes=-1))
-    with pytest.raises(SystemExit, match="--add-positive .* --variant cql has no such set"):
+    with pytest.raises(UserError, match="--add-positive .* --variant cql has no such set"):
         main(tiny(dataset_path, variant="cql", add_positive=True))
-    with pytest.raises(SystemExit, match="--lagrange tunes the critics' regulariser; --variant bc"):
+    with pytest.raises(UserError, match="--lagrange tunes the critics' regulariser; --variant bc"):
         main(tiny(dataset_path, variant="bc", lagrange=True))
 
 
 def test_a_checkpoint_from_before_the_official_regularisers_is_refused(dataset_path, tmp_path):
     result = main(tiny(dataset_path, save_model=True, eval_episodes=0))
     header = read_header(result["last_checkpoint"])
-    del header["args"]["add_positive"]  # what misa_d4rl.py wrote before --add-positive existed
+    del header["args"]["add_positive"], header["script"]  # what misa_d4rl.py wrote before --add-positive existed
     old = tmp_path / "old.eqx"
     save_checkpoint(old, result["states"], header)
-    with pytest.raises(SystemExit, match="earlier misa_d4rl.py .* start a new run"):
-        main(Args(resume=str(old)))
+    with pytest.raises(UserError, match=r"another version of misa_d4rl.py \(without --add-positive\).*start a new run"):
+        main(parse(Args, SCRIPT, ["--resume", str(old)]))
 
 
 def test_without_evaluation_the_actions_keep_the_environment_box(dataset_path):

@@ -1,0 +1,88 @@
+"""The scripts' command line: tyro's parser, `--resume` with the flags a resumed run may change, and bad
+input answered with one `error:` line.
+
+    if __name__ == "__main__":
+        run_script(main, Args, "mirl_gymnax.py")
+
+A problem with the user's input (a flag, a file, a dataset, a checkpoint, the machine's memory) is raised
+as a `UserError`, which the command line prints as `error: <message>` on stderr before exiting with
+status 1; set KIT_TRACEBACK=1 to see where it was raised.
+"""
+
+import dataclasses
+import os
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tyro
+
+from common.checkpoint import read_header
+from common.errors import UserError, flag
+
+A = TypeVar("A")
+
+# the flags every script lets a resumed run change: where and how often it logs and checkpoints
+RESUMABLE_EVERYWHERE = ("save_model", "keep_checkpoints", "log_interval", "track", "wandb_project_name", "wandb_entity")
+
+
+def saved_args(args_class: type[A], header: dict, path: str | Path, script: str) -> A:
+    """The Args a checkpoint was written with, refusing checkpoints of another script or another version."""
+    written_by = header.get("script")
+    if written_by is not None and written_by != script:
+        raise UserError(f"{path} was written by {written_by}, not {script}: resume it with {written_by}")
+    saved = header.get("args")
+    names = {field.name for field in dataclasses.fields(args_class)}
+    if not isinstance(saved, dict) or (written_by is None and not names & set(saved)):
+        raise UserError(f"{path} is not a checkpoint of {script} (its header holds no {script} flags)")
+    unknown, missing = sorted(set(saved) - names), sorted(names - set(saved))
+    if unknown or missing:
+        differences = ", ".join(
+            [f"unknown {', '.join(map(flag, unknown))}"] * bool(unknown)
+            + [f"without {', '.join(map(flag, missing))}"] * bool(missing)
+        )
+        raise UserError(
+            f"{path} was written by another version of {script} ({differences}): resuming it could change the "
+            "run's objective mid-run; start a new run"
+        )
+    return args_class(**saved)
+
+
+def check_resume_changes(saved: Any, args: Any, resumable: Iterable[str], step: int, total_field: str) -> dict:
+    """The flags `args` changes from the checkpoint's `saved` Args, refusing those a resumed run may not change
+    and a total below the checkpoint's step. Returns {field: (saved value, new value)}."""
+    changes = {
+        field.name: (getattr(saved, field.name), getattr(args, field.name))
+        for field in dataclasses.fields(saved)
+        if field.name != "resume" and getattr(saved, field.name) != getattr(args, field.name)
+    }
+    refused = sorted(set(changes) - set(RESUMABLE_EVERYWHERE) - set(resumable) - {total_field})
+    if refused:
+        allowed = ", ".join(map(flag, sorted({total_field, *RESUMABLE_EVERYWHERE, *resumable})))
+        raise UserError(
+            f"a resumed run keeps the flags it was started with; {', '.join(map(flag, refused))} cannot change on "
+            f"--resume (these can: {allowed}). Start a new run to change them"
+        )
+    if getattr(args, total_field) < step:
+        raise UserError(f"{flag(total_field)} ({getattr(args, total_field)}) is below the checkpoint's step ({step})")
+    return changes
+
+
+def parse(args_class: type[A], script: str, argv: list[str] | None = None) -> A:
+    """tyro's parse of `argv`; with --resume, the flags not given are the checkpoint's."""
+    args = tyro.cli(args_class, args=argv)
+    if getattr(args, "resume", None) is None:
+        return args
+    saved = saved_args(args_class, read_header(args.resume), args.resume, script)
+    return tyro.cli(args_class, args=argv, default=dataclasses.replace(saved, resume=args.resume))
+
+
+def run_script(main: Callable[[Any], Any], args_class: type, script: str) -> None:
+    """Parse the command line and run `main`; a UserError exits with its one-line message."""
+    try:
+        main(parse(args_class, script))
+    except UserError as error:
+        if os.environ.get("KIT_TRACEBACK"):
+            raise
+        sys.exit(f"error: {error}")

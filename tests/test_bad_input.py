@@ -1,0 +1,330 @@
+"""Every class of bad input in the README's table gets one `error:` line before any work: no traceback, no run
+folder, a non-zero exit. The checks are tested in-process; a few subprocesses per script test the wiring."""
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from conftest import scalars
+from test_mirl_atari import TINY as ATARI_TINY
+from test_mirl_gymnax import TINY as GYMNAX_TINY
+from test_misa_d4rl import TINY as MISA_TINY
+
+import common.make_dataset as make_dataset
+import mirl_atari
+import mirl_gymnax
+import misa_d4rl
+from common import plot
+from common.checkpoint import read_header, save_checkpoint
+from common.cli import parse
+from common.datasets import DatasetError, load_dataset
+from common.errors import UserError
+from common.logger import RunLogger
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = {"mirl_gymnax": mirl_gymnax, "mirl_atari": mirl_atari, "misa_d4rl": misa_d4rl}
+# numeric flags for which any value is meaningful
+FREE_NUMBERS = {"seed", "log_alpha_prime_init", "lagrange_gap"}
+
+
+@pytest.fixture(autouse=True)
+def in_tmp_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def dataset_path(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("data") / "pendulum-random.hdf5"
+    make_dataset.main(
+        make_dataset.Args(env_id="Pendulum-v1", policy="random", num_steps=600, output=str(path), reference_episodes=1)
+    )
+    return str(path)
+
+
+def copy_dataset(source: str, target: Path, **replaced: np.ndarray) -> str:
+    """`source` with some of its arrays replaced."""
+    with h5py.File(source) as old, h5py.File(target, "w") as new:
+        for key in old:
+            new[key] = replaced.get(key, old[key][()])
+        new.attrs.update(old.attrs)
+    return str(target)
+
+
+def filled_args(name: str):
+    """Each script's default Args, with misa's domain defaults filled in as its check sees them."""
+    if name == "misa_d4rl":
+        return misa_d4rl.with_domain_defaults(misa_d4rl.Args(), "locomotion")
+    return SCRIPTS[name].Args()
+
+
+def numeric_fields(args) -> list[str]:
+    return [
+        field.name
+        for field in dataclasses.fields(args)
+        if type(getattr(args, field.name)) in (int, float) and field.name not in FREE_NUMBERS
+    ]
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_number_is_checked(name):
+    """Each size, count, interval, rate and weight refuses −1, naming its flag; those that must be positive
+    refuse 0 too; the defaults pass."""
+    module, defaults = SCRIPTS[name], filled_args(name)
+    module.check_args(defaults)
+    for field in numeric_fields(defaults):
+        for bad in (-1, 0):
+            args = dataclasses.replace(defaults, **{field: bad})
+            if bad == 0 and field in ("keep_checkpoints", "eval_episodes") + (
+                ("learning_starts", "alpha_rho", "alpha_beta", "end_e", "start_e", "gamma")
+                + ("eval_epsilon", "repeat_action_probability")
+                if name != "misa_d4rl"
+                else ("bc_weight", "fixed_alpha", "regularizer_weight", "mcmc_weight", "hmc_burn_in", "gamma")
+                + ("hmc_adaptation_steps", "hmc_target_acceptance")
+            ):
+                continue  # 0 is meaningful for these (0 keeps every checkpoint, no evaluation, no term, ...)
+            with pytest.raises(UserError, match="--" + field.replace("_", "-")):
+                module.check_args(args)
+
+
+def run_folders() -> list[Path]:
+    return list(Path("runs").glob("*")) if Path("runs").exists() else []
+
+
+@pytest.mark.parametrize(
+    "name, overrides",
+    [
+        ("mirl_gymnax", dict(total_timesteps=0)),
+        ("mirl_gymnax", dict(total_timesteps=-40)),
+        ("mirl_gymnax", dict(batch_size=0)),
+        ("mirl_gymnax", dict(num_seeds=0)),
+        ("mirl_gymnax", dict(learning_starts=4_000)),
+        ("mirl_atari", dict(total_timesteps=0)),
+        ("mirl_atari", dict(num_seeds=-1)),
+        ("mirl_atari", dict(batch_size=-4)),
+    ],
+)
+def test_mirl_sizes_are_refused_before_anything_is_built(name, overrides):
+    tiny = GYMNAX_TINY if name == "mirl_gymnax" else ATARI_TINY
+    with pytest.raises(UserError, match="--" + next(iter(overrides)).replace("_", "-")):
+        SCRIPTS[name].main(SCRIPTS[name].Args(**{**tiny, **overrides}))
+    assert run_folders() == []
+
+
+def test_misa_sizes_are_refused_before_anything_is_built(dataset_path):
+    for overrides in (dict(total_steps=0), dict(batch_size=-1), dict(num_seeds=0), dict(eval_interval=0)):
+        with pytest.raises(UserError, match="--" + next(iter(overrides)).replace("_", "-")):
+            misa_d4rl.main(misa_d4rl.Args(**{**MISA_TINY, "dataset_path": dataset_path, **overrides}))
+    assert run_folders() == []
+
+
+def test_misa_derives_the_log_interval_and_names_the_rule(dataset_path):
+    args = misa_d4rl.Args(**{**MISA_TINY, "dataset_path": dataset_path, "log_interval": None})
+    result = misa_d4rl.main(dataclasses.replace(args, total_steps=14, eval_interval=6))
+    assert result["run_dir"].name.split("__")[1] == "misa"  # runs are named after the variant by default
+    steps = {step for step, _ in scalars(result["run_dir"], 1)["losses/qf1_loss"]}
+    assert steps == {2, 4, 6, 8, 10, 12, 14}  # gcd(1000, 6, 14) = 2
+    with pytest.raises(UserError, match=r"must be multiples of --log-interval \(4\)"):
+        misa_d4rl.main(dataclasses.replace(args, total_steps=14, log_interval=4))
+
+
+# ---- datasets ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["terminals", "timeouts"])
+def test_nan_or_non_flag_terminals_and_timeouts_are_refused(dataset_path, tmp_path, key):
+    with h5py.File(dataset_path) as file:
+        values = file[key][()].astype(np.float32)
+    values[[5, 9]] = [np.nan, 0.5]
+    bad = copy_dataset(dataset_path, tmp_path / "bad.hdf5", **{key: values})
+    with pytest.raises(
+        DatasetError, match=rf"{key} must be 0/1 flags; 2 row\(s\) are not \(first: \[5, 9\], values \[nan, 0.5\]"
+    ):
+        load_dataset("mine", bad)
+
+
+def test_truncated_hdf5_is_refused_with_what_to_do(dataset_path, tmp_path):
+    data = Path(dataset_path).read_bytes()
+    cut = tmp_path / "cut.hdf5"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DatasetError, match="cut.hdf5 cannot be read as HDF5 .* it may be cut short"):
+        load_dataset("mine", str(cut))
+
+
+def test_observations_of_another_size_than_the_environment_are_refused_before_training(dataset_path, tmp_path):
+    with h5py.File(dataset_path) as file:
+        observations = file["observations"][()]
+    wider = np.concatenate([observations, observations[:, :1]], axis=1)
+    bad = copy_dataset(dataset_path, tmp_path / "wide.hdf5", observations=wider)
+    with pytest.raises(
+        DatasetError, match=r"observations have 4 values and its actions 1, but .*Pendulum-v1\) has 3 and 1"
+    ):
+        misa_d4rl.main(misa_d4rl.Args(**{**MISA_TINY, "dataset_path": bad}))
+    assert run_folders() == []
+
+
+def test_actions_outside_the_environment_box_are_reported(dataset_path, tmp_path):
+    with h5py.File(dataset_path) as file:
+        actions = file["actions"][()]
+    actions[:3] = 2.5  # Pendulum's box is [−2, 2]
+    bad = copy_dataset(dataset_path, tmp_path / "loud.hdf5", actions=actions)
+    with pytest.warns(
+        UserWarning, match=r"3 of the dataset's \d+ actions lie outside the action box \[-2.0, 2.0\] \(by up to 0.5\)"
+    ):
+        misa_d4rl.main(misa_d4rl.Args(**{**MISA_TINY, "dataset_path": bad, "total_steps": 5, "log_interval": 5}))
+
+
+def test_a_minari_id_that_cannot_be_fetched_says_how_to_get_it(monkeypatch):
+    import minari
+
+    def offline(dataset_id, download=False):
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr(minari, "load_dataset", offline)
+    with pytest.raises(
+        DatasetError,
+        match=r"medium-v0 is not stored locally .*ConnectionError.*download mujoco/hopper/medium-v0.*minari\[hf\]",
+    ):
+        load_dataset("mujoco/hopper/medium-v0")
+
+
+# ---- checkpoints and --resume ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def gymnax_checkpoint() -> dict:
+    """A finished two-checkpoint CartPole run."""
+    result = mirl_gymnax.main(mirl_gymnax.Args(save_model=True, keep_checkpoints=0, **GYMNAX_TINY))
+    result["checkpoints"] = sorted((result["run_dir"] / "checkpoints").glob("step_*.eqx"))
+    return result
+
+
+def resume(module, path, *flags):
+    return module.main(parse(module.Args, module.SCRIPT, ["--resume", str(path), *flags]))
+
+
+def test_unreadable_checkpoints_are_refused_without_a_run_folder(gymnax_checkpoint, tmp_path):
+    first = gymnax_checkpoint["checkpoints"][0].read_bytes()
+    shutil.rmtree("runs")  # a checkpoint copied elsewhere: a failed resume must not make its run folder again
+    cut, noise = tmp_path / "cut.eqx", tmp_path / "noise.eqx"
+    cut.write_bytes(first[: len(first) // 2])
+    noise.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(UserError, match="cut.eqx is cut short or corrupt"):
+        resume(mirl_gymnax, cut)
+    with pytest.raises(UserError, match="noise.eqx is not a checkpoint of this kit"):
+        resume(mirl_gymnax, noise)
+    with pytest.raises(UserError, match="no checkpoint file at .*missing.eqx"):
+        resume(mirl_gymnax, tmp_path / "missing.eqx")
+    assert run_folders() == []
+
+
+def test_a_checkpoint_of_another_script_is_refused(gymnax_checkpoint, tmp_path):
+    first = gymnax_checkpoint["checkpoints"][0]
+    with pytest.raises(
+        UserError, match="was written by mirl_gymnax.py, not misa_d4rl.py: resume it with mirl_gymnax.py"
+    ):
+        resume(misa_d4rl, first)
+    header = read_header(first)  # one written before checkpoints named their script
+    del header["script"]
+    old = tmp_path / "old.eqx"
+    save_checkpoint(old, gymnax_checkpoint["states"], header)
+    with pytest.raises(UserError, match=r"another version of misa_d4rl.py \(unknown --algo"):
+        resume(misa_d4rl, old)
+
+
+def test_resume_refuses_flags_it_cannot_change_and_names_them(gymnax_checkpoint):
+    first = gymnax_checkpoint["checkpoints"][0]
+    with pytest.raises(
+        UserError, match=r"--env-id, --learning-rate cannot change on --resume \(these can: .*--total-timesteps"
+    ):
+        resume(mirl_gymnax, first, "--learning-rate", "1e-3", "--env-id", "Acrobot-v1")
+    with pytest.raises(UserError, match=r"--total-timesteps \(800\) is below the checkpoint's step \(1000\)"):
+        resume(mirl_gymnax, first, "--total-timesteps", "800")
+    # a flag given with the value it already has is no change
+    same = resume(mirl_gymnax, first, "--learning-rate", str(GYMNAX_TINY.get("learning_rate", 2.5e-4)))
+    np.testing.assert_array_equal(same["eval_returns"], gymnax_checkpoint["eval_returns"])
+
+
+def test_resume_extends_the_run_with_the_schedules_of_the_new_total(gymnax_checkpoint, capsys):
+    """The ε and learning-rate schedules are defined on the total: after an extension, they are those of a run
+    started with the new total, from the resume step on (the README's Resuming)."""
+    first = gymnax_checkpoint["checkpoints"][0]  # step 1000 of 2000
+    extended = resume(mirl_gymnax, first, "--total-timesteps", "3000", "--log-interval", "100")
+    assert "from here on, ε and the learning rate follow the schedules of a 3,000-step run" in capsys.readouterr().out
+    logged = dict(scalars(extended["run_dir"], 1)["charts/epsilon"])
+    env = mirl_gymnax.make_env("CartPole-v1")
+    original = mirl_gymnax.make_setup(mirl_gymnax.Args(**GYMNAX_TINY), *env)
+    longer = mirl_gymnax.make_setup(dataclasses.replace(original.args, total_timesteps=3_000), *env)
+    for step in (1_100, 1_300):  # steps logged at the new --log-interval only
+        iteration = step // GYMNAX_TINY["num_envs"] - 1
+        assert logged[step] == pytest.approx(float(mirl_gymnax.epsilon_at(longer, iteration)))
+        assert logged[step] > float(mirl_gymnax.epsilon_at(original, iteration)) + 0.05
+    assert max(logged) == 3_000
+    # Adam's step count goes on from the checkpoint's (one update per iteration here), so the learning rate is
+    # the new schedule's at that count
+    count, final_count = (np.asarray(s.opt_state[0].count) for s in (extended["states"], gymnax_checkpoint["states"]))
+    assert (count == final_count + 1_000 // GYMNAX_TINY["num_envs"]).all()
+
+
+def test_non_finite_stop_before_the_first_checkpoint_says_none_yet():
+    with pytest.raises(SystemExit, match=r"Last checkpoint kept: none yet$"):
+        mirl_gymnax.main(
+            mirl_gymnax.Args(**{**GYMNAX_TINY, "learning_rate": 1e36, "learning_starts": 400, "save_model": True})
+        )
+
+
+# ---- logging and plotting ---------------------------------------------------------------------------------------
+
+
+def test_off_a_terminal_a_status_line_reports_progress(tmp_path, capsys):
+    logger = RunLogger(tmp_path / "run", mirl_gymnax.Args(), [1], total_steps=100, first_step=0, status_every=0.0)
+    assert logger.status_every == 0.0  # pytest's output is not a terminal: tqdm is off
+    logger.started = (0, logger.last_status - 10.0)  # training began 10 s ago
+    logger.last_step, logger.last_time = 0, logger.last_status - 10.0
+    logger.write(20, {"charts/episodic_return": np.array([17.0])})
+    logger.close()
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("step 20/100 (20%) | ") and "SPS | episodic_return 17.0 | ETA 4" in line
+
+
+def test_the_plot_command_says_which_pattern_matched_nothing(tmp_path):
+    (tmp_path / "runs" / "CartPole-v1__mirl__1__5" / "seed_1").mkdir(parents=True)
+    with pytest.raises(
+        SystemExit,
+        match=r"runs/CartPole-v1__dqn__\* matched no run directory \(the shell .*holds: CartPole-v1__mirl__1__5",
+    ):
+        plot.main(plot.Args(runs=[Path("runs/CartPole-v1__dqn__*")]))
+
+
+# ---- the command line's wiring ------------------------------------------------------------------------------------
+
+
+def command(script: str, *flags: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("KIT_TRACEBACK", None)
+    return subprocess.run([sys.executable, str(ROOT / script), *flags], env=env, capture_output=True, text=True)
+
+
+def assert_one_error_line(done: subprocess.CompletedProcess, match: str) -> None:
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and match in last, last
+    assert run_folders() == []
+
+
+def test_command_lines_answer_bad_input_with_one_line(dataset_path, tmp_path):
+    assert_one_error_line(command("mirl_gymnax.py", "--total-timesteps", "0"), "--total-timesteps (0) must be positive")
+    assert_one_error_line(command("mirl_gymnax.py", "--buffer-size", "4000000000"), "needs")
+    assert_one_error_line(command("mirl_atari.py", "--num-seeds", "0"), "--num-seeds (0) must be positive")
+    cut = tmp_path / "cut.hdf5"
+    cut.write_bytes(Path(dataset_path).read_bytes()[:5000])
+    assert_one_error_line(command("misa_d4rl.py", "--dataset-path", str(cut)), "cannot be read as HDF5")
+    noise = tmp_path / "noise.eqx"
+    noise.write_bytes(b"{}\n" + bytes(100))
+    assert_one_error_line(command("misa_d4rl.py", "--resume", str(noise)), "is not a checkpoint of misa_d4rl.py")
