@@ -26,10 +26,10 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from common.checkpoint import load_checkpoint, non_finite_stop, read_header, save_run_checkpoint
-from common.cli import check_resume_changes, run_script, saved_args
+from common.checkpoint import init_or_restore, non_finite_stop
+from common.cli import run_script, start_resume
 from common.devices import SEED_AXIS, check_fits, seed_mesh, shard_seeds
-from common.errors import UserError, out_of_range, plural
+from common.errors import UserError, flag, out_of_range, plural
 from common.logger import RunLogger, make_run_name, nan_mean, start_tracking
 
 SCRIPT = os.path.basename(__file__)
@@ -788,13 +788,13 @@ def check_args(args: Args) -> None:
         positive=(
             "num_seeds", "total_timesteps", "num_envs", "batch_size", "buffer_size", "train_frequency",
             "target_network_frequency", "checkpoint_interval", "eval_interval", "log_interval", "learning_rate",
-            "exploration_fraction", "td_loss_floor", "eval_episodes", "max_episode_steps",
+            "td_loss_floor", "eval_episodes", "beta_max", "max_episode_steps",
         ),
         non_negative=("keep_checkpoints",),
         unit_interval=(
-            "gamma", "start_e", "end_e", "exploration_fraction", "alpha_rho", "alpha_beta", "eval_epsilon",
-            "repeat_action_probability",
+            "gamma", "start_e", "end_e", "alpha_rho", "alpha_beta", "eval_epsilon", "repeat_action_probability",
         ),
+        fraction=("exploration_fraction",),
     )  # fmt: skip
     if problems:  # the rules below assume these
         raise UserError("; ".join(problems))
@@ -812,7 +812,7 @@ def check_args(args: Args) -> None:
         problems.append("--buffer-size must hold more than 4 steps of every environment (a frame stack and its next)")
     for name in ("checkpoint_interval", "eval_interval"):
         if getattr(args, name) % args.num_envs:
-            problems.append(f"--{name.replace('_', '-')} ({getattr(args, name)}) must be a multiple of --num-envs")
+            problems.append(f"{flag(name)} ({getattr(args, name)}) must be a multiple of --num-envs")
     if args.learning_starts < args.batch_size or args.learning_starts < 2 * args.num_envs:
         problems.append(
             f"--learning-starts ({args.learning_starts}) must be at least --batch-size and two steps of every env"
@@ -831,7 +831,7 @@ def check_args(args: Args) -> None:
 
 
 # what a resumed run may change besides the logging and checkpoint flags (common.cli)
-RESUMABLE = ("total_timesteps", "checkpoint_interval", "eval_interval", "eval_episodes", "eval_epsilon")
+RESUMABLE = ("checkpoint_interval", "eval_interval", "eval_episodes", "eval_epsilon")
 
 
 def open_pools(args: Args, seeds: list[int], mesh: jax.sharding.Mesh, training: bool):
@@ -859,17 +859,16 @@ def main(args: Args) -> dict:
     """Train (or resume) with evaluations; returns the final states and the last evaluation's returns."""
     first_iteration = 0
     if args.resume:
-        header = read_header(args.resume)
-        saved = saved_args(Args, header, args.resume, SCRIPT)
-        first_iteration, step = header["iteration"], header["iteration"] * saved.num_envs
-        changes = check_resume_changes(saved, args, RESUMABLE, step, "total_timesteps")
-        if "total_timesteps" in changes:
-            print(
-                f"resuming at step {step:,} with --total-timesteps {args.total_timesteps:,} (was "
-                f"{saved.total_timesteps:,}): from here on, ε and the learning rate follow the schedules of a "
-                f"{args.total_timesteps:,}-step run"
-            )
-        run_name = header["run_name"]
+        args, header, _ = start_resume(
+            Args,
+            args,
+            SCRIPT,
+            RESUMABLE,
+            "total_timesteps",
+            lambda header, saved: header["iteration"] * saved.num_envs,
+            ": from here on, ε and the learning rate follow the schedules of a run of that length",
+        )
+        run_name, first_iteration = header["run_name"], header["iteration"]
     else:
         run_name = make_run_name(args.env_id, args.exp_name or args.algo, args.seed)
     check_args(args)
@@ -897,11 +896,9 @@ def main(args: Args) -> dict:
     # envpool cannot save its emulators: a resumed run starts new games, everything else is restored
     obs = shard_seeds(jnp.asarray(reset_pools(pools, args.num_seeds)), mesh)
     init = jax.vmap(make_train(args, num_actions, obs_shape, env_step, eval_step).init)  # independent of logging
+    states = init_or_restore(init, args.resume, keys, obs)
     if args.resume:
-        states = load_checkpoint(args.resume, eqx.filter_eval_shape(init, keys, obs))
         states = dataclasses.replace(states, **jax.vmap(fresh_games)(obs))
-    else:
-        states = jax.jit(init)(keys, obs)
     states = shard_seeds(states, mesh)
 
     if args.track:
@@ -939,11 +936,8 @@ def main(args: Args) -> dict:
             logger.close()
             raise stop
         if args.save_model and (iteration % checkpoint_every == 0 or iteration == total_iterations):
-            logger.flush()  # the curves reach the checkpoint even if the run is killed after it
             header = {"script": SCRIPT, "args": dataclasses.asdict(args), "run_name": run_name, "iteration": iteration}
-            last_checkpoint = save_run_checkpoint(
-                run_dir, iteration * args.num_envs, states, header, args.keep_checkpoints
-            )
+            last_checkpoint = logger.save_checkpoint(iteration * args.num_envs, states, header, args.keep_checkpoints)
         if iteration % eval_every == 0 and iteration < total_iterations:
             eval_returns, eval_handles = run_evaluation(iteration, eval_handles)
     eval_returns, eval_handles = run_evaluation(iteration, eval_handles)

@@ -22,8 +22,8 @@ import numpy as np
 import optax
 from gymnax.environments import spaces
 
-from common.checkpoint import load_checkpoint, non_finite_stop, read_header, save_run_checkpoint
-from common.cli import check_resume_changes, run_script, saved_args
+from common.checkpoint import init_or_restore, non_finite_stop
+from common.cli import run_script, start_resume
 from common.devices import check_fits, seed_mesh, shard_seeds
 from common.errors import UserError, out_of_range, plural
 from common.logger import RunLogger, make_run_name, nan_mean, start_tracking
@@ -667,10 +667,11 @@ def check_args(args: Args) -> None:
         positive=(
             "num_seeds", "total_timesteps", "num_envs", "batch_size", "buffer_size", "train_frequency",
             "target_network_frequency", "checkpoint_interval", "log_interval", "learning_rate",
-            "exploration_fraction", "td_loss_floor", "eval_episodes",
+            "td_loss_floor", "eval_episodes", "beta_max",
         ),
         non_negative=("keep_checkpoints",),
-        unit_interval=("gamma", "start_e", "end_e", "exploration_fraction", "alpha_rho", "alpha_beta"),
+        unit_interval=("gamma", "start_e", "end_e", "alpha_rho", "alpha_beta"),
+        fraction=("exploration_fraction",),
     )  # fmt: skip
     if problems:  # the rules below assume these
         raise UserError("; ".join(problems))
@@ -702,24 +703,23 @@ def check_args(args: Args) -> None:
 
 
 # what a resumed run may change besides the logging and checkpoint flags (common.cli)
-RESUMABLE = ("total_timesteps", "checkpoint_interval", "eval_episodes")
+RESUMABLE = ("checkpoint_interval", "eval_episodes")
 
 
 def main(args: Args) -> dict:
     """Train (or resume) and evaluate; returns the final states and evaluation returns."""
     first_iteration = 0
     if args.resume:
-        header = read_header(args.resume)
-        saved = saved_args(Args, header, args.resume, SCRIPT)
-        first_iteration, step = header["iteration"], header["iteration"] * saved.num_envs
-        changes = check_resume_changes(saved, args, RESUMABLE, step, "total_timesteps")
-        if "total_timesteps" in changes:
-            print(
-                f"resuming at step {step:,} with --total-timesteps {args.total_timesteps:,} (was "
-                f"{saved.total_timesteps:,}): from here on, ε and the learning rate follow the schedules of a "
-                f"{args.total_timesteps:,}-step run"
-            )
-        run_name = header["run_name"]
+        args, header, _ = start_resume(
+            Args,
+            args,
+            SCRIPT,
+            RESUMABLE,
+            "total_timesteps",
+            lambda header, saved: header["iteration"] * saved.num_envs,
+            ": from here on, ε and the learning rate follow the schedules of a run of that length",
+        )
+        run_name, first_iteration = header["run_name"], header["iteration"]
     else:
         run_name = make_run_name(args.env_id, args.exp_name or args.algo, args.seed)
     check_args(args)
@@ -741,11 +741,7 @@ def main(args: Args) -> dict:
 
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
     init = jax.vmap(make_train(args, env, env_params).init)  # the state does not depend on the logging
-    if args.resume:
-        states = load_checkpoint(args.resume, eqx.filter_eval_shape(init, keys))
-    else:
-        states = jax.jit(init)(keys)
-    states = shard_seeds(states, mesh)
+    states = shard_seeds(init_or_restore(init, args.resume, keys), mesh)
 
     if args.track:
         start_tracking(args, run_name, args.wandb_project_name, args.wandb_entity)
@@ -770,11 +766,8 @@ def main(args: Args) -> dict:
             logger.close()
             raise stop
         if args.save_model:
-            logger.flush()  # the curves reach the checkpoint even if the run is killed after it
             header = {"script": SCRIPT, "args": dataclasses.asdict(args), "run_name": run_name, "iteration": iteration}
-            last_checkpoint = save_run_checkpoint(
-                run_dir, iteration * args.num_envs, states, header, args.keep_checkpoints
-            )
+            last_checkpoint = logger.save_checkpoint(iteration * args.num_envs, states, header, args.keep_checkpoints)
 
     eval_returns = np.asarray(jax.jit(trainer.evaluate)(states, jax.random.key(args.seed)))
     final_step = args.total_timesteps

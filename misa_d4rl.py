@@ -24,8 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from common.checkpoint import load_checkpoint, non_finite_stop, read_header, save_run_checkpoint
-from common.cli import check_resume_changes, run_script, saved_args
+from common.checkpoint import init_or_restore, load_checkpoint, non_finite_stop, read_header
+from common.cli import run_script, saved_args, start_resume
 from common.datasets import (
     DatasetInfo,
     Transitions,
@@ -831,13 +831,15 @@ def check_args(args: Args) -> None:
     problems = out_of_range(
         args,
         positive=(
-            "num_seeds", "total_steps", "batch_size", "hidden_size", "policy_lr", "q_lr", "tau",
-            "num_action_samples", "eval_interval", "log_interval",
+            "num_seeds", "total_steps", "batch_size", "hidden_size", "policy_lr", "q_lr", "num_action_samples",
+            "eval_interval", "log_interval",
         ),
         non_negative=(
             "keep_checkpoints", "eval_episodes", "bc_weight", "fixed_alpha", "regularizer_weight", "mcmc_weight",
         ),
-        unit_interval=("gamma", "tau"),
+        unit_interval=("gamma",),
+        fraction=("tau",),
+        finite=("lagrange_gap", "log_alpha_prime_init"),
     )  # fmt: skip
     if args.variant == "misa":
         problems += out_of_range(
@@ -867,20 +869,23 @@ def check_args(args: Args) -> None:
 
 
 # what a resumed run may change besides the logging and checkpoint flags (common.cli)
-RESUMABLE = ("total_steps", "eval_interval", "eval_episodes")
+RESUMABLE = ("eval_interval", "eval_episodes", "dataset_path")
 
 
 def main(args: Args) -> dict:
     """Train (or resume), evaluating every --eval-interval steps; returns the final states and scores."""
     first_step, best_scores = 0, None
     if args.resume:
-        header = read_header(args.resume)
-        saved = saved_args(Args, header, args.resume, SCRIPT)
-        check_resume_changes(saved, args, RESUMABLE, header["step"], "total_steps")
+        args, header, _ = start_resume(Args, args, SCRIPT, RESUMABLE, "total_steps", lambda header, _: header["step"])
         run_name, first_step, best_scores = header["run_name"], header["step"], header["best_scores"]
     else:
         run_name = make_run_name(args.env_id, args.exp_name or args.variant, args.seed)
     data, info = load_dataset(args.env_id, args.dataset_path)
+    if args.resume and len(data.rewards) != header.get("dataset_rows", len(data.rewards)):
+        raise UserError(
+            f"the dataset has {len(data.rewards):,} transitions, the run in {args.resume} trained on "
+            f"{header['dataset_rows']:,}: resume it with its own dataset"
+        )
     args = with_domain_defaults(args, info.domain)
     check_args(args)
     envs = make_eval_envs(info, args.num_seeds * args.eval_episodes) if args.eval_episodes > 0 else None
@@ -910,11 +915,7 @@ def main(args: Args) -> dict:
 
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
     init = jax.vmap(make_train(args, obs_dim, action_dim).init)  # the state does not depend on the logging
-    if args.resume:
-        states = load_checkpoint(args.resume, eqx.filter_eval_shape(init, keys))
-    else:
-        states = jax.jit(init)(keys)
-    states = shard_seeds(states, mesh)
+    states = shard_seeds(init_or_restore(init, args.resume, keys), mesh)
 
     if args.track:
         start_tracking(args, run_name, args.wandb_project_name, args.wandb_entity)
@@ -944,11 +945,11 @@ def main(args: Args) -> dict:
             kind = "episodic_return" if normalized is None else "normalized_score"
             for index, writer in enumerate(logger.writers):
                 writer.add_scalar("eval/episodic_return", returns[index], step)
-                writer.add_scalar(f"eval/{kind}", scores[index], step)
+                if normalized is not None:
+                    writer.add_scalar("eval/normalized_score", scores[index], step)
                 writer.add_scalar(f"eval/best_{kind}", best_scores[index], step)
             logger.set_headline(kind, float(scores.mean()))
         if args.save_model:
-            logger.flush()  # the curves reach the checkpoint even if the run is killed after it
             header = {
                 "script": SCRIPT,
                 "args": dataclasses.asdict(args),
@@ -957,12 +958,13 @@ def main(args: Args) -> dict:
                 "best_scores": best_scores,
                 "obs_dim": obs_dim,
                 "action_dim": action_dim,
+                "dataset_rows": len(dataset.rewards),
                 "obs_mean": scale_obs.mean.tolist(),
                 "obs_std": scale_obs.std.tolist(),
                 "action_low": box.low.tolist(),
                 "action_high": box.high.tolist(),
             }
-            last_checkpoint = save_run_checkpoint(run_dir, step, states, header, args.keep_checkpoints)
+            last_checkpoint = logger.save_checkpoint(step, states, header, args.keep_checkpoints)
     logger.close()
     if scores is not None:
         print(

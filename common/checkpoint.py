@@ -6,6 +6,7 @@ run's Args first and only then the tree to load into.
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,13 @@ def load_checkpoint(path: str | Path, like: Any) -> Any:
         if f.read(1):
             raise UserError(f"{path} holds more data than this run's state: it was written for other sizes")
     return jax.tree.map(lambda x, model: jax.random.wrap_key_data(x) if _is_key(model) else x, loaded, like)
+
+
+def init_or_restore(init: Callable, resume: str | Path | None, *inputs) -> Any:
+    """`jax.jit(init)(*inputs)`, or, with `resume`, the state saved there, read into the same structure."""
+    if resume:
+        return load_checkpoint(resume, eqx.filter_eval_shape(init, *inputs))
+    return jax.jit(init)(*inputs)
 
 
 def prune_checkpoints(directory: str | Path, keep: int) -> None:

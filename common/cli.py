@@ -43,8 +43,8 @@ def saved_args(args_class: type[A], header: dict, path: str | Path, script: str)
             + [f"without {', '.join(map(flag, missing))}"] * bool(missing)
         )
         raise UserError(
-            f"{path} was written by another version of {script} ({differences}): resuming it could change the "
-            "run's objective mid-run; start a new run"
+            f"{path} was written by another script or another version of {script} ({differences}): resuming it "
+            "could change the run's objective mid-run; start a new run"
         )
     return args_class(**saved)
 
@@ -67,6 +67,34 @@ def check_resume_changes(saved: Any, args: Any, resumable: Iterable[str], step: 
     if getattr(args, total_field) < step:
         raise UserError(f"{flag(total_field)} ({getattr(args, total_field)}) is below the checkpoint's step ({step})")
     return changes
+
+
+def start_resume(
+    args_class: type[A],
+    args: A,
+    script: str,
+    resumable: Iterable[str],
+    total_field: str,
+    step_of: Callable[[dict, A], int],
+    extension_note: str = "",
+) -> tuple[A, dict, int]:
+    """The Args, header and step (`step_of(header, saved Args)`) of the run `args.resume` continues. `args` holds
+    every flag of the continued run (`parse` merges the command line into the checkpoint's); those that differ
+    from the checkpoint's are checked, and an extended budget is announced with `extension_note`. For library
+    callers, `Args(resume=path)` with every other field at its default stands for the checkpoint's flags."""
+    header = read_header(args.resume)
+    saved = saved_args(args_class, header, args.resume, script)
+    if args == dataclasses.replace(args_class(), resume=args.resume):
+        args = dataclasses.replace(saved, resume=args.resume)
+    try:
+        step, _ = step_of(header, saved), header["run_name"]  # what every run's header holds
+    except (KeyError, TypeError) as error:
+        raise UserError(f"{args.resume} is not a checkpoint of {script} (its header lacks {error})") from error
+    changes = check_resume_changes(saved, args, resumable, step, total_field)
+    if total_field in changes:
+        old, new = changes[total_field]
+        print(f"resuming at step {step:,} with {flag(total_field)} {new:,} (was {old:,}){extension_note}")
+    return args, header, step
 
 
 def parse(args_class: type[A], script: str, argv: list[str] | None = None) -> A:

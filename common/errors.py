@@ -1,5 +1,7 @@
 """Bad input, and how error messages name things."""
 
+import math
+
 
 class UserError(Exception):
     """A problem with the user's input (a flag, a file, a dataset, a checkpoint, the machine's memory). The
@@ -16,17 +18,19 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def out_of_range(args, positive=(), non_negative=(), unit_interval=()) -> list[str]:
-    """What is wrong with the flags of `args` that must be > 0, ≥ 0, or within [0, 1]."""
-    problems = [
-        f"{flag(name)} ({getattr(args, name)}) must be positive" for name in positive if getattr(args, name) <= 0
+def out_of_range(args, positive=(), non_negative=(), unit_interval=(), fraction=(), finite=()) -> list[str]:
+    """What is wrong with the flags of `args` that must be > 0, ≥ 0, within [0, 1], within (0, 1], or only
+    finite; all of them must be finite (a NaN fails every comparison, so each test is written to fail on it)."""
+    rules = (
+        (finite, lambda x: True, "must be finite"),
+        (positive, lambda x: x > 0, "must be positive"),
+        (non_negative, lambda x: x >= 0, "must be non-negative"),
+        (unit_interval, lambda x: 0 <= x <= 1, "must lie in [0, 1]"),
+        (fraction, lambda x: 0 < x <= 1, "must lie in (0, 1]"),
+    )
+    return [
+        f"{flag(name)} ({getattr(args, name)}) {rule}"
+        for names, holds, rule in rules
+        for name in names
+        if not (holds(getattr(args, name)) and math.isfinite(getattr(args, name)))
     ]
-    problems += [
-        f"{flag(name)} ({getattr(args, name)}) must be non-negative" for name in non_negative if getattr(args, name) < 0
-    ]
-    problems += [
-        f"{flag(name)} ({getattr(args, name)}) must lie in [0, 1]"
-        for name in unit_interval
-        if not 0 <= getattr(args, name) <= 1
-    ]
-    return problems

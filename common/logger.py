@@ -20,6 +20,7 @@ from jax.experimental import io_callback
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
+from common.checkpoint import save_run_checkpoint
 from common.devices import replicate
 
 
@@ -42,6 +43,7 @@ class RunLogger:
     ):
         self.run_dir, self.seeds, self.table = run_dir, seeds, hyperparameter_table(args)
         self._writers: list[SummaryWriter] | None = None
+        self._files = 0  # event files opened per seed so far (a new one after every flush)
         self.progress = tqdm(total=total_steps, initial=first_step, unit="step", dynamic_ncols=True, disable=None)
         self.status_every = status_every if self.progress.disable else None
         self.total_steps = total_steps
@@ -54,20 +56,31 @@ class RunLogger:
 
     @property
     def writers(self) -> list[SummaryWriter]:
-        """One writer per seed, made on first use: a run that fails before it logs leaves no run folder."""
+        """One writer per seed, opened on first use: a run that fails before it logs leaves no run folder."""
         if self._writers is None:
-            self._writers = []
-            for seed in self.seeds:
-                writer = SummaryWriter(str(self.run_dir / f"seed_{seed}"))
-                writer.add_text("hyperparameters", self.table)
-                self._writers.append(writer)
+            # numbered, so that files opened within the same second neither collide nor sort out of order
+            suffix = f".{self._files:05d}"
+            self._writers = [
+                SummaryWriter(str(self.run_dir / f"seed_{seed}"), filename_suffix=suffix) for seed in self.seeds
+            ]
+            if self._files == 0:
+                for writer in self._writers:
+                    writer.add_text("hyperparameters", self.table)
+            self._files += 1
         return self._writers
 
     def flush(self):
-        """Write what is buffered to disk: called with every checkpoint, so that the curves of a killed run
-        reach at least the checkpoint it resumes from."""
+        """Put every logged value on disk. tensorboardX's own flush does not wait for the events its background
+        thread has not yet written, so the writers are closed (which does) and reopened on the next write."""
         for writer in self._writers or []:
-            writer.flush()
+            writer.close()
+        self._writers = None
+
+    def save_checkpoint(self, step: int, tree: Any, header: dict, keep: int) -> Path:
+        """Flush the logs, then write the run's checkpoint (common.checkpoint.save_run_checkpoint): the curves of
+        a run killed at any moment reach at least the checkpoint it resumes from."""
+        self.flush()
+        return save_run_checkpoint(self.run_dir, step, tree, header, keep)
 
     def set_headline(self, name: str, value: float):
         """The latest result, shown beside the progress bar or in the status line."""
@@ -97,8 +110,19 @@ class RunLogger:
         that charts/SPS times training only: not compilation, nor the evaluations and checkpoints between
         chunks."""
         leaves, structure = jax.tree.flatten(args[:-1])
-        avals = tuple((x.shape, x.dtype, getattr(x, "weak_type", False), x.sharding) for x in leaves)
-        key = (args[-1], structure, avals)  # what jit itself would recompile for
+        # what the compiled program depends on: shapes, dtypes and each device's part (two shardings that split an
+        # array the same way, such as replicated and seed-split on one device, share a program)
+        avals = tuple(
+            (
+                x.shape,
+                x.dtype,
+                getattr(x, "weak_type", False),
+                x.sharding.shard_shape(x.shape),
+                frozenset(x.sharding.device_set),
+            )
+            for x in leaves
+        )
+        key = (args[-1], structure, avals)
         compiled = self.compiled.get(key)
         if compiled is None:
             start = time.perf_counter()

@@ -97,7 +97,10 @@ def load_policy(spec: str, checkpoint: str | None = None) -> Policy | None:
     module_name, _, function_name = spec.partition(":")
     if not module_name or not function_name:
         raise UserError(f"--policy {spec!r}: expected `random` or `module:function`")
-    function = getattr(importlib.import_module(module_name), function_name)
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as error:
+        raise UserError(f"--policy {spec!r}: {error}") from error
     return function if checkpoint is None else function(checkpoint)
 
 

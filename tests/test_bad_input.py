@@ -29,8 +29,18 @@ from common.logger import RunLogger
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"mirl_gymnax": mirl_gymnax, "mirl_atari": mirl_atari, "misa_d4rl": misa_d4rl}
-# numeric flags for which any value is meaningful
+# numeric flags for which any finite value is meaningful
 FREE_NUMBERS = {"seed", "log_alpha_prime_init", "lagrange_gap"}
+# flags for which 0 is meaningful: keep every checkpoint, no evaluation, no exploration, a term switched off, ...
+MIRL_ZERO = ("keep_checkpoints", "alpha_rho", "alpha_beta", "end_e", "start_e", "gamma")
+ZERO_ALLOWED = {
+    "mirl_gymnax": MIRL_ZERO,
+    "mirl_atari": MIRL_ZERO + ("eval_epsilon", "repeat_action_probability"),
+    "misa_d4rl": (
+        "keep_checkpoints", "eval_episodes", "bc_weight", "fixed_alpha", "regularizer_weight", "mcmc_weight",
+        "hmc_burn_in", "gamma", "hmc_adaptation_steps", "hmc_target_acceptance",
+    ),
+}  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -80,16 +90,23 @@ def test_every_number_is_checked(name):
     for field in numeric_fields(defaults):
         for bad in (-1, 0):
             args = dataclasses.replace(defaults, **{field: bad})
-            if bad == 0 and field in ("keep_checkpoints", "eval_episodes") + (
-                ("learning_starts", "alpha_rho", "alpha_beta", "end_e", "start_e", "gamma")
-                + ("eval_epsilon", "repeat_action_probability")
-                if name != "misa_d4rl"
-                else ("bc_weight", "fixed_alpha", "regularizer_weight", "mcmc_weight", "hmc_burn_in", "gamma")
-                + ("hmc_adaptation_steps", "hmc_target_acceptance")
-            ):
-                continue  # 0 is meaningful for these (0 keeps every checkpoint, no evaluation, no term, ...)
+            if bad == 0 and field in ZERO_ALLOWED[name]:
+                continue
             with pytest.raises(UserError, match="--" + field.replace("_", "-")):
                 module.check_args(args)
+        if isinstance(getattr(defaults, field), float):
+            for bad in (float("nan"), float("inf")):
+                with pytest.raises(UserError, match="--" + field.replace("_", "-")):
+                    module.check_args(dataclasses.replace(defaults, **{field: bad}))
+    for field in FREE_NUMBERS & {f.name for f in dataclasses.fields(defaults) if f.name != "seed"}:
+        with pytest.raises(UserError, match=f"--{field.replace('_', '-')} \\(nan\\) must be finite"):
+            module.check_args(dataclasses.replace(defaults, **{field: float("nan")}))
+
+
+def test_zero_allowed_lists_only_flags_that_accept_zero():
+    for name, fields in ZERO_ALLOWED.items():
+        for field in fields:
+            SCRIPTS[name].check_args(dataclasses.replace(filled_args(name), **{field: 0}))
 
 
 def run_folders() -> list[Path]:
@@ -193,6 +210,18 @@ def test_a_minari_id_that_cannot_be_fetched_says_how_to_get_it(monkeypatch):
         load_dataset("mujoco/hopper/medium-v0")
 
 
+def test_the_documented_install_can_download_minari_datasets():
+    """The README installs misa_d4rl's dependencies with the d4rl extra; Minari downloads need its hf extra."""
+    import importlib.util
+
+    import tomllib
+
+    assert 'pip install -e ".[d4rl]"' in (ROOT / "README.md").read_text()
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["d4rl"]
+    assert any(requirement.startswith("minari[hf]") for requirement in extra)
+    assert importlib.util.find_spec("huggingface_hub") is not None  # installed here through the test extra
+
+
 # ---- checkpoints and --resume ---------------------------------------------------------------------------------
 
 
@@ -233,7 +262,7 @@ def test_a_checkpoint_of_another_script_is_refused(gymnax_checkpoint, tmp_path):
     del header["script"]
     old = tmp_path / "old.eqx"
     save_checkpoint(old, gymnax_checkpoint["states"], header)
-    with pytest.raises(UserError, match=r"another version of misa_d4rl.py \(unknown --algo"):
+    with pytest.raises(UserError, match=r"another script or another version of misa_d4rl.py \(unknown --algo"):
         resume(misa_d4rl, old)
 
 
@@ -255,7 +284,10 @@ def test_resume_extends_the_run_with_the_schedules_of_the_new_total(gymnax_check
     started with the new total, from the resume step on (the README's Resuming)."""
     first = gymnax_checkpoint["checkpoints"][0]  # step 1000 of 2000
     extended = resume(mirl_gymnax, first, "--total-timesteps", "3000", "--log-interval", "100")
-    assert "from here on, ε and the learning rate follow the schedules of a 3,000-step run" in capsys.readouterr().out
+    assert (
+        "with --total-timesteps 3,000 (was 2,000): from here on, ε and the learning rate follow the schedules of a run"
+        in capsys.readouterr().out
+    )
     logged = dict(scalars(extended["run_dir"], 1)["charts/epsilon"])
     env = mirl_gymnax.make_env("CartPole-v1")
     original = mirl_gymnax.make_setup(mirl_gymnax.Args(**GYMNAX_TINY), *env)
@@ -271,6 +303,26 @@ def test_resume_extends_the_run_with_the_schedules_of_the_new_total(gymnax_check
     assert (count == final_count + 1_000 // GYMNAX_TINY["num_envs"]).all()
 
 
+def test_misa_resume_applies_the_flags_it_may_change_and_refuses_the_others(dataset_path, tmp_path):
+    """misa's domain-filled flags are saved filled: given again at that value they are no change."""
+    first = misa_d4rl.main(misa_d4rl.Args(**{**MISA_TINY, "dataset_path": dataset_path, "save_model": True}))
+    checkpoint = first["last_checkpoint"]
+    with pytest.raises(UserError, match=r"--layer-norm cannot change on --resume"):
+        resume(misa_d4rl, checkpoint, "--layer-norm", "True")
+    smaller = copy_dataset(dataset_path, tmp_path / "moved.hdf5")
+    with h5py.File(smaller, "a") as file:  # one episode fewer: another dataset
+        for key in ("observations", "actions", "rewards", "terminals", "timeouts"):
+            values = file[key][:-200]
+            del file[key]
+            file[key] = values
+    with pytest.raises(UserError, match=r"the dataset has \d+ transitions, the run in .* trained on 5\d\d"):
+        resume(misa_d4rl, checkpoint, "--dataset-path", smaller)
+    moved = copy_dataset(dataset_path, tmp_path / "same.hdf5")
+    longer = resume(misa_d4rl, checkpoint, "--layer-norm", "False", "--dataset-path", moved, "--total-steps", "30")
+    assert [s for s, _ in scalars(longer["run_dir"], 1)["eval/episodic_return"]] == [10, 20, 30]
+    assert read_header(longer["last_checkpoint"])["step"] == 30
+
+
 def test_non_finite_stop_before_the_first_checkpoint_says_none_yet():
     with pytest.raises(SystemExit, match=r"Last checkpoint kept: none yet$"):
         mirl_gymnax.main(
@@ -283,13 +335,42 @@ def test_non_finite_stop_before_the_first_checkpoint_says_none_yet():
 
 def test_off_a_terminal_a_status_line_reports_progress(tmp_path, capsys):
     logger = RunLogger(tmp_path / "run", mirl_gymnax.Args(), [1], total_steps=100, first_step=0, status_every=0.0)
-    assert logger.status_every == 0.0  # pytest's output is not a terminal: tqdm is off
+    logger.status_every = 0.0  # as off a terminal (under `pytest -s` on one, tqdm's bar would be on instead)
     logger.started = (0, logger.last_status - 10.0)  # training began 10 s ago
     logger.last_step, logger.last_time = 0, logger.last_status - 10.0
     logger.write(20, {"charts/episodic_return": np.array([17.0])})
     logger.close()
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("step 20/100 (20%) | ") and "SPS | episodic_return 17.0 | ETA 4" in line
+
+
+FLUSH_THEN_DIE = """
+import os, sys, numpy as np
+from pathlib import Path
+from common.logger import RunLogger
+from mirl_gymnax import Args
+logger = RunLogger(Path(sys.argv[1]), Args(), [1, 2], total_steps=100, first_step=0)
+for step in range(1, 4):  # a burst of events right before the flush
+    logger.write(step, {f"tag_{k}": np.array([step, -step]) for k in range(100)})
+logger.flush()
+os._exit(0)  # as a kill: no interpreter shutdown closes the writers
+"""
+
+
+def test_a_flush_puts_every_logged_value_on_disk(tmp_path):
+    """tensorboardX's own flush does not wait for the events queued for its writer thread; RunLogger's does
+    (it closes the writers). The race is timing-dependent: this checks the outcome, a hard exit right after."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", FLUSH_THEN_DIE, str(tmp_path / "run")], env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    logged = scalars(tmp_path / "run", 2)
+    assert all([s for s, _ in logged.get(f"tag_{k}", [])] == [1, 2, 3] for k in range(100))
+    assert logged["tag_99"][-1] == (3, -3.0)
+
+
+def test_a_run_that_logs_nothing_leaves_no_folder(tmp_path):
+    RunLogger(tmp_path / "run", mirl_gymnax.Args(), [1, 2], total_steps=100, first_step=0).close()
+    assert not (tmp_path / "run").exists()
 
 
 def test_the_plot_command_says_which_pattern_matched_nothing(tmp_path):
@@ -313,8 +394,8 @@ def command(script: str, *flags: str) -> subprocess.CompletedProcess:
 def assert_one_error_line(done: subprocess.CompletedProcess, match: str) -> None:
     assert done.returncode == 1, done.stderr[-2000:]
     assert "Traceback" not in done.stdout + done.stderr, done.stderr[-3000:]
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and match in last, last
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], done.stderr[-3000:]
     assert run_folders() == []
 
 
