@@ -132,6 +132,9 @@ class Args:
     --hmc-target-acceptance (default: int(0.8 · --hmc-burn-in), as the official code derives it)"""
     hmc_target_acceptance: float = 0.75
     """the acceptance rate the step size adapts towards"""
+    hmc_diagnostics: bool = False
+    """log misa/hmc_grad_ratio, the norm of the HMC term's policy gradient over that of the rest of the actor's
+    loss (one more backward pass through the policy on every HMC sample per step)"""
 
     # Evaluation
     eval_interval: int | None = None
@@ -582,6 +585,19 @@ def actor_loss(
     return loss, (log_pi, metrics)
 
 
+def hmc_gradient_ratio(args: Args, policy: Policy, policy_grad: Policy, batch: Batch, mcmc_actions) -> jax.Array:
+    """‖∇ of --mcmc-weight·mean log π(x|s) over the HMC samples x‖ / ‖∇ of the rest of the actor's loss‖, the
+    rest being the whole loss's gradient `policy_grad` minus the HMC term's (the loss is their sum)."""
+
+    def hmc_term(policy):
+        mean, log_std = policy(batch.observations)
+        return args.mcmc_weight * log_prob_of_actions(mcmc_actions, mean, log_std).mean()
+
+    hmc_grad = jax.grad(hmc_term)(policy)
+    rest = jax.tree.map(jnp.subtract, policy_grad, hmc_grad)
+    return optax.global_norm(hmc_grad) / optax.global_norm(rest)
+
+
 def temperature_loss(log_alpha: jax.Array, log_pi: jax.Array, target_entropy: float) -> jax.Array:
     """L_α = −log α · mean(log π(ã|s) + target entropy), with the actor's own sample ã (a constant here)."""
     return -log_alpha * jnp.mean(log_pi + target_entropy)
@@ -610,7 +626,13 @@ def mcmc_actions(args: Args, params: Params, batch: Batch, key: jax.Array) -> tu
     data action, with the current (pre-update) parameters; computed once per step and held constant."""
     log_density = improved_policy_log_density(params, batch.observations)
     samples, acceptance, step_size = hmc_sample(log_density, batch.actions, key, hmc_config(args))
-    metrics = {"misa/hmc_acceptance": acceptance.mean(), "misa/hmc_step_size": step_size}
+    distance = jnp.linalg.norm(samples - batch.actions, axis=-1)  # [S, B]: how far each sample is from its start
+    metrics = {
+        "misa/hmc_acceptance": acceptance.mean(),
+        "misa/hmc_step_size": step_size,
+        "misa/hmc_distance_to_data": distance.mean(),  # in the learner's [−1, 1] action units
+        "misa/hmc_moved_fraction": (distance > 0).mean(),  # samples that are not the data action itself
+    }
     return jax.lax.stop_gradient(samples), metrics
 
 
@@ -627,6 +649,8 @@ def gradients(
     grads = eqx.tree_at(lambda g: g.policy, grads, policy_grad)
     losses = {"policy": policy_loss}
     metrics = {**metrics, "losses/policy_loss": policy_loss}
+    if args.hmc_diagnostics and mcmc is not None:
+        metrics["misa/hmc_grad_ratio"] = hmc_gradient_ratio(args, params.policy, policy_grad, batch, mcmc)
     if args.variant != "bc":
         (_, (critic_losses, regularizers, critic_metrics)), critic_grad = jax.value_and_grad(critic_loss, has_aux=True)(
             params.critics, args, params.policy, target_critics, params.log_alpha_prime, batch, draws
@@ -869,7 +893,7 @@ def check_args(args: Args) -> None:
 
 
 # what a resumed run may change besides the logging and checkpoint flags (common.cli)
-RESUMABLE = ("eval_interval", "eval_episodes", "dataset_path")
+RESUMABLE = ("eval_interval", "eval_episodes", "dataset_path", "hmc_diagnostics")
 
 
 def main(args: Args) -> dict:

@@ -59,6 +59,18 @@ def run_label(run_dir: Path) -> str:
     return parts[1] if len(parts) >= 4 else run_dir.name
 
 
+def check_run_dirs(runs: list[Path]) -> None:
+    """Refuse paths that are not directories, saying what their parent holds instead."""
+    for run in runs:
+        if not run.is_dir():
+            pattern = " (the shell found nothing to expand the pattern to)" if set("*?[") & set(str(run)) else ""
+            siblings = sorted(p.name for p in run.parent.glob("*") if p.is_dir()) if run.parent.is_dir() else []
+            raise SystemExit(
+                f"error: {run} matched no run directory{pattern}; "
+                + (f"{run.parent} holds: {', '.join(siblings[:12])}" if siblings else f"{run.parent} holds no runs")
+            )
+
+
 def seed_dirs(run_dir: Path) -> list[Path]:
     found = sorted(run_dir.glob("seed_*"), key=lambda p: int(re.sub(r"\D", "", p.name) or 0))
     if not found:
@@ -74,14 +86,7 @@ def main(args: Args) -> dict[str, np.ndarray]:
 
     if args.final_last < 1:
         raise SystemExit("error: --final-last must be at least 1")
-    for run in args.runs:
-        if not run.is_dir():
-            pattern = " (the shell found nothing to expand the pattern to)" if set("*?[") & set(str(run)) else ""
-            siblings = sorted(p.name for p in run.parent.glob("*") if p.is_dir()) if run.parent.is_dir() else []
-            raise SystemExit(
-                f"error: {run} matched no run directory{pattern}; "
-                + (f"{run.parent} holds: {', '.join(siblings[:12])}" if siblings else f"{run.parent} holds no runs")
-            )
+    check_run_dirs(args.runs)
     labels = args.labels or [run_label(run) for run in args.runs]
     if len(labels) != len(args.runs):
         raise SystemExit(f"error: {len(labels)} labels for {len(args.runs)} runs")

@@ -7,6 +7,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import misa_d4rl as misa
@@ -305,3 +306,30 @@ def test_the_training_chunk_compiles_once(dataset):
     for first_step in (0, 2):
         states = run(states, dataset, jnp.asarray(first_step, jnp.int32), 2)
     assert run._cache_size() == 1
+
+
+def test_hmc_gradient_ratio_splits_the_actor_gradient(dataset):
+    """misa/hmc_grad_ratio (--hmc-diagnostics): the actor loss's gradient with the HMC samples minus the one
+    without them is the HMC term's; the ratio of its norm to the rest's, computed here from two full gradients."""
+    args = small_args(hmc_diagnostics=True)
+    state = misa.make_train(args, OBS_DIM, ACTION_DIM).init(jax.random.key(0))
+    batch = jax.tree.map(lambda x: jnp.asarray(x[:8]), dataset)
+    draws = misa.draw(args, jax.random.key(1), 8, ACTION_DIM)
+    mcmc = jax.random.uniform(jax.random.key(2), (3, 8, ACTION_DIM), minval=-0.9, maxval=0.9)
+    p = state.params
+
+    def actor_grad(samples):
+        return jax.grad(misa.actor_loss, has_aux=True)(
+            p.policy, args, p.critics, p.log_alpha, batch, draws.actor, samples
+        )[0]
+
+    full, rest = actor_grad(mcmc), actor_grad(None)
+    hmc = jax.tree.map(jnp.subtract, full, rest)
+    expected = float(optax.global_norm(hmc) / optax.global_norm(rest))
+    assert expected > 0
+    _, _, metrics = misa.gradients(args, p, state.target_critics, batch, draws, mcmc)
+    assert float(metrics["misa/hmc_grad_ratio"]) == pytest.approx(expected, rel=1e-4)
+    _, _, metrics = misa.gradients(
+        dataclasses.replace(args, hmc_diagnostics=False), p, state.target_critics, batch, draws, mcmc
+    )
+    assert "misa/hmc_grad_ratio" not in metrics  # off by default: it costs a backward pass

@@ -395,3 +395,6 @@ def test_hmc_chains_match_the_official_samples(reference):
     assert_paired_means_agree(moved, official_moved, "fraction of samples away from the start")
     assert_paired_means_agree(np.asarray(samples).mean(axis=0), official.mean(axis=0), "sample mean")
     assert float(metrics["misa/hmc_step_size"]) == pytest.approx(1.01**-4, rel=1e-6)  # nothing accepted early
+    distance = np.linalg.norm(np.asarray(samples) - start, axis=-1)  # the logged distance and moved fraction
+    assert float(metrics["misa/hmc_moved_fraction"]) == pytest.approx(moved.mean(), rel=1e-6)
+    assert float(metrics["misa/hmc_distance_to_data"]) == pytest.approx(distance.mean(), rel=1e-5)

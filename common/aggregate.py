@@ -1,0 +1,218 @@
+"""Results over seeds and environments as Agarwal et al. recommend ("Deep RL at the edge of the statistical
+precipice", NeurIPS 2021), through their library rliable: interquartile means (IQM) with 95% stratified-bootstrap
+confidence intervals, and performance profiles.
+
+    pip install -e ".[stats]"
+    python -m common.aggregate runs/*-MinAtar__* --out docs/minatar
+
+Run directories are grouped by their name, `{env_id}__{exp_name}__{seed}__{time}`: each experiment (exp_name,
+by default the --algo) is compared with the others over the environments; an experiment's seeds are pooled
+over its run directories (each with seed_* sub-runs) and must be as many in every environment.
+
+A seed's score is the mean of the last --final-last values of --final-tag. Scores are normalised per
+environment, (score − low) / (high − low): low and high are given by --reference, or else are the lowest and
+highest final scores of any seed of any experiment in that environment (the table says which). Writes
+{out}_curves.png (the IQM of the normalised --tag over seeds, per environment, with its 95% CI),
+{out}_aggregates.png (IQM, mean, median and optimality gap over environments and seeds, with 95% CIs) and
+{out}_profiles.png (the fraction of runs above each normalised score, with 95% CIs), and prints the table.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tyro
+from scipy.stats import trim_mean
+
+from common.cli import run_script
+from common.errors import UserError
+from common.plot import check_run_dirs, read_scalars, run_label, seed_dirs
+
+
+@dataclass
+class Args:
+    runs: tyro.conf.Positional[list[Path]]
+    """run directories (runs/{run_name}), each with seed_* sub-runs"""
+    out: Path = Path("aggregate")
+    """prefix of the three figures ({out}_curves.png, {out}_aggregates.png, {out}_profiles.png)"""
+    tag: str = "charts/episodic_return"
+    """the scalar whose curves are drawn"""
+    final_tag: str = "eval/episodic_return"
+    """the scalar that scores a seed"""
+    final_last: int = 1
+    """a seed's score is the mean of this many of --final-tag's last values"""
+    reference: list[str] | None = None
+    """per environment `ENV_ID=LOW:HIGH`, the scores that normalise to 0 and 1 (default: the lowest and highest
+    final score seen in that environment)"""
+    reps: int = 2000
+    """bootstrap resamples for every confidence interval"""
+    points: int = 100
+    """curve resolution: seeds are interpolated onto this many common steps"""
+    seed: int = 0
+    """seed of the bootstrap"""
+
+
+@dataclass(frozen=True)
+class Runs:
+    """The seeds of every (environment, experiment): curves on each seed's own steps, and final scores."""
+
+    curves: dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray]]]
+    finals: dict[tuple[str, str], list[float]]
+
+    @property
+    def environments(self) -> list[str]:
+        return sorted({env for env, _ in self.finals})
+
+    @property
+    def experiments(self) -> list[str]:
+        return sorted({experiment for _, experiment in self.finals})
+
+
+def read_runs(run_dirs: list[Path], tag: str, final_tag: str, final_last: int) -> Runs:
+    check_run_dirs(run_dirs)
+    curves, finals = defaultdict(list), defaultdict(list)
+    for run in run_dirs:
+        key = (run.name.split("__")[0], run_label(run))
+        for sub_run in seed_dirs(run):
+            steps, values = read_scalars(sub_run, tag)
+            if len(steps):
+                curves[key].append((steps, values))
+            _, final = read_scalars(sub_run, final_tag)
+            if len(final):
+                finals[key].append(float(final[-final_last:].mean()))
+    if not finals:
+        raise UserError(f"no seed of these runs logged {final_tag}")
+    return Runs(dict(curves), dict(finals))
+
+
+def normalisers(runs: Runs, reference: list[str] | None) -> dict[str, tuple[float, float, str]]:
+    """Per environment (low, high, where they come from)."""
+    given = {}
+    for item in reference or []:
+        env, _, bounds = item.partition("=")
+        low, _, high = bounds.partition(":")
+        try:
+            given[env] = (float(low), float(high), "--reference")
+        except ValueError as error:
+            raise UserError(f"--reference {item!r}: expected ENV_ID=LOW:HIGH") from error
+    result = {}
+    for env in runs.environments:
+        seen = [score for (e, _), scores in runs.finals.items() if e == env for score in scores]
+        low, high, source = given.get(env, (min(seen), max(seen), "lowest and highest seen"))
+        if not high > low:
+            raise UserError(f"{env}: cannot normalise by low {low} and high {high} (they must differ)")
+        result[env] = (low, high, source)
+    return result
+
+
+def score_matrices(runs: Runs, norm: dict[str, tuple[float, float, str]]) -> dict[str, np.ndarray]:
+    """Per experiment, the normalised final scores as [seeds, environments] (rliable's layout)."""
+    matrices = {}
+    for experiment in runs.experiments:
+        columns = [runs.finals.get((env, experiment), []) for env in runs.environments]
+        counts = {env: len(column) for env, column in zip(runs.environments, columns, strict=True)}
+        if len(set(counts.values())) != 1:
+            raise UserError(
+                f"{experiment} has different numbers of seeds per environment {counts}: rerun so they match"
+            )
+        matrices[experiment] = np.stack(
+            [
+                (np.asarray(column) - norm[env][0]) / (norm[env][1] - norm[env][0])
+                for env, column in zip(runs.environments, columns, strict=True)
+            ],
+            axis=1,
+        )
+    return matrices
+
+
+def iqm_curve(steps_and_values: list[tuple[np.ndarray, np.ndarray]], points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeds interpolated onto the steps they all cover: (grid, [seeds, points])."""
+    grid = np.linspace(max(s[0] for s, _ in steps_and_values), min(s[-1] for s, _ in steps_and_values), points)
+    return grid, np.stack([np.interp(grid, steps, values) for steps, values in steps_and_values])
+
+
+def main(args: Args) -> dict:
+    """Draw the three figures and print the table; returns the point estimates and intervals per experiment."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rliable import library as rly
+    from rliable import metrics, plot_utils
+
+    if args.final_last < 1 or args.reps < 1 or args.points < 2:
+        raise UserError("--final-last and --reps must be at least 1, --points at least 2")
+    runs = read_runs(args.runs, args.tag, args.final_tag, args.final_last)
+    norm = normalisers(runs, args.reference)
+    scores = score_matrices(runs, norm)
+
+    def aggregates(matrix: np.ndarray) -> np.ndarray:
+        return np.array(
+            [
+                metrics.aggregate_iqm(matrix),
+                metrics.aggregate_mean(matrix),
+                metrics.aggregate_median(matrix),
+                metrics.aggregate_optimality_gap(matrix),
+            ]
+        )
+
+    names = ["IQM", "Mean", "Median", "Optimality gap"]
+    # rliable's bootstrap draws from NumPy's global generator (its random_state is not used for the draws): seed it
+    np.random.seed(args.seed)
+    point, interval = rly.get_interval_estimates(scores, aggregates, reps=args.reps)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    figure, _ = plot_utils.plot_interval_estimates(
+        point, interval, metric_names=names, algorithms=runs.experiments, row_height=0.6, xlabel_y_coordinate=-0.5
+    )
+    figure.savefig(f"{args.out}_aggregates.png", dpi=120, bbox_inches="tight")
+
+    taus = np.linspace(-0.05, 1.05, 56)
+    np.random.seed(args.seed)
+    profiles, profile_cis = rly.create_performance_profile(scores, taus, reps=args.reps)
+    figure, axis = plt.subplots(figsize=(6.4, 4.0))
+    plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=profile_cis, ax=axis)
+    axis.legend()
+    figure.savefig(f"{args.out}_profiles.png", dpi=120, bbox_inches="tight")
+
+    environments = runs.environments
+    figure, axes = plt.subplots(1, len(environments), figsize=(4.2 * len(environments), 3.6), squeeze=False)
+    for axis, env in zip(axes[0], environments, strict=True):
+        low, high, _ = norm[env]
+        for experiment in runs.experiments:
+            seeds = runs.curves.get((env, experiment))
+            if not seeds:
+                continue
+            grid, values = iqm_curve(seeds, args.points)
+            curve = {experiment: (values[:, None, :] - low) / (high - low)}  # [seeds, 1 environment, points]
+            np.random.seed(args.seed)
+            iqm, ci = rly.get_interval_estimates(curve, lambda m: trim_mean(m[:, 0], 0.25, axis=0), reps=args.reps)
+            axis.plot(grid, iqm[experiment], label=f"{experiment} ({len(seeds)} seeds)")
+            axis.fill_between(grid, ci[experiment][0], ci[experiment][1], alpha=0.2)
+        axis.set_title(env)
+        axis.set_xlabel("steps")
+        axis.set_ylabel(f"normalised {args.tag} (IQM)")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(f"{args.out}_curves.png", dpi=120)
+    plt.close("all")
+
+    print(f"wrote {args.out}_aggregates.png, {args.out}_profiles.png, {args.out}_curves.png")
+    print("\nNormalisation, (score − low) / (high − low):")
+    for env, (low, high, source) in norm.items():
+        print(f"- {env}: low {low:.4g}, high {high:.4g} ({source})")
+    seeds = {experiment: matrix.shape[0] for experiment, matrix in scores.items()}
+    print(f"\n| experiment | seeds × envs | {' | '.join(f'{name} [95% CI]' for name in names)} |")
+    print("|-" * (len(names) + 2) + "|")
+    for experiment in runs.experiments:
+        cells = [
+            f"{point[experiment][k]:.3f} [{interval[experiment][0][k]:.3f}, {interval[experiment][1][k]:.3f}]"
+            for k in range(len(names))
+        ]
+        print(f"| {experiment} | {seeds[experiment]} × {len(environments)} | {' | '.join(cells)} |")
+    return {"names": names, "point": point, "interval": interval, "scores": scores, "normalisers": norm}
+
+
+if __name__ == "__main__":
+    run_script(main, Args, "common.aggregate")
