@@ -195,3 +195,16 @@ def test_command_line_documents_every_flag():
     assert done.returncode == 0, done.stderr
     for flag in ("--variant", "--hmc-samples", "--lagrange", "--dataset-path", "--num-seeds", "--resume"):
         assert flag in done.stdout
+
+
+def test_the_hmc_observation_benchmark_runs_at_tiny_sizes(dataset_path):
+    """benchmarks/misa_hmc.py: each step size's logged HMC statistics, per seed, at its log points."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import misa_hmc
+
+    table = misa_hmc.main(misa_hmc.Args(step_sizes=(1.0, 0.1), total_steps=4, num_seeds=2, dataset_path=dataset_path))
+    for step_size in (1.0, 0.1):
+        adapted = table[step_size, "misa/hmc_step_size"][4]  # 4 adaptation steps of ×1.01 or ÷1.01
+        assert ((adapted >= step_size * 1.01**-4 - 1e-6) & (adapted <= step_size * 1.01**4 + 1e-6)).all()
+        moved = table[step_size, "misa/hmc_moved_fraction"][4]
+        assert ((moved >= 0) & (moved <= 1)).all() and np.isfinite(table[step_size, "misa/hmc_grad_ratio"][4]).all()
