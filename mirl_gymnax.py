@@ -24,11 +24,13 @@ from gymnax.environments import spaces
 
 from common.checkpoint import init_or_restore, non_finite_stop
 from common.cli import run_script, start_resume
-from common.devices import check_fits, seed_mesh, shard_seeds
+from common.devices import check_fits, seed_mesh, shard_seeds, unroll_threefry_on_cpu
 from common.errors import UserError, out_of_range, plural
 from common.logger import RunLogger, make_run_name, nan_mean, start_tracking
+from common.loop import Chunk, scan_logged
 
 SCRIPT = os.path.basename(__file__)
+unroll_threefry_on_cpu()  # the same random bits, faster on a CPU
 
 
 @dataclass(frozen=True)
@@ -378,6 +380,11 @@ def learn_period(args: Args) -> int:
     return max(args.train_frequency, args.num_envs)
 
 
+def log_every(args: Args) -> int:
+    """Iterations between TensorBoard writes."""
+    return max(1, args.log_interval // args.num_envs)
+
+
 def make_optimizer(args: Args) -> optax.GradientTransformation:
     """Adam, its rate decaying linearly to 0 over the run's gradient steps with --anneal-lr."""
     num_updates = (args.total_timesteps - args.learning_starts) // learn_period(args) * updates_per_learn(args)
@@ -472,22 +479,17 @@ def td_target(setup: Setup, next_q: jax.Array, rewards, terminated, prior: jax.A
 
 
 def apply_td_step(setup: Setup, state: AgentState, grads, loss: jax.Array, q_mean: jax.Array, iteration) -> AgentState:
-    """Adam on the TD loss's gradients, then β from the same minibatch loss. A non-finite loss leaves the
-    learner as it was and records the step (the host stops the run at the chunk's end)."""
+    """Adam on the TD loss's gradients, then β from the same minibatch loss. A non-finite loss is recorded with
+    its step and the host stops the run at the chunk's end, before anything is saved or evaluated: cheaper than
+    masking every step's update, which made a CartPole run measurably slower."""
     args = setup.args
     updates, opt_state = setup.optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     beta = state.beta
     if args.algo != "dqn":
         beta = update_beta(beta, loss, args.alpha_beta, args.td_loss_floor, args.beta_min, args.beta_max)
-    finite = jnp.isfinite(loss)
-    params, opt_state, beta = jax.tree.map(
-        lambda new, old: jnp.where(finite, new, old),
-        (params, opt_state, beta),
-        (state.params, state.opt_state, state.beta),
-    )
     env_steps = (iteration + 1) * args.num_envs
-    nan_step = jnp.where((state.nan_step < 0) & ~finite, env_steps, state.nan_step)
+    nan_step = jnp.where((state.nan_step < 0) & ~jnp.isfinite(loss), env_steps, state.nan_step)
     stats = eqx.tree_at(
         lambda s: (s.td_loss_sum, s.q_sum, s.updates),
         state.stats,
@@ -563,7 +565,7 @@ def interval_metrics(setup: Setup, states: AgentState, iteration: jax.Array) -> 
 
 class Trainer(NamedTuple):
     init: Callable  # key -> AgentState (one seed)
-    run: Callable  # (states, first_iteration, num_iterations) -> states (seeds on the leading axis)
+    run: Callable  # (states, first_iteration, Chunk) -> states (seeds on the leading axis)
     evaluate: Callable  # (states, key) -> greedy episode returns, (num_seeds, eval_episodes)
     train: Callable  # keys -> states: the whole run as one call, for use as a library
 
@@ -572,7 +574,6 @@ def make_train(args: Args, env, env_params, log: Callable | None = None) -> Trai
     """Wires the steps into one scan over iterations, vmapped over seeds. `log(step, scalars, bar_charts)`
     is called from inside the jitted loop every --log-interval steps with per-seed arrays (common.logger)."""
     setup = make_setup(args, env, env_params)
-    log_every = max(1, args.log_interval // args.num_envs)
 
     def init(key: jax.Array) -> AgentState:
         network_key, env_key, loop_key = jax.random.split(key, 3)
@@ -595,26 +596,32 @@ def make_train(args: Args, env, env_params, log: Callable | None = None) -> Trai
             nan_step=jnp.asarray(-1, jnp.int32),
         )
 
-    def run(states: AgentState, first_iteration: jax.Array, num_iterations: int) -> AgentState:
-        """Advance all seeds (leading axis of `states`) by `num_iterations` iterations."""
-        iterate_seeds = over_seeds(lambda state, iteration: iterate(setup, state, iteration), states)
+    def run(states: AgentState, first_iteration: jax.Array, chunk: Chunk) -> AgentState:
+        """Advance all seeds (leading axis of `states`) by `chunk.length` iterations from `first_iteration`."""
 
-        def body(states, iteration):
-            states = iterate_seeds(states, iteration)
-            if log is None:
-                return states, None
-            is_log_iteration = (iteration + 1) % log_every == 0
-            jax.lax.cond(
-                is_log_iteration,
-                lambda: log((iteration + 1) * args.num_envs, *interval_metrics(setup, states, iteration)),
-                lambda: None,
-            )
-            fresh = jax.vmap(lambda _: IntervalStats.zeros())(states.nan_step)
-            stats = jax.tree.map(lambda zero, kept: jnp.where(is_log_iteration, zero, kept), fresh, states.stats)
-            return dataclasses.replace(states, stats=stats), None
+        def end_interval(states: AgentState, iteration: jax.Array) -> AgentState:
+            if log is not None:
+                log((iteration + 1) * args.num_envs, *interval_metrics(setup, states, iteration))
+            return dataclasses.replace(states, stats=jax.vmap(lambda _: IntervalStats.zeros())(states.nan_step))
 
-        iterations = first_iteration + jnp.arange(num_iterations, dtype=jnp.int32)
-        return jax.lax.scan(body, states, iterations)[0]
+        def iterate_one(state: AgentState, iteration: jax.Array) -> AgentState:
+            return iterate(setup, state, iteration)
+
+        if not without_seed_axis(states):
+            iterate_seeds = jax.vmap(iterate_one, in_axes=(0, None))
+            return scan_logged(iterate_seeds, states, first_iteration, chunk, log_every(args), end_interval)
+
+        def take_seed(tree):
+            return jax.tree.map(lambda x: x[0], tree)
+
+        def put_seed(tree):
+            return jax.tree.map(lambda x: x[None], tree)
+
+        def end_interval_one(state: AgentState, iteration: jax.Array) -> AgentState:
+            return take_seed(end_interval(put_seed(state), iteration))
+
+        state = scan_logged(iterate_one, take_seed(states), first_iteration, chunk, log_every(args), end_interval_one)
+        return put_seed(state)
 
     def evaluate_seed(state: AgentState, key: jax.Array) -> jax.Array:
         """Greedy episodes (argmax π for mirl/sql, argmax Q for dqn) in parallel environments."""
@@ -640,19 +647,17 @@ def make_train(args: Args, env, env_params, log: Callable | None = None) -> Trai
         return jax.vmap(evaluate_seed)(states, jax.random.split(key, states.nan_step.shape[0]))
 
     def train(keys: jax.Array) -> AgentState:
-        return run(jax.vmap(init)(keys), jnp.asarray(0, jnp.int32), args.total_timesteps // args.num_envs)
+        num_iterations = args.total_timesteps // args.num_envs
+        return run(jax.vmap(init)(keys), jnp.asarray(0, jnp.int32), Chunk(num_iterations, log_phase=0))
 
     return Trainer(init=init, run=run, evaluate=evaluate, train=train)
 
 
-def over_seeds(step: Callable, states) -> Callable:
-    """`step(state, iteration)` applied to every seed of `states` (leading axis). One seed skips vmap: on
-    XLA:CPU a batch of one makes a CartPole run 1.1× slower (benchmarks/cpu_workarounds.py)."""
-    if states.nan_step.shape[0] == 1:
-        return lambda states, iteration: jax.tree.map(
-            lambda x: x[None], step(jax.tree.map(lambda x: x[0], states), iteration)
-        )
-    return jax.vmap(step, in_axes=(0, None))
+def without_seed_axis(states: AgentState) -> bool:
+    """Whether `run` takes the seed axis off for the whole loop: for one seed, since vmap over a batch of one
+    is slower on XLA:CPU, and taking the seed out and back in every iteration makes it copy the replay buffer
+    every iteration (benchmarks/cpu_workarounds.py)."""
+    return states.nan_step.shape[0] == 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -750,15 +755,13 @@ def main(args: Args) -> dict:
     trainer = make_train(args, env, env_params, logger.jax_writer(mesh))
 
     run = jax.jit(trainer.run, static_argnums=2, donate_argnums=0)
-    chunk = args.checkpoint_interval // args.num_envs
+    checkpoint_every = args.checkpoint_interval // args.num_envs
     last_checkpoint = args.resume
     iteration = first_iteration
     while iteration < total_iterations:
-        num_iterations = min(chunk, total_iterations - iteration)
-        states = logger.run_chunk(
-            run, iteration * args.num_envs, states, jnp.asarray(iteration, jnp.int32), num_iterations
-        )
-        iteration += num_iterations
+        chunk = Chunk.starting_at(iteration, min(checkpoint_every, total_iterations - iteration), log_every(args))
+        states = logger.run_chunk(run, iteration * args.num_envs, states, jnp.asarray(iteration, jnp.int32), chunk)
+        iteration += chunk.length
         stop = non_finite_stop(
             states.nan_step, seeds, "the TD loss", "environment step", last_checkpoint, args.save_model
         )

@@ -44,8 +44,9 @@ def measure(config: dict) -> dict:
 
     from common.devices import seed_mesh, shard_seeds
     from common.logger import RunLogger
+    from common.loop import Chunk
     from mirl_atari import Args as TrainArgs
-    from mirl_atari import make_train, open_pools, reset_pools, sharded_env_step
+    from mirl_atari import log_every, make_train, open_pools, reset_pools, sharded_env_step
 
     num_seeds, steps, warmup = config["num_seeds"], config["steps"], config["learning_starts"]
     args = TrainArgs(
@@ -70,10 +71,12 @@ def measure(config: dict) -> dict:
     states = shard_seeds(jax.jit(jax.vmap(trainer.init))(keys, obs), mesh)
     warmup_iterations, timed_iterations = warmup // args.num_envs, steps // args.num_envs
     run = jax.jit(trainer.run, static_argnums=3, donate_argnums=0)
-    states, handles = jax.block_until_ready(run(states, handles, jnp.int32(0), warmup_iterations))
+    warmup_chunk = Chunk.starting_at(0, warmup_iterations, log_every(args))
+    states, handles = jax.block_until_ready(run(states, handles, jnp.int32(0), warmup_chunk))
+    timed_chunk = Chunk.starting_at(warmup_iterations, timed_iterations, log_every(args))
     result = timed(
         config,
-        lambda: run.lower(states, handles, jnp.int32(warmup_iterations), timed_iterations).compile(),
+        lambda: run.lower(states, handles, jnp.int32(warmup_iterations), timed_chunk).compile(),
         lambda compiled: compiled(states, handles, jnp.int32(warmup_iterations)),
         num_seeds * steps,
     )

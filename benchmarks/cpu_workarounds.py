@@ -1,7 +1,8 @@
-"""Do mirl_gymnax's two CPU workarounds still pay on the installed XLA? Each is timed against the plain
-version it replaces, after compilation, the cases interleaved over the repeats; medians.
+"""Do the kit's CPU workarounds still pay on the installed XLA? Each is timed against the plain version it
+replaces, after compilation, the cases interleaved over the repeats; medians.
 
-- `over_seeds`: one seed runs without vmap (against vmap over a batch of one), CartPole-v1;
+- `without_seed_axis`: one seed runs without its seed axis (against vmap over a batch of one), CartPole-v1;
+- `unroll_threefry_on_cpu`: JAX's threefry hash as straight-line code (against JAX's CPU loop), CartPole-v1;
 - `PatchConv`: the MinAtar convolution as a matmul over patches (against equinox's Conv2d), Breakout-MinAtar.
 
     python benchmarks/cpu_workarounds.py --repeats 5
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 import tyro
 
 import mirl_gymnax
+from common.devices import unroll_threefry_on_cpu
 
 
 class NativeConv(eqx.Module):
@@ -31,22 +33,25 @@ class NativeConv(eqx.Module):
         return jnp.transpose(self.conv(jnp.transpose(x, (2, 0, 1))), (1, 2, 0))
 
 
-def compiled_run(env_id: str, steps: int, plain_vmap: bool, native_conv: bool):
-    """A one-seed run of `steps` environment steps (learning from step 10k), compiled; the module's
-    workaround swapped for the plain version while the program is built."""
+def compiled_run(env_id: str, steps: int, plain_vmap=False, threefry_loop=False, native_conv=False):
+    """A one-seed run of `steps` environment steps (learning from step 10k), compiled; the named workarounds
+    swapped for the plain versions while the program is built."""
     args = mirl_gymnax.Args(env_id=env_id, total_timesteps=steps, learning_starts=10_000, buffer_size=10_000)
     env, env_params = mirl_gymnax.make_env(env_id)
-    kept = mirl_gymnax.over_seeds, mirl_gymnax.PatchConv
+    kept = mirl_gymnax.without_seed_axis, mirl_gymnax.PatchConv
     if plain_vmap:
-        mirl_gymnax.over_seeds = lambda step, states: jax.vmap(step, in_axes=(0, None))
+        mirl_gymnax.without_seed_axis = lambda states: False
     if native_conv:
         mirl_gymnax.PatchConv = NativeConv
+    unroll_threefry_on_cpu(unrolled=not threefry_loop)
     try:
         trainer = mirl_gymnax.make_train(args, env, env_params)
         states = jax.jit(jax.vmap(trainer.init))(jax.random.key(0)[None])
-        compiled = jax.jit(trainer.run, static_argnums=2).lower(states, jnp.int32(0), steps // args.num_envs).compile()
+        chunk = mirl_gymnax.Chunk(steps // args.num_envs, log_phase=0)
+        compiled = jax.jit(trainer.run, static_argnums=2).lower(states, jnp.int32(0), chunk).compile()
     finally:
-        mirl_gymnax.over_seeds, mirl_gymnax.PatchConv = kept
+        mirl_gymnax.without_seed_axis, mirl_gymnax.PatchConv = kept
+        unroll_threefry_on_cpu()
     return lambda: jax.block_until_ready(compiled(states, jnp.int32(0)))
 
 
@@ -61,15 +66,14 @@ class Args:
 
 
 def main(args: Args) -> None:
+    cartpole, minatar = ("CartPole-v1", args.cartpole_steps), ("Breakout-MinAtar", args.minatar_steps)
     pairs = {
-        "over_seeds (CartPole-v1, 1 seed)": (
-            compiled_run("CartPole-v1", args.cartpole_steps, plain_vmap=False, native_conv=False),
-            compiled_run("CartPole-v1", args.cartpole_steps, plain_vmap=True, native_conv=False),
+        "without_seed_axis (CartPole-v1, 1 seed)": (compiled_run(*cartpole), compiled_run(*cartpole, plain_vmap=True)),
+        "unroll_threefry_on_cpu (CartPole-v1, 1 seed)": (
+            compiled_run(*cartpole),
+            compiled_run(*cartpole, threefry_loop=True),
         ),
-        "PatchConv (Breakout-MinAtar, 1 seed)": (
-            compiled_run("Breakout-MinAtar", args.minatar_steps, plain_vmap=False, native_conv=False),
-            compiled_run("Breakout-MinAtar", args.minatar_steps, plain_vmap=False, native_conv=True),
-        ),
+        "PatchConv (Breakout-MinAtar, 1 seed)": (compiled_run(*minatar), compiled_run(*minatar, native_conv=True)),
     }
     times = {name: ([], []) for name in pairs}
     for _ in range(args.repeats):

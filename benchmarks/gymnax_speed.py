@@ -42,6 +42,7 @@ def measure(config: dict) -> dict:
 
     from common.devices import seed_mesh, shard_seeds
     from common.logger import RunLogger
+    from common.loop import Chunk
     from mirl_gymnax import Args as TrainArgs
     from mirl_gymnax import make_env, make_train
 
@@ -65,7 +66,7 @@ def measure(config: dict) -> dict:
     run = jax.jit(trainer.run, static_argnums=2, donate_argnums=0)
     result = timed(
         config,
-        lambda: run.lower(states, jnp.int32(0), steps // args.num_envs).compile(),
+        lambda: run.lower(states, jnp.int32(0), Chunk(steps // args.num_envs, log_phase=0)).compile(),
         lambda compiled: compiled(states, jnp.int32(0)),
         num_seeds * steps,
     )

@@ -24,10 +24,8 @@ def child_main(measure: Callable[[dict], dict]) -> bool:
     return True
 
 
-def run_child(script: str, config: dict) -> dict:
-    child = subprocess.run(
-        [sys.executable, script, "--child", json.dumps(config)], cwd=ROOT, capture_output=True, text=True
-    )
+def run_child(script: str, config: dict, python: str = sys.executable) -> dict:
+    child = subprocess.run([python, script, "--child", json.dumps(config)], cwd=ROOT, capture_output=True, text=True)
     if child.returncode != 0:
         raise SystemExit(f"{config} failed:\n{child.stderr[-3000:]}")
     return json.loads(child.stdout.strip().splitlines()[-1])
@@ -41,10 +39,12 @@ def compare(
     label: Callable[[dict], str],
     unit: str = "env steps",
     algo_key: str = "algo",
+    python: Callable[[str], str] = lambda algo: sys.executable,
 ) -> list:
     """For each group (a configuration without its algo), run every algo `repeats` times, interleaved,
     and print one row per algo with median figures, then the ratio of median wall times to the first algo.
-    `unit` names what the children count in `env_steps_total`; `algo_key` is the config key they read."""
+    `unit` names what the children count in `env_steps_total`; `algo_key` is the config key they read;
+    `python(algo)` is the interpreter of that algo's children."""
     print(
         f"| configuration | {algo_key} | {unit}/s (all seeds) | per seed | wall s (median) | wall s (all) | compile s "
         "| peak host MiB | peak device MiB |"
@@ -55,7 +55,7 @@ def compare(
         runs = {algo: [] for algo in algos}
         for _ in range(repeats):
             for algo in algos:
-                runs[algo].append(run_child(script, {**group, algo_key: algo}))
+                runs[algo].append(run_child(script, {**group, algo_key: algo}, python(algo)))
         medians = {}
         for algo in algos:
             walls = [r["wall_s"] for r in runs[algo]]

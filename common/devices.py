@@ -11,6 +11,29 @@ from common.errors import UserError
 SEED_AXIS = "seeds"
 
 
+def unroll_threefry_on_cpu(unrolled: bool = True) -> bool:
+    """Lower JAX's threefry hash on the CPU as straight-line code instead of JAX's default CPU lowering, a
+    five-trip `while` loop (chosen upstream for compile time). The hash and its bits are the same; the loop's
+    per-trip bookkeeping made a CartPole run about 10% slower (benchmarks/cpu_workarounds.py). Other
+    platforms already use the straight-line form. `unrolled=False` puts JAX's loop back (to measure it).
+    Returns False, changing nothing, where this JAX version keeps the lowering elsewhere."""
+    import importlib
+
+    from jax._src.interpreters import mlir
+
+    for module_name in ("jax._src.random.threefry2x32", "jax._src.prng"):  # newer JAX, then JAX before 0.9
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        primitive = getattr(module, "threefry2x32_p", None)
+        rule = getattr(module, "_threefry2x32_lowering_rule" if unrolled else "_threefry2x32_cpu_lowering_rule", None)
+        if primitive is not None and rule is not None:
+            mlir.register_lowering(primitive, rule, platform="cpu")
+            return True
+    return False
+
+
 def seed_mesh(num_seeds: int) -> jax.sharding.Mesh:
     """A 1-D mesh over as many devices as evenly divide `num_seeds` (all of them when possible)."""
     devices = jax.devices()

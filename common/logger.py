@@ -104,7 +104,8 @@ class RunLogger:
         print(" | ".join(parts), flush=True)
 
     def run_chunk(self, jitted: Callable, first_step: int, *args):
-        """Run one training chunk, `jitted(*args)`, whose last argument is static (the chunk's length). It is
+        """Run one training chunk, `jitted(*args)`, whose last argument is static (the chunk's length, or its
+        common.loop.Chunk). It is
         compiled ahead of time on first use for that length and those input types, and the SPS clock starts
         when it starts, so
         that charts/SPS times training only: not compilation, nor the evaluations and checkpoints between
@@ -127,7 +128,8 @@ class RunLogger:
         if compiled is None:
             start = time.perf_counter()
             if self.status_every is not None:
-                print(f"compiling a chunk of {args[-1]:,} iterations", flush=True)
+                length = getattr(args[-1], "length", args[-1])  # a common.loop.Chunk, or a number of steps
+                print(f"compiling a chunk of {length:,} iterations", flush=True)
             compiled = self.compiled[key] = jitted.lower(*args).compile()
             if self.status_every is not None:
                 print(f"compiled in {time.perf_counter() - start:.1f} s", flush=True)

@@ -122,11 +122,11 @@ def test_learn_by_hand(algo):
         for a, b in zip(jax.tree.leaves(learned.params), jax.tree.leaves(state.params), strict=True)
     )
 
+    # a non-finite loss records its environment step (the host stops the run there); the first one is kept
     broken = fill_with_one_transition(state, 8, obs, 1, np.nan, next_obs, False)
     stopped = mg.learn(setup, broken, jnp.asarray(3))
-    for a, b in zip(jax.tree.leaves(stopped.params), jax.tree.leaves(state.params), strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert int(stopped.nan_step) == 4 * 2 and float(stopped.beta) == 2.0
+    assert int(stopped.nan_step) == 4 * 2
+    assert int(mg.learn(setup, stopped, jnp.asarray(5)).nan_step) == 4 * 2
 
 
 def test_learn_and_sync_follow_the_schedule():

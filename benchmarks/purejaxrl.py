@@ -1,0 +1,123 @@
+"""mirl_gymnax.py against PureJaxRL's DQN (github.com/luchris429/purejaxrl, purejaxrl/dqn.py) on its own
+CartPole-v1 configuration: 10 environments, a 10k replay, batch 128 every 10 environment steps, target copy
+every 500, learning from 10k steps, ε from 1 to 0.05 over the first half of 500k steps, constant learning rate.
+
+    python benchmarks/purejaxrl.py --peer-dir PUREJAXRL --peer-python PYTHON --seeds 1 8 --repeats 5
+
+PUREJAXRL is a checkout of PureJaxRL with its dqn.py patched only as gymnax 1.x needs: `env.step` returns
+(obs, state, reward, terminated, truncated, info), where PureJaxRL reads a `done` = terminated or truncated,
+and `jax.tree_map` is `jax.tree.map`. PYTHON is an interpreter with the same JAX as this kit's plus
+PureJaxRL's flax, flashbax, chex and wandb (the README's speed section shows one way). The peer's code stays
+in its checkout: this script only imports its `make_train`.
+
+Every measurement runs in its own process (harness.py): the jitted loop is compiled first, then the whole run
+is timed. PureJaxRL's program holds its initialisation (microseconds of work); ours starts from an initialised
+state. Ours runs as the script does, TensorBoard writes every 5,000 steps included; `dqn` and `mirl` use a
+constant learning rate like the peer, and `mirl-defaults` is `python mirl_gymnax.py` as it stands (its learning
+rate decays). The table's ratios are each row's median wall time over PureJaxRL's, in one interleaved run.
+"""
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import child_main, compare, timed
+
+PEER_CONFIG = {
+    "NUM_ENVS": 10,
+    "BUFFER_SIZE": 10_000,
+    "BUFFER_BATCH_SIZE": 128,
+    "EPSILON_START": 1.0,
+    "EPSILON_FINISH": 0.05,
+    "TARGET_UPDATE_INTERVAL": 500,
+    "LR": 2.5e-4,
+    "LEARNING_STARTS": 10_000,
+    "TRAINING_INTERVAL": 10,
+    "LR_LINEAR_DECAY": False,
+    "GAMMA": 0.99,
+    "TAU": 1.0,
+    "ENV_NAME": "CartPole-v1",
+    "WANDB_MODE": "disabled",
+}
+
+
+@dataclass
+class Args:
+    peer_dir: str
+    """a checkout of luchris429/purejaxrl, patched for gymnax 1.x (see above)"""
+    peer_python: str
+    """an interpreter that imports jax, flax, flashbax, chex, wandb and gymnax"""
+    seeds: list[int] = field(default_factory=lambda: [1, 8])
+    """numbers of vmapped seeds"""
+    steps: int = 500_000
+    """environment steps per seed"""
+    repeats: int = 5
+    """runs per program, interleaved; the table reports medians"""
+    algos: list[str] = field(default_factory=lambda: ["purejaxrl-dqn", "dqn", "mirl", "mirl-defaults"])
+    """programs; ratios are to the first"""
+
+
+def measure(config: dict) -> dict:
+    """Runs inside the child process."""
+    import jax
+
+    steps, num_seeds = config["steps"], config["num_seeds"]
+    if config["algo"] == "purejaxrl-dqn":
+        sys.path.insert(0, str(Path(config["peer_dir"]) / "purejaxrl"))
+        from dqn import make_train as make_peer_train
+
+        peer_config = {
+            **PEER_CONFIG,
+            "TOTAL_TIMESTEPS": steps,
+            "EPSILON_ANNEAL_TIME": steps // 2,
+            "NUM_SEEDS": num_seeds,
+        }
+        keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
+        train = jax.jit(jax.vmap(make_peer_train(peer_config)))
+        return timed(config, lambda: train.lower(keys).compile(), lambda compiled: compiled(keys), num_seeds * steps)
+
+    import jax.numpy as jnp
+
+    from common.devices import seed_mesh, shard_seeds
+    from common.logger import RunLogger
+    from common.loop import Chunk
+    from mirl_gymnax import Args as TrainArgs
+    from mirl_gymnax import make_env, make_train
+
+    algo, defaults = config["algo"].removesuffix("-defaults"), config["algo"].endswith("-defaults")
+    args = TrainArgs(algo=algo, num_seeds=num_seeds, total_timesteps=steps, anneal_lr=defaults)
+    env, env_params = make_env(args.env_id)
+    mesh = seed_mesh(num_seeds)
+    logger = RunLogger(Path("/tmp/mirl_benchmark_runs") / config["algo"], args, list(range(num_seeds)), steps, 0)
+    logger.progress.disable = True
+    trainer = make_train(args, env, env_params, logger.jax_writer(mesh))
+    states = shard_seeds(jax.jit(jax.vmap(trainer.init))(jax.vmap(jax.random.key)(jnp.arange(num_seeds))), mesh)
+    run = jax.jit(trainer.run, static_argnums=2, donate_argnums=0)
+    chunk = Chunk(steps // args.num_envs, log_phase=0)
+    result = timed(
+        config,
+        lambda: run.lower(states, jnp.int32(0), chunk).compile(),
+        lambda compiled: compiled(states, jnp.int32(0)),
+        num_seeds * steps,
+    )
+    logger.close()
+    return result
+
+
+def main(args: Args) -> list[dict]:
+    groups = [dict(num_seeds=n, steps=args.steps, peer_dir=str(Path(args.peer_dir).resolve())) for n in args.seeds]
+    return compare(
+        __file__,
+        groups,
+        args.algos,
+        args.repeats,
+        lambda g: f"CartPole-v1, {g['num_seeds']} seed(s), {g['steps']:,} steps",
+        python=lambda algo: args.peer_python if algo == "purejaxrl-dqn" else sys.executable,
+    )
+
+
+if __name__ == "__main__":
+    if not child_main(measure):
+        import tyro
+
+        main(tyro.cli(Args))
