@@ -28,7 +28,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from common.checkpoint import init_or_restore, non_finite_stop
 from common.cli import run_script, start_resume
-from common.devices import SEED_AXIS, check_fits, seed_mesh, shard_seeds, unroll_threefry_on_cpu
+from common.devices import SEED_AXIS, check_fits, seed_mesh, seed_sharding, shard_seeds, unroll_threefry_on_cpu
 from common.errors import UserError, flag, out_of_range, plural
 from common.logger import RunLogger, make_run_name, nan_mean, start_tracking
 from common.loop import Chunk, scan_logged
@@ -893,10 +893,9 @@ def main(args: Args) -> dict:
     # envpool cannot save its emulators: a resumed run starts new games, everything else is restored
     obs = shard_seeds(jnp.asarray(reset_pools(pools, args.num_seeds)), mesh)
     init = jax.vmap(make_train(args, num_actions, obs_shape, env_step, eval_step).init)  # independent of logging
-    states = init_or_restore(init, args.resume, keys, obs)
+    states = init_or_restore(init, args.resume, shard_seeds(keys, mesh), obs, sharding=seed_sharding(mesh))
     if args.resume:
         states = dataclasses.replace(states, **jax.vmap(fresh_games)(obs))
-    states = shard_seeds(states, mesh)
 
     if args.track:
         start_tracking(args, run_name, args.wandb_project_name, args.wandb_entity)

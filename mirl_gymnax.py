@@ -24,7 +24,7 @@ from gymnax.environments import spaces
 
 from common.checkpoint import init_or_restore, non_finite_stop
 from common.cli import run_script, start_resume
-from common.devices import check_fits, seed_mesh, shard_seeds, unroll_threefry_on_cpu
+from common.devices import check_fits, seed_mesh, seed_sharding, shard_seeds, unroll_threefry_on_cpu
 from common.errors import UserError, out_of_range, plural
 from common.logger import RunLogger, make_run_name, nan_mean, start_tracking
 from common.loop import Chunk, scan_logged
@@ -746,7 +746,7 @@ def main(args: Args) -> dict:
 
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
     init = jax.vmap(make_train(args, env, env_params).init)  # the state does not depend on the logging
-    states = shard_seeds(init_or_restore(init, args.resume, keys), mesh)
+    states = init_or_restore(init, args.resume, shard_seeds(keys, mesh), sharding=seed_sharding(mesh))
 
     if args.track:
         start_tracking(args, run_name, args.wandb_project_name, args.wandb_entity)

@@ -35,7 +35,7 @@ from common.datasets import (
     make_eval_envs,
     normalized_score,
 )
-from common.devices import check_fits, seed_mesh, shard_seeds, unroll_threefry_on_cpu
+from common.devices import check_fits, seed_mesh, seed_sharding, shard_seeds, unroll_threefry_on_cpu
 from common.errors import UserError, out_of_range
 from common.logger import RunLogger, make_run_name, start_tracking
 
@@ -940,7 +940,7 @@ def main(args: Args) -> dict:
 
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
     init = jax.vmap(make_train(args, obs_dim, action_dim).init)  # the state does not depend on the logging
-    states = shard_seeds(init_or_restore(init, args.resume, keys), mesh)
+    states = init_or_restore(init, args.resume, shard_seeds(keys, mesh), sharding=seed_sharding(mesh))
 
     if args.track:
         start_tracking(args, run_name, args.wandb_project_name, args.wandb_entity)

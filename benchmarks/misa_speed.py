@@ -41,20 +41,21 @@ def measure(config: dict) -> dict:
     from misa_d4rl import Batch, make_train, with_domain_defaults
 
     num_seeds, steps, size = config["num_seeds"], config["steps"], config["transitions"]
+    obs_dim, act_dim = config.get("obs_dim", 11), config.get("act_dim", 3)
     args = with_domain_defaults(
         TrainArgs(variant=config["variant"], num_seeds=num_seeds, total_steps=steps, log_interval=steps), "locomotion"
     )
     rng = np.random.default_rng(0)
     dataset = Batch(
-        observations=rng.normal(size=(size, 11)).astype(np.float32),
-        actions=rng.uniform(-0.999, 0.999, size=(size, 3)).astype(np.float32),
+        observations=rng.normal(size=(size, obs_dim)).astype(np.float32),
+        actions=rng.uniform(-0.999, 0.999, size=(size, act_dim)).astype(np.float32),
         rewards=rng.normal(size=size).astype(np.float32),
-        next_observations=rng.normal(size=(size, 11)).astype(np.float32),
+        next_observations=rng.normal(size=(size, obs_dim)).astype(np.float32),
         terminals=(rng.random(size) < 0.001).astype(np.float32),
     )
     mesh = seed_mesh(num_seeds)
     dataset = jax.device_put(dataset, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-    trainer = make_train(args, 11, 3)
+    trainer = make_train(args, obs_dim, act_dim)
     states = shard_seeds(jax.jit(jax.vmap(trainer.init))(jax.vmap(jax.random.key)(jnp.arange(num_seeds))), mesh)
     run = jax.jit(trainer.run, static_argnums=3)
     return timed(

@@ -53,13 +53,27 @@ def read_header(path: str | Path) -> dict:
     return header
 
 
-def load_checkpoint(path: str | Path, like: Any) -> Any:
-    """Read the leaves saved in `path` into a tree shaped like `like` (arrays or ShapeDtypeStructs)."""
+def load_checkpoint(path: str | Path, like: Any, sharding: jax.sharding.Sharding | None = None) -> Any:
+    """Read the leaves saved in `path` into a tree shaped like `like` (arrays or ShapeDtypeStructs). Each array
+    is checked against its expected shape and dtype and placed with `sharding` as soon as it is read, so every
+    device receives only its own part and the host holds at most one leaf besides (the default device takes
+    all without a sharding)."""
+
+    def place(f, x):
+        if not isinstance(x, jax.Array | jax.ShapeDtypeStruct | np.ndarray):
+            return eqx.default_deserialise_filter_spec(f, x)
+        value = np.load(f, allow_pickle=False)
+        if value.shape != x.shape or value.dtype != x.dtype:
+            raise ValueError(
+                f"an array saved as {value.dtype}{list(value.shape)} where {x.dtype}{list(x.shape)} belongs"
+            )
+        return jax.device_put(value, sharding)
+
     key_data_like = jax.tree.map(lambda x: jax.eval_shape(jax.random.key_data, x) if _is_key(x) else x, like)
     with open(path, "rb") as f:
         f.readline()
         try:
-            loaded = eqx.tree_deserialise_leaves(f, key_data_like)
+            loaded = eqx.tree_deserialise_leaves(f, key_data_like, filter_spec=place)
         except Exception as error:  # whatever the reader hit, the file does not hold this state
             raise UserError(
                 f"{path} is cut short or corrupt, or was written for other sizes ({type(error).__name__}: {error}); "
@@ -70,11 +84,13 @@ def load_checkpoint(path: str | Path, like: Any) -> Any:
     return jax.tree.map(lambda x, model: jax.random.wrap_key_data(x) if _is_key(model) else x, loaded, like)
 
 
-def init_or_restore(init: Callable, resume: str | Path | None, *inputs) -> Any:
-    """`jax.jit(init)(*inputs)`, or, with `resume`, the state saved there, read into the same structure."""
+def init_or_restore(init: Callable, resume: str | Path | None, *inputs, sharding=None) -> Any:
+    """`jax.jit(init)(*inputs)` with its output laid out by `sharding` as it is made, so that no device ever
+    holds another's part; or, with `resume`, the state saved there, read into the same structure and placed
+    the same way."""
     if resume:
-        return load_checkpoint(resume, eqx.filter_eval_shape(init, *inputs))
-    return jax.jit(init)(*inputs)
+        return load_checkpoint(resume, eqx.filter_eval_shape(init, *inputs), sharding)
+    return jax.jit(init, out_shardings=sharding)(*inputs)
 
 
 def prune_checkpoints(directory: str | Path, keep: int) -> None:

@@ -45,9 +45,14 @@ def seed_mesh(num_seeds: int) -> jax.sharding.Mesh:
     return jax.make_mesh((count,), (SEED_AXIS,), axis_types=(AxisType.Auto,), devices=devices[:count])
 
 
+def seed_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
+    """Every array's leading (seed) axis split over the mesh."""
+    return NamedSharding(mesh, PartitionSpec(SEED_AXIS))
+
+
 def shard_seeds(tree: Any, mesh: jax.sharding.Mesh) -> Any:
     """Split every array's leading (seed) axis over the mesh."""
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec(SEED_AXIS)))
+    return jax.device_put(tree, seed_sharding(mesh))
 
 
 def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
@@ -56,12 +61,15 @@ def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
     return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, PartitionSpec()))
 
 
-def available_bytes(devices: list[jax.Device]) -> int:
-    """Free memory on the devices that will hold the arrays: accelerator memory where the runtime
-    reports it, else the host's available RAM (CPU devices share it)."""
-    stats = [d.memory_stats() for d in devices]
-    if all(s and "bytes_limit" in s for s in stats):
-        return sum(s["bytes_limit"] - s.get("bytes_in_use", 0) for s in stats)
+def free_bytes(device: jax.Device) -> int | None:
+    """Free memory of an accelerator where its runtime reports it; None for CPU devices, which share the host's."""
+    stats = device.memory_stats()
+    if stats and "bytes_limit" in stats:
+        return stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+    return None
+
+
+def host_available_bytes() -> int:
     with open("/proc/meminfo") as f:
         meminfo = dict(line.split(":", 1) for line in f)
     return int(meminfo["MemAvailable"].split()[0]) * 1024
@@ -72,10 +80,23 @@ class InsufficientMemory(UserError, MemoryError):
 
 
 def check_fits(what: str, needed_bytes: int, devices: list[jax.Device], hint: str) -> None:
-    """Raise before allocating `needed_bytes` if the devices do not have them free."""
-    free = available_bytes(devices)
-    if needed_bytes > free:
+    """Raise before allocating `needed_bytes`, split evenly over `devices` (the seed axis), if some device
+    lacks its share: each accelerator is checked for its own part; CPU devices share the host's memory, which
+    must hold the whole."""
+    free = [free_bytes(device) for device in devices]
+    if None in free:
+        available = host_available_bytes()
+        if needed_bytes > available:
+            raise InsufficientMemory(
+                f"{what} needs {needed_bytes / 2**30:.2f} GiB but only {available / 2**30:.2f} GiB of host memory "
+                f"is free; {hint}"
+            )
+        return
+    share = -(-needed_bytes // len(devices))
+    short = [(device, room) for device, room in zip(devices, free, strict=True) if share > room]
+    if short:
+        device, room = min(short, key=lambda pair: pair[1])
         raise InsufficientMemory(
-            f"{what} needs {needed_bytes / 2**30:.2f} GiB but only {free / 2**30:.2f} GiB is free "
-            f"on {len(devices)} {devices[0].platform} device(s); {hint}"
+            f"{what} needs {share / 2**30:.2f} GiB on each of {len(devices)} {device.platform} device(s), but "
+            f"{device} has only {room / 2**30:.2f} GiB free ({len(short)} of them short); {hint}"
         )
