@@ -528,6 +528,15 @@ def log_every(args: Args) -> int:
     return max(1, args.log_interval // args.num_envs)
 
 
+def live_seeds_only(states: AgentState, scalars: dict, bar_charts: dict) -> tuple[dict, dict]:
+    """The interval's metrics with NaN for seeds whose TD loss has gone non-finite (the logger writes nothing
+    for NaN): their learner no longer counts, and their curves end where the run will stop."""
+    dead = states.nan_step >= 0
+    return jax.tree.map(
+        lambda x: jnp.where(dead.reshape((-1,) + (1,) * (x.ndim - 1)), jnp.nan, x), (scalars, bar_charts)
+    )
+
+
 def make_optimizer(args: Args) -> optax.GradientTransformation:
     """Adam, its rate decaying linearly to 0 over the run's gradient steps with --anneal-lr."""
     num_updates = (args.total_timesteps - args.learning_starts) // learn_period(args) * updates_per_learn(args)
@@ -737,7 +746,10 @@ def make_train(
         def end_interval(carry, iteration):
             states, handles = carry
             if log is not None:
-                log((iteration + 1) * args.num_envs, *interval_metrics(setup, states, iteration))
+                log(
+                    (iteration + 1) * args.num_envs,
+                    *live_seeds_only(states, *interval_metrics(setup, states, iteration)),
+                )
             return dataclasses.replace(
                 states, stats=jax.vmap(lambda _: IntervalStats.zeros())(states.nan_step)
             ), handles

@@ -3,7 +3,8 @@ temperature β (Grau-Moya, Leibfried & Vrancx, "Soft Q-Learning with Mutual-Info
 Regularization", ICLR 2019), with SQL (uniform prior) and DQN (hard max) as `--algo` special cases.
 
 The environments run on the device too: acting, the replay buffer, the ε schedule, ρ, β, target
-syncs and gradient updates are one `jax.lax.scan`, compiled once. `--num-seeds N` trains N
+syncs and gradient updates are one `jax.lax.scan` per chunk of --checkpoint-interval steps, compiled once
+per chunk shape (common.loop.Chunk: the defaults need one, and a shorter last chunk one more). `--num-seeds N` trains N
 independent seeds at once (vmapped, and sharded over devices when there are several).
 """
 
@@ -385,6 +386,15 @@ def log_every(args: Args) -> int:
     return max(1, args.log_interval // args.num_envs)
 
 
+def live_seeds_only(states: AgentState, scalars: dict, bar_charts: dict) -> tuple[dict, dict]:
+    """The interval's metrics with NaN for seeds whose TD loss has gone non-finite (the logger writes nothing
+    for NaN): their learner no longer counts, and their curves end where the run will stop."""
+    dead = states.nan_step >= 0
+    return jax.tree.map(
+        lambda x: jnp.where(dead.reshape((-1,) + (1,) * (x.ndim - 1)), jnp.nan, x), (scalars, bar_charts)
+    )
+
+
 def make_optimizer(args: Args) -> optax.GradientTransformation:
     """Adam, its rate decaying linearly to 0 over the run's gradient steps with --anneal-lr."""
     num_updates = (args.total_timesteps - args.learning_starts) // learn_period(args) * updates_per_learn(args)
@@ -571,8 +581,9 @@ class Trainer(NamedTuple):
 
 
 def make_train(args: Args, env, env_params, log: Callable | None = None) -> Trainer:
-    """Wires the steps into one scan over iterations, vmapped over seeds. `log(step, scalars, bar_charts)`
-    is called from inside the jitted loop every --log-interval steps with per-seed arrays (common.logger)."""
+    """Wires the steps into one scan over iterations, vmapped over seeds (one seed runs without the axis).
+    `log(step, scalars, bar_charts)` is called from inside the jitted loop every --log-interval steps with
+    per-seed arrays (common.logger)."""
     setup = make_setup(args, env, env_params)
 
     def init(key: jax.Array) -> AgentState:
@@ -601,7 +612,10 @@ def make_train(args: Args, env, env_params, log: Callable | None = None) -> Trai
 
         def end_interval(states: AgentState, iteration: jax.Array) -> AgentState:
             if log is not None:
-                log((iteration + 1) * args.num_envs, *interval_metrics(setup, states, iteration))
+                log(
+                    (iteration + 1) * args.num_envs,
+                    *live_seeds_only(states, *interval_metrics(setup, states, iteration)),
+                )
             return dataclasses.replace(states, stats=jax.vmap(lambda _: IntervalStats.zeros())(states.nan_step))
 
         def iterate_one(state: AgentState, iteration: jax.Array) -> AgentState:

@@ -24,8 +24,11 @@ def child_main(measure: Callable[[dict], dict]) -> bool:
     return True
 
 
-def run_child(script: str, config: dict, python: str = sys.executable) -> dict:
-    child = subprocess.run([python, script, "--child", json.dumps(config)], cwd=ROOT, capture_output=True, text=True)
+def run_child(script: str, config: dict, python: str = sys.executable, timeout: float | None = None) -> dict:
+    """Measure `config` in a fresh process; subprocess.TimeoutExpired after `timeout` seconds."""
+    child = subprocess.run(
+        [python, script, "--child", json.dumps(config)], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
     if child.returncode != 0:
         raise SystemExit(f"{config} failed:\n{child.stderr[-3000:]}")
     return json.loads(child.stdout.strip().splitlines()[-1])

@@ -5,9 +5,10 @@ variant with its HMC; steady-state gradient steps per second of one seed, compil
     python benchmarks/misa_official.py --official-dir MISA --official-python PYTHON --repeats 5
 
 MISA is a checkout of the official code with only the renames today's JAX needs (`jax.tree_multimap` and
-`jax.tree_map` to `jax.tree.map`, `jnp.clip`'s `a_min`/`a_max` to `min`/`max`), as in
-../shared/reference/misa_official; PYTHON has the same JAX as this kit's plus flax, optax, distrax,
-tfp-nightly and ml_collections. Its code stays in its checkout: this script only imports its classes.
+`jax.tree_map` to `jax.tree.map`, `jnp.clip`'s `a_min`/`a_max` to `min`/`max`), the renames made for the
+official reference numbers that tests/test_misa_official.py checks; PYTHON has the same JAX as this kit's
+plus flax, optax, distrax, tfp-nightly and ml_collections. Its code stays in its checkout: this script only
+imports its classes.
 
 The official learner is timed as its training loop calls it, `MISA.train(batch)` once per step (one jitted
 step, dispatched from Python), on one batch already on the device, after two warm-up calls (the first

@@ -14,13 +14,16 @@ SEED_AXIS = "seeds"
 def unroll_threefry_on_cpu(unrolled: bool = True) -> bool:
     """Lower JAX's threefry hash on the CPU as straight-line code instead of JAX's default CPU lowering, a
     five-trip `while` loop (chosen upstream for compile time). The hash and its bits are the same; the loop's
-    per-trip bookkeeping made a CartPole run about 10% slower (benchmarks/cpu_workarounds.py). Other
-    platforms already use the straight-line form. `unrolled=False` puts JAX's loop back (to measure it).
+    per-trip bookkeeping made a CartPole run 1.14× slower (benchmarks/cpu_workarounds.py). Other
+    platforms already use the straight-line form. It applies to the whole process: importing any of the
+    kit's scripts registers it. `unrolled=False` puts JAX's loop back (to measure it).
     Returns False, changing nothing, where this JAX version keeps the lowering elsewhere."""
     import importlib
 
-    from jax._src.interpreters import mlir
-
+    try:
+        from jax._src.interpreters import mlir
+    except ImportError:
+        return False
     for module_name in ("jax._src.random.threefry2x32", "jax._src.prng"):  # newer JAX, then JAX before 0.9
         try:
             module = importlib.import_module(module_name)

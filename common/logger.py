@@ -105,11 +105,9 @@ class RunLogger:
 
     def run_chunk(self, jitted: Callable, first_step: int, *args):
         """Run one training chunk, `jitted(*args)`, whose last argument is static (the chunk's length, or its
-        common.loop.Chunk). It is
-        compiled ahead of time on first use for that length and those input types, and the SPS clock starts
-        when it starts, so
-        that charts/SPS times training only: not compilation, nor the evaluations and checkpoints between
-        chunks."""
+        common.loop.Chunk). It is compiled ahead of time on first use for that static argument and those input
+        types, and the SPS clock starts when it starts, so that charts/SPS times training only: not
+        compilation, nor the evaluations and checkpoints between chunks."""
         leaves, structure = jax.tree.flatten(args[:-1])
         # what the compiled program depends on: shapes, dtypes and each device's part (two shardings that split an
         # array the same way, such as replicated and seed-split on one device, share a program)
@@ -139,7 +137,8 @@ class RunLogger:
         return compiled(*args[:-1])
 
     def write(self, step: int, scalars: dict[str, np.ndarray], bar_charts: dict[str, np.ndarray] | None = None):
-        """`scalars[tag]` has one value per seed; `bar_charts[tag]` one row of non-negative weights per seed."""
+        """`scalars[tag]` has one value per seed; `bar_charts[tag]` one row of non-negative weights per seed.
+        NaN (a scalar, or any weight of a row) means nothing to report for that seed."""
         now = time.perf_counter()
         sps = None
         if self.last_time is not None:  # untimed before the first chunk starts (see run_chunk)
@@ -150,7 +149,8 @@ class RunLogger:
                 if np.isfinite(values[index]):
                     writer.add_scalar(tag, float(values[index]), step)
             for tag, weights in (bar_charts or {}).items():
-                add_bar_chart(writer, tag, weights[index], step)
+                if np.isfinite(weights[index]).all():
+                    add_bar_chart(writer, tag, weights[index], step)
         episodic = scalars.get("charts/episodic_return")
         if episodic is not None and np.isfinite(episodic).any():
             self.set_headline("episodic_return", float(np.nanmean(episodic)))

@@ -195,10 +195,10 @@ MUTANTS = [
         GYMNAX_STEPS,
     ),
     Mutant(
-        "gymnax: learner updated from a non-finite loss",
+        "gymnax: a later non-finite loss overwrites the first one's step",
         "mirl_gymnax.py",
-        "lambda new, old: jnp.where(finite, new, old),\n        (params, opt_state, beta),",
-        "lambda new, old: new,\n        (params, opt_state, beta),",
+        "nan_step = jnp.where((state.nan_step < 0) & ~jnp.isfinite(loss), env_steps, state.nan_step)",
+        "nan_step = jnp.where(~jnp.isfinite(loss), env_steps, state.nan_step)",
         GYMNAX_STEPS,
     ),
     Mutant(

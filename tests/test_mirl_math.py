@@ -223,6 +223,8 @@ def test_patch_conv_is_a_valid_convolution(size, stride, image_size, channels):
         "PatchConv",
         "updates_per_learn",
         "learn_period",
+        "log_every",
+        "live_seeds_only",
         "make_optimizer",
         "q_values",
         "greedy_logits",

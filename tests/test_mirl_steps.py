@@ -3,6 +3,7 @@ values computed by hand from the state they are given. mirl_atari runs the same 
 them identical); its own observe is tested in test_frame_replay.py."""
 
 import dataclasses
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -100,7 +101,7 @@ def fill_with_one_transition(state, rows, obs, action, reward, next_obs, termina
 def test_learn_by_hand(algo):
     """After 4 iterations of 2 environments the replay holds 8 transitions, all the same (the other 56 slots
     are empty): the minibatch loss is (Q(s, a) − y)² of that transition; β moves by the rule from that
-    loss; a non-finite loss leaves the learner alone and records the step."""
+    loss; a non-finite loss records its step (the first one is kept)."""
     setup, state = setup_and_state(algo, alpha_beta=0.5, beta_init=2.0)
     obs, next_obs = jnp.asarray([0.1, -0.2, 0.03, 0.4]), jnp.asarray([0.2, 0.1, -0.05, 0.3])
     state = fill_with_one_transition(state, 8, obs, 1, 0.7, next_obs, False)
@@ -146,3 +147,16 @@ def test_learn_and_sync_follow_the_schedule():
     assert changed(learns.params, state.params) and not changed(learns.target_params, state.target_params)
     syncs = mg.learn_and_sync(setup, state, jnp.asarray(19))  # 40 steps: learn and copy the new network
     assert changed(syncs.params, state.params) and not changed(syncs.target_params, syncs.params)
+
+
+def test_seeds_whose_loss_went_non_finite_log_nothing_more():
+    """After a seed's first non-finite loss its metrics are NaN (the logger writes nothing for NaN); the
+    others' are untouched."""
+    states = SimpleNamespace(nan_step=jnp.asarray([-1, 40, -1]))
+    scalars = {"charts/episodic_return": jnp.asarray([1.0, 2.0, 3.0])}
+    bars = {"mirl/prior": jnp.asarray([[0.5, 0.5], [0.2, 0.8], [0.1, 0.9]])}
+    scalars, bars = mg.live_seeds_only(states, scalars, bars)
+    np.testing.assert_array_equal(scalars["charts/episodic_return"], [1.0, np.nan, 3.0])
+    np.testing.assert_array_equal(
+        bars["mirl/prior"], np.asarray([[0.5, 0.5], [np.nan, np.nan], [0.1, 0.9]], np.float32)
+    )
