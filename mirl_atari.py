@@ -30,7 +30,7 @@ from common.checkpoint import init_or_restore, non_finite_stop
 from common.cli import run_script, start_resume
 from common.devices import SEED_AXIS, check_fits, seed_mesh, seed_sharding, shard_seeds, unroll_threefry_on_cpu
 from common.errors import UserError, flag, out_of_range, plural
-from common.logger import RunLogger, make_run_name, nan_mean, start_tracking
+from common.logger import RunLogger, make_run_name, nan_mean, seed_sub_runs, start_tracking
 from common.loop import Chunk, scan_logged
 
 SCRIPT = os.path.basename(__file__)
@@ -465,6 +465,18 @@ class IntervalStats(eqx.Module):
         return IntervalStats(*(jnp.zeros((), jnp.float32) for _ in range(8)))
 
 
+class Hypers(eqx.Module):
+    """The hyper-parameters a sweep varies (mirl_gymnax.py takes several values of each), as float32 arrays in the
+    state rather than constants of the program, vmapped over like the seeds: one compiled program trains a grid."""
+
+    learning_rate: jax.Array
+    end_e: jax.Array
+    alpha_rho: jax.Array
+    alpha_beta: jax.Array
+    beta_init: jax.Array
+    beta_min: jax.Array
+
+
 class AgentState(eqx.Module):
     """Everything one seed carries through the scan; saved whole in checkpoints."""
 
@@ -481,6 +493,14 @@ class AgentState(eqx.Module):
     key: jax.Array
     stats: IntervalStats
     nan_step: jax.Array  # environment step of the first non-finite TD loss, -1 if none
+    hypers: Hypers  # the run's configuration
+
+
+def only_configuration(args: Args) -> Hypers:
+    """The flags' values as the run's Hypers (mirl_atari.py sweeps nothing: on Atari one run is big enough)."""
+    return Hypers(
+        **{field.name: jnp.asarray(getattr(args, field.name), jnp.float32) for field in dataclasses.fields(Hypers)}
+    )
 
 
 def fresh_games(obs: jax.Array) -> dict:
@@ -505,7 +525,7 @@ class Setup(NamedTuple):
 
     args: Args
     network: QNetwork  # the Q-network's structure; its parameters live in the state
-    optimizer: optax.GradientTransformation
+    optimizer: Callable[[jax.Array], optax.GradientTransformation]  # of a run's learning rate
 
 
 def make_setup(args: Args, num_actions: int, obs_shape: tuple[int, int, int]) -> Setup:
@@ -537,11 +557,15 @@ def live_seeds_only(states: AgentState, scalars: dict, bar_charts: dict) -> tupl
     )
 
 
-def make_optimizer(args: Args) -> optax.GradientTransformation:
-    """Adam, its rate decaying linearly to 0 over the run's gradient steps with --anneal-lr."""
+def make_optimizer(args: Args) -> Callable[[jax.Array], optax.GradientTransformation]:
+    """Adam at a run's learning rate (a traced value: it may be swept), decaying linearly to 0 over the run's
+    gradient steps with --anneal-lr. Its state's structure does not depend on the rate."""
     num_updates = (args.total_timesteps - args.learning_starts) // learn_period(args) * updates_per_learn(args)
-    schedule = optax.linear_schedule(args.learning_rate, 0.0, num_updates) if args.anneal_lr else args.learning_rate
-    return optax.adam(schedule)
+
+    def adam(learning_rate: jax.Array) -> optax.GradientTransformation:
+        return optax.adam(optax.linear_schedule(learning_rate, 0.0, num_updates) if args.anneal_lr else learning_rate)
+
+    return adam
 
 
 def q_values(setup: Setup, params, obs: jax.Array) -> jax.Array:
@@ -553,10 +577,10 @@ def greedy_logits(setup: Setup, q: jax.Array, prior: jax.Array, beta: jax.Array)
     return policy_logits(q, jnp.log(prior), beta) if setup.args.algo != "dqn" else q
 
 
-def epsilon_at(setup: Setup, iteration: jax.Array) -> jax.Array:
+def epsilon_at(setup: Setup, hypers: Hypers, iteration: jax.Array) -> jax.Array:
     args = setup.args
     return linear_schedule(
-        args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, iteration * args.num_envs
+        args.start_e, hypers.end_e, args.exploration_fraction * args.total_timesteps, iteration * args.num_envs
     )
 
 
@@ -567,13 +591,14 @@ def choose(setup: Setup, state: AgentState, iteration: jax.Array) -> tuple[Agent
     key, action_key = jax.random.split(state.key)
     log_prior = jnp.log(state.prior)
     logits = greedy_logits(setup, q_values(setup, state.params, state.obs), state.prior, state.beta)
-    actions = behaviour_action(action_key, jnp.argmax(logits, axis=-1), log_prior, epsilon_at(setup, iteration))
+    epsilon = epsilon_at(setup, state.hypers, iteration)
+    actions = behaviour_action(action_key, jnp.argmax(logits, axis=-1), log_prior, epsilon)
     prior, stats = state.prior, state.stats
     if args.algo != "dqn":  # one log-softmax serves ρ's update and the logged I(S; A)
         log_policy = jax.nn.log_softmax(logits, axis=-1)
         stats = eqx.tree_at(lambda s: s.kl_sum, stats, stats.kl_sum + jnp.sum(kl_to_prior(log_policy, log_prior)))
-        if args.algo == "mirl" and args.alpha_rho > 0:  # sql and dqn keep ρ uniform
-            prior = update_prior(prior, jnp.exp(log_policy).mean(axis=0), args.alpha_rho, args.num_envs)
+        if args.algo == "mirl":  # sql and dqn keep ρ uniform
+            prior = update_prior(prior, jnp.exp(log_policy).mean(axis=0), state.hypers.alpha_rho, args.num_envs)
     stats = eqx.tree_at(lambda s: s.acting_states, stats, stats.acting_states + args.num_envs)
     return dataclasses.replace(state, prior=prior, key=key, stats=stats), actions
 
@@ -625,12 +650,12 @@ def apply_td_step(setup: Setup, state: AgentState, grads, loss: jax.Array, q_mea
     """Adam on the TD loss's gradients, then β from the same minibatch loss. A non-finite loss is recorded with
     its step and the host stops the run at the chunk's end, before anything is saved or evaluated: cheaper than
     masking every step's update, which made a CartPole run measurably slower."""
-    args = setup.args
-    updates, opt_state = setup.optimizer.update(grads, state.opt_state, state.params)
+    args, hypers = setup.args, state.hypers
+    updates, opt_state = setup.optimizer(hypers.learning_rate).update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     beta = state.beta
     if args.algo != "dqn":
-        beta = update_beta(beta, loss, args.alpha_beta, args.td_loss_floor, args.beta_min, args.beta_max)
+        beta = update_beta(beta, loss, hypers.alpha_beta, args.td_loss_floor, hypers.beta_min, args.beta_max)
     env_steps = (iteration + 1) * args.num_envs
     nan_step = jnp.where((state.nan_step < 0) & ~jnp.isfinite(loss), env_steps, state.nan_step)
     stats = eqx.tree_at(
@@ -684,7 +709,7 @@ def interval_metrics(setup: Setup, states: AgentState, iteration: jax.Array) -> 
     scalars = {
         "charts/episodic_return": nan_mean(stats.return_sum, stats.episodes),
         "charts/episodic_length": nan_mean(stats.length_sum, stats.episodes),
-        "charts/epsilon": jnp.broadcast_to(epsilon_at(setup, iteration), stats.episodes.shape),
+        "charts/epsilon": epsilon_at(setup, states.hypers, iteration),
         "losses/td_loss": nan_mean(stats.td_loss_sum, stats.updates),
         "losses/q_values": nan_mean(stats.q_sum, stats.updates),
     }
@@ -716,19 +741,21 @@ def make_train(
     setup = make_setup(args, num_actions, obs_shape)
 
     def init(key: jax.Array, obs: jax.Array) -> AgentState:
+        hypers = only_configuration(args)
         network_key, loop_key = jax.random.split(key)
         params, _ = eqx.partition(QNetwork(obs_shape, num_actions, network_key), eqx.is_array)
         return AgentState(
             params=params,
             target_params=params,
-            opt_state=setup.optimizer.init(params),
+            opt_state=setup.optimizer(hypers.learning_rate).init(params),
             replay=FrameReplay.empty(args.buffer_size, args.num_envs, obs_shape),
             **fresh_games(obs),
             prior=jnp.full(num_actions, 1.0 / num_actions, jnp.float32),
-            beta=jnp.asarray(args.beta_init, jnp.float32),
+            beta=hypers.beta_init,
             key=loop_key,
             stats=IntervalStats.zeros(),
             nan_step=jnp.asarray(-1, jnp.int32),
+            hypers=hypers,
         )
 
     def observe_and_learn(state: AgentState, actions, step: EnvStep, iteration: jax.Array) -> AgentState:
@@ -912,7 +939,7 @@ def main(args: Args) -> dict:
     if args.track:
         start_tracking(args, run_name, args.wandb_project_name, args.wandb_entity)
     total_iterations = args.total_timesteps // args.num_envs
-    logger = RunLogger(run_dir, args, seeds, args.total_timesteps, first_iteration * args.num_envs)
+    logger = RunLogger(run_dir, args, seed_sub_runs(seeds), args.total_timesteps, first_iteration * args.num_envs)
     trainer = make_train(args, num_actions, obs_shape, env_step, eval_step, logger.jax_writer(mesh))
 
     run = jax.jit(trainer.run, static_argnums=3, donate_argnums=0)

@@ -6,9 +6,14 @@ The environments run on the device too: acting, the replay buffer, the ε schedu
 syncs and gradient updates are one `jax.lax.scan` per chunk of --checkpoint-interval steps, compiled once
 per chunk shape (common.loop.Chunk: the defaults need one, and a shorter last chunk one more). `--num-seeds N` trains N
 independent seeds at once (vmapped, and sharded over devices when there are several).
+
+Sweeps run in the same program: the float flags marked "swept" take several values, and every combination of them
+trains with every seed (`--alpha-rho 1e-5 4e-5 --learning-rate 1e-4 2.5e-4 --num-seeds 5`: 20 agents). Their values
+are arrays in the state (Hypers), so the grid costs no extra compilation.
 """
 
 import dataclasses
+import itertools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +31,7 @@ from gymnax.environments import spaces
 from common.checkpoint import init_or_restore, non_finite_stop
 from common.cli import run_script, start_resume
 from common.devices import check_fits, seed_mesh, seed_sharding, shard_seeds, unroll_threefry_on_cpu
-from common.errors import UserError, out_of_range, plural
+from common.errors import UserError, flag, out_of_range, plural
 from common.logger import RunLogger, make_run_name, nan_mean, start_tracking
 from common.loop import Chunk, scan_logged
 
@@ -41,7 +46,9 @@ class Args:
     seed: int = 1
     """seed of the first run; seed k of --num-seeds uses seed + k"""
     num_seeds: int = 1
-    """independent seeds trained at once (vmapped; sharded over devices when there are several)"""
+    """independent seeds trained at once (vmapped; sharded over devices when there are several); with several
+    values for the swept flags (the float flags so marked), every combination trains with these seeds, all in one
+    program, one TensorBoard sub-run each"""
     track: bool = False
     """mirror the TensorBoard logs to Weights & Biases"""
     wandb_project_name: str = "mirl-jax"
@@ -63,14 +70,17 @@ class Args:
     # Algorithm
     env_id: str = "CartPole-v1"
     """the id of a discrete-action gymnax environment"""
+    full_action_set: bool = False
+    """MinAtar: all 6 actions of the game engine instead of the game's minimal set (many then do the same thing:
+    the setting where a learned action prior should matter most)"""
     algo: Literal["mirl", "sql", "dqn"] = "mirl"
     """mirl: learned prior ρ, adaptive β; sql: uniform prior, adaptive β; dqn: hard max backup"""
     total_timesteps: int = 500_000
     """environment steps per seed"""
     num_envs: int = 10
     """parallel environments per seed"""
-    learning_rate: float = 2.5e-4
-    """Adam learning rate"""
+    learning_rate: tuple[float, ...] = (2.5e-4,)
+    """Adam learning rate; several values sweep it (see --num-seeds)"""
     anneal_lr: bool = True
     """decay the learning rate linearly to 0 over the gradient steps, so that the final policy is a settled one"""
     buffer_size: int = 10_000
@@ -83,8 +93,8 @@ class Args:
     """minibatch size"""
     start_e: float = 1.0
     """ε at the start"""
-    end_e: float = 0.05
-    """ε at the end of the exploration phase"""
+    end_e: tuple[float, ...] = (0.05,)
+    """ε at the end of the exploration phase; several values sweep it"""
     exploration_fraction: float = 0.5
     """fraction of --total-timesteps over which ε decays linearly"""
     learning_starts: int = 10_000
@@ -93,14 +103,14 @@ class Args:
     """environment steps per gradient step"""
     huber: bool = False
     """Huber instead of squared TD error"""
-    alpha_rho: float = 4e-5
-    """prior step size α_ρ, per environment step (mirl only; sql and dqn keep ρ uniform)"""
-    alpha_beta: float = 2e-4
-    """β step size α_β, per gradient step (0 keeps β fixed at --beta-init; mirl and sql)"""
-    beta_init: float = 1.0
-    """initial inverse temperature β"""
-    beta_min: float = 1e-2
-    """lower clip for β"""
+    alpha_rho: tuple[float, ...] = (4e-5,)
+    """prior step size α_ρ, per environment step (mirl only; sql and dqn keep ρ uniform); several values sweep it"""
+    alpha_beta: tuple[float, ...] = (2e-4,)
+    """β step size α_β, per gradient step (0 keeps β fixed at --beta-init; mirl and sql); several values sweep it"""
+    beta_init: tuple[float, ...] = (1.0,)
+    """initial inverse temperature β; several values sweep it"""
+    beta_min: tuple[float, ...] = (1e-2,)
+    """lower clip for β; several values sweep it"""
     beta_max: float = 1e3
     """upper clip for β"""
     td_loss_floor: float = 1e-3
@@ -117,11 +127,14 @@ class Args:
 CONTINUOUS_ENV_IDS = ("Pendulum-v1", "MountainCarContinuous-v0", "PointRobot-misc", "Reacher-misc", "Swimmer-misc")
 
 
-def make_env(env_id: str):
+def make_env(env_id: str, full_action_set: bool = False):
     discrete = [name for name in gymnax.registered_envs if name not in CONTINUOUS_ENV_IDS]
     if env_id not in gymnax.registered_envs:
         raise UserError(f"unknown env id {env_id!r}; discrete-action gymnax environments: {', '.join(discrete)}")
-    env, env_params = gymnax.make(env_id)
+    minatar = [name for name in gymnax.registered_envs if name.endswith("-MinAtar")]
+    if full_action_set and env_id not in minatar:
+        raise UserError(f"--full-action-set applies to the MinAtar games only: {', '.join(minatar)}")
+    env, env_params = gymnax.make(env_id, **({"use_minimal_action_set": False} if full_action_set else {}))
     if not isinstance(env.action_space(env_params), spaces.Discrete):
         raise UserError(f"{env_id} has a continuous action space; MIRL needs discrete actions: {', '.join(discrete)}")
     return env, env_params
@@ -330,6 +343,21 @@ class IntervalStats(eqx.Module):
         return IntervalStats(*(jnp.zeros((), jnp.float32) for _ in range(8)))
 
 
+class Hypers(eqx.Module):
+    """The hyper-parameters a sweep varies (mirl_gymnax.py takes several values of each), as float32 arrays in the
+    state rather than constants of the program, vmapped over like the seeds: one compiled program trains a grid."""
+
+    learning_rate: jax.Array
+    end_e: jax.Array
+    alpha_rho: jax.Array
+    alpha_beta: jax.Array
+    beta_init: jax.Array
+    beta_min: jax.Array
+
+
+SWEPT_FLAGS = tuple(field.name for field in dataclasses.fields(Hypers))
+
+
 class AgentState(eqx.Module):
     """Everything one seed carries through the scan; saved whole in checkpoints."""
 
@@ -346,6 +374,7 @@ class AgentState(eqx.Module):
     key: jax.Array
     stats: IntervalStats
     nan_step: jax.Array  # environment step of the first non-finite TD loss, -1 if none
+    hypers: Hypers  # the run's configuration
 
 
 # ----------------------------------------------------------------------------------------------
@@ -360,7 +389,7 @@ class Setup(NamedTuple):
     env: Any
     env_params: Any
     network: QNetwork  # the Q-network's structure; its parameters live in the state
-    optimizer: optax.GradientTransformation
+    optimizer: Callable[[jax.Array], optax.GradientTransformation]  # of a run's learning rate
     obs_dtype: Any  # of the replay's observations
 
 
@@ -395,11 +424,15 @@ def live_seeds_only(states: AgentState, scalars: dict, bar_charts: dict) -> tupl
     )
 
 
-def make_optimizer(args: Args) -> optax.GradientTransformation:
-    """Adam, its rate decaying linearly to 0 over the run's gradient steps with --anneal-lr."""
+def make_optimizer(args: Args) -> Callable[[jax.Array], optax.GradientTransformation]:
+    """Adam at a run's learning rate (a traced value: it may be swept), decaying linearly to 0 over the run's
+    gradient steps with --anneal-lr. Its state's structure does not depend on the rate."""
     num_updates = (args.total_timesteps - args.learning_starts) // learn_period(args) * updates_per_learn(args)
-    schedule = optax.linear_schedule(args.learning_rate, 0.0, num_updates) if args.anneal_lr else args.learning_rate
-    return optax.adam(schedule)
+
+    def adam(learning_rate: jax.Array) -> optax.GradientTransformation:
+        return optax.adam(optax.linear_schedule(learning_rate, 0.0, num_updates) if args.anneal_lr else learning_rate)
+
+    return adam
 
 
 def q_values(setup: Setup, params, obs: jax.Array) -> jax.Array:
@@ -411,10 +444,10 @@ def greedy_logits(setup: Setup, q: jax.Array, prior: jax.Array, beta: jax.Array)
     return policy_logits(q, jnp.log(prior), beta) if setup.args.algo != "dqn" else q
 
 
-def epsilon_at(setup: Setup, iteration: jax.Array) -> jax.Array:
+def epsilon_at(setup: Setup, hypers: Hypers, iteration: jax.Array) -> jax.Array:
     args = setup.args
     return linear_schedule(
-        args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, iteration * args.num_envs
+        args.start_e, hypers.end_e, args.exploration_fraction * args.total_timesteps, iteration * args.num_envs
     )
 
 
@@ -425,13 +458,14 @@ def choose(setup: Setup, state: AgentState, iteration: jax.Array) -> tuple[Agent
     key, action_key = jax.random.split(state.key)
     log_prior = jnp.log(state.prior)
     logits = greedy_logits(setup, q_values(setup, state.params, state.obs), state.prior, state.beta)
-    actions = behaviour_action(action_key, jnp.argmax(logits, axis=-1), log_prior, epsilon_at(setup, iteration))
+    epsilon = epsilon_at(setup, state.hypers, iteration)
+    actions = behaviour_action(action_key, jnp.argmax(logits, axis=-1), log_prior, epsilon)
     prior, stats = state.prior, state.stats
     if args.algo != "dqn":  # one log-softmax serves ρ's update and the logged I(S; A)
         log_policy = jax.nn.log_softmax(logits, axis=-1)
         stats = eqx.tree_at(lambda s: s.kl_sum, stats, stats.kl_sum + jnp.sum(kl_to_prior(log_policy, log_prior)))
-        if args.algo == "mirl" and args.alpha_rho > 0:  # sql and dqn keep ρ uniform
-            prior = update_prior(prior, jnp.exp(log_policy).mean(axis=0), args.alpha_rho, args.num_envs)
+        if args.algo == "mirl":  # sql and dqn keep ρ uniform
+            prior = update_prior(prior, jnp.exp(log_policy).mean(axis=0), state.hypers.alpha_rho, args.num_envs)
     stats = eqx.tree_at(lambda s: s.acting_states, stats, stats.acting_states + args.num_envs)
     return dataclasses.replace(state, prior=prior, key=key, stats=stats), actions
 
@@ -492,12 +526,12 @@ def apply_td_step(setup: Setup, state: AgentState, grads, loss: jax.Array, q_mea
     """Adam on the TD loss's gradients, then β from the same minibatch loss. A non-finite loss is recorded with
     its step and the host stops the run at the chunk's end, before anything is saved or evaluated: cheaper than
     masking every step's update, which made a CartPole run measurably slower."""
-    args = setup.args
-    updates, opt_state = setup.optimizer.update(grads, state.opt_state, state.params)
+    args, hypers = setup.args, state.hypers
+    updates, opt_state = setup.optimizer(hypers.learning_rate).update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     beta = state.beta
     if args.algo != "dqn":
-        beta = update_beta(beta, loss, args.alpha_beta, args.td_loss_floor, args.beta_min, args.beta_max)
+        beta = update_beta(beta, loss, hypers.alpha_beta, args.td_loss_floor, hypers.beta_min, args.beta_max)
     env_steps = (iteration + 1) * args.num_envs
     nan_step = jnp.where((state.nan_step < 0) & ~jnp.isfinite(loss), env_steps, state.nan_step)
     stats = eqx.tree_at(
@@ -556,7 +590,7 @@ def interval_metrics(setup: Setup, states: AgentState, iteration: jax.Array) -> 
     scalars = {
         "charts/episodic_return": nan_mean(stats.return_sum, stats.episodes),
         "charts/episodic_length": nan_mean(stats.length_sum, stats.episodes),
-        "charts/epsilon": jnp.broadcast_to(epsilon_at(setup, iteration), stats.episodes.shape),
+        "charts/epsilon": epsilon_at(setup, states.hypers, iteration),
         "losses/td_loss": nan_mean(stats.td_loss_sum, stats.updates),
         "losses/q_values": nan_mean(stats.q_sum, stats.updates),
     }
@@ -574,10 +608,10 @@ def interval_metrics(setup: Setup, states: AgentState, iteration: jax.Array) -> 
 
 
 class Trainer(NamedTuple):
-    init: Callable  # key -> AgentState (one seed)
+    init: Callable  # (key, Hypers, or None for the flags' single configuration) -> AgentState (one run)
     run: Callable  # (states, first_iteration, Chunk) -> states (seeds on the leading axis)
     evaluate: Callable  # (states, key) -> greedy episode returns, (num_seeds, eval_episodes)
-    train: Callable  # keys -> states: the whole run as one call, for use as a library
+    train: Callable  # (keys, Hypers or None) -> states: the whole run as one call, for use as a library
 
 
 def make_train(args: Args, env, env_params, log: Callable | None = None) -> Trainer:
@@ -586,7 +620,8 @@ def make_train(args: Args, env, env_params, log: Callable | None = None) -> Trai
     per-seed arrays (common.logger)."""
     setup = make_setup(args, env, env_params)
 
-    def init(key: jax.Array) -> AgentState:
+    def init(key: jax.Array, hypers: Hypers | None = None) -> AgentState:
+        hypers = hypers if hypers is not None else only_configuration(args)
         network_key, env_key, loop_key = jax.random.split(key, 3)
         obs_shape, num_actions = env.observation_space(env_params).shape, env.action_space(env_params).n
         params, _ = eqx.partition(QNetwork(obs_shape, num_actions, network_key), eqx.is_array)
@@ -594,17 +629,18 @@ def make_train(args: Args, env, env_params, log: Callable | None = None) -> Trai
         return AgentState(
             params=params,
             target_params=params,
-            opt_state=setup.optimizer.init(params),
+            opt_state=setup.optimizer(hypers.learning_rate).init(params),
             replay=Replay.empty(args.buffer_size, obs_shape, setup.obs_dtype),
             env_state=env_state,
             obs=obs,
             episode_return=jnp.zeros(args.num_envs),
             episode_length=jnp.zeros(args.num_envs),
             prior=jnp.full(num_actions, 1.0 / num_actions, jnp.float32),
-            beta=jnp.asarray(args.beta_init, jnp.float32),
+            beta=hypers.beta_init,
             key=loop_key,
             stats=IntervalStats.zeros(),
             nan_step=jnp.asarray(-1, jnp.int32),
+            hypers=hypers,
         )
 
     def run(states: AgentState, first_iteration: jax.Array, chunk: Chunk) -> AgentState:
@@ -660,9 +696,9 @@ def make_train(args: Args, env, env_params, log: Callable | None = None) -> Trai
     def evaluate(states: AgentState, key: jax.Array) -> jax.Array:
         return jax.vmap(evaluate_seed)(states, jax.random.split(key, states.nan_step.shape[0]))
 
-    def train(keys: jax.Array) -> AgentState:
+    def train(keys: jax.Array, hypers: Hypers | None = None) -> AgentState:
         num_iterations = args.total_timesteps // args.num_envs
-        return run(jax.vmap(init)(keys), jnp.asarray(0, jnp.int32), Chunk(num_iterations, log_phase=0))
+        return run(jax.vmap(init)(keys, hypers), jnp.asarray(0, jnp.int32), Chunk(num_iterations, log_phase=0))
 
     return Trainer(init=init, run=run, evaluate=evaluate, train=train)
 
@@ -672,6 +708,48 @@ def without_seed_axis(states: AgentState) -> bool:
     is slower on XLA:CPU, and taking the seed out and back in every iteration makes it copy the replay buffer
     every iteration (benchmarks/cpu_workarounds.py)."""
     return states.nan_step.shape[0] == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Sweeps: every combination of the swept flags' values, each with every seed
+# ----------------------------------------------------------------------------------------------
+
+
+class Run(NamedTuple):
+    """One agent trained by the program: a seed under one configuration of the swept flags."""
+
+    seed: int
+    config: dict[str, float]  # a value for each of SWEPT_FLAGS
+    name: str  # its TensorBoard sub-run: seed_1, or in a sweep alpha_rho=0.0001,learning_rate=0.001/seed_1
+
+
+def swept(args: Args) -> tuple[str, ...]:
+    """The swept flags given more than one value."""
+    return tuple(name for name in SWEPT_FLAGS if len(getattr(args, name)) > 1)
+
+
+def grid_runs(args: Args) -> list[Run]:
+    """Configuration-major: all seeds of the first configuration, then of the next, the last flag of
+    SWEPT_FLAGS varying fastest. Every configuration trains the same seeds."""
+    runs = []
+    for values in itertools.product(*(getattr(args, name) for name in SWEPT_FLAGS)):
+        config = dict(zip(SWEPT_FLAGS, values, strict=True))
+        directory = ",".join(f"{name}={config[name]!r}" for name in swept(args))
+        for seed in range(args.seed, args.seed + args.num_seeds):
+            runs.append(Run(seed, config, f"{directory}/seed_{seed}" if directory else f"seed_{seed}"))
+    return runs
+
+
+def stacked_hypers(runs: list[Run]) -> Hypers:
+    """The runs' configurations as one Hypers whose arrays have the runs on their leading axis."""
+    return Hypers(**{name: jnp.asarray([run.config[name] for run in runs], jnp.float32) for name in SWEPT_FLAGS})
+
+
+def only_configuration(args: Args) -> Hypers:
+    """The flags' values as one run's Hypers, where no flag is swept."""
+    if swept(args):
+        raise ValueError(f"{', '.join(map(flag, swept(args)))} have several values: pass each run's Hypers")
+    return jax.tree.map(lambda x: x[0], stacked_hypers(grid_runs(dataclasses.replace(args, num_seeds=1))))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -691,6 +769,7 @@ def check_args(args: Args) -> None:
         non_negative=("keep_checkpoints",),
         unit_interval=("gamma", "start_e", "end_e", "alpha_rho", "alpha_beta"),
         fraction=("exploration_fraction",),
+        finite=("beta_init", "beta_min"),
     )  # fmt: skip
     if problems:  # the rules below assume these
         raise UserError("; ".join(problems))
@@ -715,8 +794,21 @@ def check_args(args: Args) -> None:
             f"--learning-starts ({args.learning_starts}) must be below --total-timesteps ({args.total_timesteps}): "
             "the run would never learn"
         )
-    if not 0 < args.beta_min <= args.beta_init <= args.beta_max:
-        problems.append("need 0 < --beta-min <= --beta-init <= --beta-max")
+    if not (
+        0 < min(args.beta_min) and max(args.beta_min) <= min(args.beta_init) and max(args.beta_init) <= args.beta_max
+    ):
+        problems.append("need 0 < --beta-min <= --beta-init <= --beta-max (for every value swept)")
+    problems += [
+        f"{flag(name)} lists a value twice"
+        for name in SWEPT_FLAGS
+        if len(set(getattr(args, name))) < len(getattr(args, name))
+    ]
+    unused = {"dqn": ("alpha_rho", "alpha_beta", "beta_init", "beta_min"), "sql": ("alpha_rho",)}.get(args.algo, ())
+    problems += [
+        f"{flag(name)} has no effect with --algo {args.algo}: sweeping it would train the same agent several times"
+        for name in swept(args)
+        if name in unused
+    ]
     if problems:
         raise UserError("; ".join(problems))
 
@@ -742,30 +834,34 @@ def main(args: Args) -> dict:
     else:
         run_name = make_run_name(args.env_id, args.exp_name or args.algo, args.seed)
     check_args(args)
-    env, env_params = make_env(args.env_id)
+    env, env_params = make_env(args.env_id, args.full_action_set)
     run_dir = Path("runs") / run_name
-    seeds = [args.seed + k for k in range(args.num_seeds)]
-    mesh = seed_mesh(args.num_seeds)
+    runs = grid_runs(args)
+    num_configs = len(runs) // args.num_seeds
+    run_labels = [run.name for run in runs] if swept(args) else [run.seed for run in runs]  # in error messages
+    mesh = seed_mesh(len(runs))
 
     obs_shape = env.observation_space(env_params).shape
     obs_bytes = int(np.prod(obs_shape)) * np.dtype(replay_obs_dtype(args.env_id, env, env_params)).itemsize
-    replay_bytes = args.num_seeds * args.buffer_size * (2 * obs_bytes + 4 + 4 + 1)
+    replay_bytes = len(runs) * args.buffer_size * (2 * obs_bytes + 4 + 4 + 1)
+    configs = f"{plural(num_configs, 'configuration')} × " if swept(args) else ""
     check_fits(
-        f"the replay buffers ({plural(args.num_seeds, 'seed')} × {args.buffer_size} transitions × "
+        f"the replay buffers ({configs}{plural(args.num_seeds, 'seed')} × {args.buffer_size} transitions × "
         f"{2 * obs_bytes + 9} bytes)",
         replay_bytes,
         list(mesh.devices.flat),
-        "lower --buffer-size or --num-seeds",
+        "lower --buffer-size or --num-seeds" + (", or sweep fewer values" if swept(args) else ""),
     )
 
-    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
+    keys = jax.vmap(jax.random.key)(jnp.asarray([run.seed for run in runs]))
     init = jax.vmap(make_train(args, env, env_params).init)  # the state does not depend on the logging
-    states = init_or_restore(init, args.resume, shard_seeds(keys, mesh), sharding=seed_sharding(mesh))
+    inputs = shard_seeds((keys, stacked_hypers(runs)), mesh)
+    states = init_or_restore(init, args.resume, *inputs, sharding=seed_sharding(mesh))
 
     if args.track:
         start_tracking(args, run_name, args.wandb_project_name, args.wandb_entity)
     total_iterations = args.total_timesteps // args.num_envs
-    logger = RunLogger(run_dir, args, seeds, args.total_timesteps, first_iteration * args.num_envs)
+    logger = RunLogger(run_dir, args, [run.name for run in runs], args.total_timesteps, first_iteration * args.num_envs)
     trainer = make_train(args, env, env_params, logger.jax_writer(mesh))
 
     run = jax.jit(trainer.run, static_argnums=2, donate_argnums=0)
@@ -777,7 +873,7 @@ def main(args: Args) -> dict:
         states = logger.run_chunk(run, iteration * args.num_envs, states, jnp.asarray(iteration, jnp.int32), chunk)
         iteration += chunk.length
         stop = non_finite_stop(
-            states.nan_step, seeds, "the TD loss", "environment step", last_checkpoint, args.save_model
+            states.nan_step, run_labels, "the TD loss", "environment step", last_checkpoint, args.save_model
         )
         if stop is not None:
             logger.close()
@@ -791,12 +887,22 @@ def main(args: Args) -> dict:
     for writer, returns in zip(logger.writers, eval_returns, strict=True):
         writer.add_scalar("eval/episodic_return", float(returns.mean()), final_step)
     logger.close()
-    means = eval_returns.mean(axis=1)
-    print(
-        f"{run_name}: greedy eval/episodic_return over {args.eval_episodes} episodes per seed: "
-        f"{means.mean():.1f} ± {means.std():.1f} (seeds {seeds}: {np.round(means.astype(float), 1).tolist()})"
-    )
-    return {"states": states, "eval_returns": eval_returns, "run_dir": run_dir, "last_checkpoint": last_checkpoint}
+    seeds = [run.seed for run in runs[: args.num_seeds]]
+    for first in range(0, len(runs), args.num_seeds):
+        config = runs[first].name.rpartition("/")[0]
+        means = eval_returns[first : first + args.num_seeds].mean(axis=1)
+        print(
+            f"{run_name}{'/' + config if config else ''}: greedy eval/episodic_return over {args.eval_episodes} "
+            f"episodes per seed: {means.mean():.1f} ± {means.std():.1f} "
+            f"(seeds {seeds}: {np.round(means.astype(float), 1).tolist()})"
+        )
+    return {
+        "states": states,
+        "eval_returns": eval_returns,
+        "runs": runs,
+        "run_dir": run_dir,
+        "last_checkpoint": last_checkpoint,
+    }
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from common.datasets import (
 )
 from common.devices import check_fits, seed_mesh, seed_sharding, shard_seeds, unroll_threefry_on_cpu
 from common.errors import UserError, out_of_range
-from common.logger import RunLogger, make_run_name, start_tracking
+from common.logger import RunLogger, make_run_name, seed_sub_runs, start_tracking
 
 SCRIPT = os.path.basename(__file__)
 unroll_threefry_on_cpu()  # the same random bits, faster on a CPU
@@ -945,7 +945,7 @@ def main(args: Args) -> dict:
     if args.track:
         start_tracking(args, run_name, args.wandb_project_name, args.wandb_entity)
     run_dir = Path("runs") / run_name
-    logger = RunLogger(run_dir, args, seeds, args.total_steps, first_step)
+    logger = RunLogger(run_dir, args, seed_sub_runs(seeds), args.total_steps, first_step)
     trainer = make_train(args, obs_dim, action_dim, logger.jax_writer(mesh))
 
     run = jax.jit(trainer.run, static_argnums=3, donate_argnums=0)

@@ -43,7 +43,7 @@ def measure(config: dict) -> dict:
     import jax.numpy as jnp
 
     from common.devices import seed_mesh, shard_seeds
-    from common.logger import RunLogger
+    from common.logger import RunLogger, seed_sub_runs
     from common.loop import Chunk
     from mirl_atari import Args as TrainArgs
     from mirl_atari import log_every, make_train, open_pools, reset_pools, sharded_env_step
@@ -62,7 +62,7 @@ def measure(config: dict) -> dict:
     mesh = seed_mesh(num_seeds)
     pools, pool_steps, handles = open_pools(args, seeds, mesh, training=True)
     run_dir = Path("/tmp/mirl_benchmark_runs") / f"{args.env_id}_{args.algo}_{num_seeds}"
-    logger = RunLogger(run_dir, args, seeds, args.total_timesteps, 0)
+    logger = RunLogger(run_dir, args, seed_sub_runs(seeds), args.total_timesteps, 0)
     logger.progress.disable = True
     env_step = sharded_env_step(pool_steps, mesh, args.num_envs)
     trainer = make_train(args, int(pools[0].action_space.n), (4, 84, 84), env_step, env_step, logger.jax_writer(mesh))

@@ -41,7 +41,7 @@ def measure(config: dict) -> dict:
     import jax.numpy as jnp
 
     from common.devices import seed_mesh, shard_seeds
-    from common.logger import RunLogger
+    from common.logger import RunLogger, seed_sub_runs
     from common.loop import Chunk
     from mirl_gymnax import Args as TrainArgs
     from mirl_gymnax import make_env, make_train
@@ -58,7 +58,7 @@ def measure(config: dict) -> dict:
     env, env_params = make_env(args.env_id)
     mesh = seed_mesh(num_seeds)
     run_dir = Path("/tmp/mirl_benchmark_runs") / f"{args.env_id}_{args.algo}_{num_seeds}"
-    logger = RunLogger(run_dir, args, list(range(num_seeds)), steps, 0)
+    logger = RunLogger(run_dir, args, seed_sub_runs(range(num_seeds)), steps, 0)
     logger.progress.disable = True
     trainer = make_train(args, env, env_params, logger.jax_writer(mesh))
     keys = jax.vmap(jax.random.key)(jnp.arange(num_seeds))

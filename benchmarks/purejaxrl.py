@@ -79,7 +79,7 @@ def measure(config: dict) -> dict:
     import jax.numpy as jnp
 
     from common.devices import seed_mesh, shard_seeds
-    from common.logger import RunLogger
+    from common.logger import RunLogger, seed_sub_runs
     from common.loop import Chunk
     from mirl_gymnax import Args as TrainArgs
     from mirl_gymnax import make_env, make_train
@@ -88,7 +88,9 @@ def measure(config: dict) -> dict:
     args = TrainArgs(algo=algo, num_seeds=num_seeds, total_timesteps=steps, anneal_lr=defaults)
     env, env_params = make_env(args.env_id)
     mesh = seed_mesh(num_seeds)
-    logger = RunLogger(Path("/tmp/mirl_benchmark_runs") / config["algo"], args, list(range(num_seeds)), steps, 0)
+    logger = RunLogger(
+        Path("/tmp/mirl_benchmark_runs") / config["algo"], args, seed_sub_runs(range(num_seeds)), steps, 0
+    )
     logger.progress.disable = True
     trainer = make_train(args, env, env_params, logger.jax_writer(mesh))
     states = shard_seeds(jax.jit(jax.vmap(trainer.init))(jax.vmap(jax.random.key)(jnp.arange(num_seeds))), mesh)

@@ -7,7 +7,8 @@ confidence intervals, and performance profiles.
 
 Run directories are grouped by their name, `{env_id}__{exp_name}__{seed}__{time}`: each experiment (exp_name,
 by default the --algo) is compared with the others over the environments; an experiment's seeds are pooled
-over its run directories (each with seed_* sub-runs) and must be as many in every environment.
+over its run directories (each with seed_* sub-runs) and must be as many in every environment. In a sweep's run
+directory each configuration is an experiment of its own, `{exp_name} {configuration}`.
 
 A seed's score is the mean of the last --final-last values of --final-tag. Scores are normalised per
 environment, (score − low) / (high − low): low and high are given by --reference, or else are the lowest and
@@ -27,7 +28,7 @@ from scipy.stats import trim_mean
 
 from common.cli import run_script
 from common.errors import UserError
-from common.plot import check_run_dirs, read_scalars, run_label, seed_dirs
+from common.plot import check_run_dirs, experiments, read_scalars, run_label
 
 
 @dataclass
@@ -73,14 +74,15 @@ def read_runs(run_dirs: list[Path], tag: str, final_tag: str, final_last: int) -
     check_run_dirs(run_dirs)
     curves, finals = defaultdict(list), defaultdict(list)
     for run in run_dirs:
-        key = (run.name.split("__")[0], run_label(run))
-        for sub_run in seed_dirs(run):
-            steps, values = read_scalars(sub_run, tag)
-            if len(steps):
-                curves[key].append((steps, values))
-            _, final = read_scalars(sub_run, final_tag)
-            if len(final):
-                finals[key].append(float(final[-final_last:].mean()))
+        env = run.name.split("__")[0]
+        for experiment, sub_runs in experiments(run, run_label(run)).items():
+            for sub_run in sub_runs:
+                steps, values = read_scalars(sub_run, tag)
+                if len(steps):
+                    curves[env, experiment].append((steps, values))
+                _, final = read_scalars(sub_run, final_tag)
+                if len(final):
+                    finals[env, experiment].append(float(final[-final_last:].mean()))
     if not finals:
         raise UserError(f"no seed of these runs logged {final_tag}")
     return Runs(dict(curves), dict(finals))

@@ -111,16 +111,17 @@ def save_run_checkpoint(run_dir: str | Path, step: int, tree: Any, header: dict,
 
 
 def non_finite_stop(
-    nan_steps, seeds: list[int], loss: str, step_unit: str, last_checkpoint, saving: bool
+    nan_steps, seeds: list[int] | list[str], loss: str, step_unit: str, last_checkpoint, saving: bool
 ) -> SystemExit | None:
     """The error that stops a run whose loss became non-finite in some seed (`nan_steps[k]` ≥ 0 is the
-    seed's first such step), naming each such seed's step and the checkpoint kept (`saving`: --save-model is
-    on); None if all are finite."""
+    seed's first such step), naming each such seed (or in a sweep each sub-run) with its step and the checkpoint
+    kept (`saving`: --save-model is on); None if all are finite."""
     nan_steps = np.asarray(nan_steps)
     if not (nan_steps >= 0).any():
         return None
     bad = {seed: int(step) for seed, step in zip(seeds, nan_steps, strict=True) if step >= 0}
+    what = "seed" if all(isinstance(seed, int) for seed in seeds) else "run"
     return SystemExit(
-        f"error: {loss} became non-finite (seed: {step_unit}) {bad}; run stopped. "
+        f"error: {loss} became non-finite ({what}: {step_unit}) {bad}; run stopped. "
         f"Last checkpoint kept: {last_checkpoint or ('none yet' if saving else 'none (use --save-model)')}"
     )

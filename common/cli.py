@@ -28,7 +28,8 @@ RESUMABLE_EVERYWHERE = ("save_model", "keep_checkpoints", "log_interval", "track
 
 
 def saved_args(args_class: type[A], header: dict, path: str | Path, script: str) -> A:
-    """The Args a checkpoint was written with, refusing checkpoints of another script or another version."""
+    """The Args a checkpoint was written with, refusing checkpoints of another script or another version. JSON
+    has no tuples: a list in the header is a tuple flag's value (the swept flags)."""
     written_by = header.get("script")
     if written_by is not None and written_by != script:
         raise UserError(f"{path} was written by {written_by}, not {script}: resume it with {written_by}")
@@ -46,7 +47,7 @@ def saved_args(args_class: type[A], header: dict, path: str | Path, script: str)
             f"{path} was written by another script or another version of {script} ({differences}): resuming it "
             "could change the run's objective mid-run; start a new run"
         )
-    return args_class(**saved)
+    return args_class(**{name: tuple(value) if isinstance(value, list) else value for name, value in saved.items()})
 
 
 def check_resume_changes(saved: Any, args: Any, resumable: Iterable[str], step: int, total_field: str) -> dict:

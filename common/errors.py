@@ -20,7 +20,8 @@ def plural(count: int, noun: str) -> str:
 
 def out_of_range(args, positive=(), non_negative=(), unit_interval=(), fraction=(), finite=()) -> list[str]:
     """What is wrong with the flags of `args` that must be > 0, ≥ 0, within [0, 1], within (0, 1], or only
-    finite; all of them must be finite (a NaN fails every comparison, so each test is written to fail on it)."""
+    finite; all of them must be finite (a NaN fails every comparison, so each test is written to fail on it).
+    A flag holding a tuple of values (a swept flag) must have at least one, and each must hold."""
     rules = (
         (finite, lambda x: True, "must be finite"),
         (positive, lambda x: x > 0, "must be positive"),
@@ -28,9 +29,13 @@ def out_of_range(args, positive=(), non_negative=(), unit_interval=(), fraction=
         (unit_interval, lambda x: 0 <= x <= 1, "must lie in [0, 1]"),
         (fraction, lambda x: 0 < x <= 1, "must lie in (0, 1]"),
     )
-    return [
-        f"{flag(name)} ({getattr(args, name)}) {rule}"
-        for names, holds, rule in rules
-        for name in names
-        if not (holds(getattr(args, name)) and math.isfinite(getattr(args, name)))
-    ]
+    problems = []
+    for names, holds, rule in rules:
+        for name in names:
+            value = getattr(args, name)
+            if value == ():
+                problems.append(f"{flag(name)} needs a value")
+            for x in value if isinstance(value, tuple) else (value,):
+                if not (holds(x) and math.isfinite(x)):
+                    problems.append(f"{flag(name)} ({x}) {rule}")
+    return problems

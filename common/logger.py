@@ -1,9 +1,9 @@
 """TensorBoard logging for vmapped seeds, fed from inside a jitted loop through a host callback.
 
-One sub-run per seed under `runs/{run_name}/seed_{seed}`, so TensorBoard overlays the seeds and
-`common.plot` can aggregate them. Values are reduced on the device over a fixed interval and sent to
-the host once per interval; a NaN value means "nothing to report" (for example no episode ended
-during the interval) and is not written.
+One sub-run per seed under `runs/{run_name}/seed_{seed}` (in a sweep, `runs/{run_name}/{configuration}/seed_{seed}`),
+so that TensorBoard overlays the seeds and `common.plot` can aggregate them. Values are reduced on the device over a
+fixed interval and sent to the host once per interval; a NaN value means "nothing to report" (for example no
+episode ended during the interval) and is not written.
 """
 
 import dataclasses
@@ -29,21 +29,33 @@ def make_run_name(env_id: str, exp_name: str, seed: int) -> str:
     return f"{env_id.replace('/', '-')}__{exp_name}__{seed}__{int(time.time())}"
 
 
+def seed_sub_runs(seeds: list[int]) -> list[str]:
+    """The sub-run of each seed: `seed_{seed}`."""
+    return [f"seed_{seed}" for seed in seeds]
+
+
 def hyperparameter_table(args: Any) -> str:
     rows = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
     return f"|param|value|\n|-|-|\n{rows}"
 
 
 class RunLogger:
-    """Per-seed TensorBoard writers, progress (a bar on a terminal, a status line every `status_every` seconds
-    elsewhere: nohup, SLURM, CI), and steps-per-second bookkeeping."""
+    """TensorBoard writers, one per sub-run (a path under the run directory: see seed_sub_runs), progress (a bar
+    on a terminal, a status line every `status_every` seconds elsewhere: nohup, SLURM, CI), and steps-per-second
+    bookkeeping."""
 
     def __init__(
-        self, run_dir: Path, args: Any, seeds: list[int], total_steps: int, first_step: int, status_every: float = 30.0
+        self,
+        run_dir: Path,
+        args: Any,
+        sub_runs: list[str],
+        total_steps: int,
+        first_step: int,
+        status_every: float = 30.0,
     ):
-        self.run_dir, self.seeds, self.table = run_dir, seeds, hyperparameter_table(args)
+        self.run_dir, self.sub_runs, self.table = run_dir, sub_runs, hyperparameter_table(args)
         self._writers: list[SummaryWriter] | None = None
-        self._files = 0  # event files opened per seed so far (a new one after every flush)
+        self._files = 0  # event files opened per sub-run so far (a new one after every flush)
         self.progress = tqdm(total=total_steps, initial=first_step, unit="step", dynamic_ncols=True, disable=None)
         self.status_every = status_every if self.progress.disable else None
         self.total_steps = total_steps
@@ -56,12 +68,12 @@ class RunLogger:
 
     @property
     def writers(self) -> list[SummaryWriter]:
-        """One writer per seed, opened on first use: a run that fails before it logs leaves no run folder."""
+        """One writer per sub-run, opened on first use: a run that fails before it logs leaves no run folder."""
         if self._writers is None:
             # numbered, so that files opened within the same second neither collide nor sort out of order
             suffix = f".{self._files:05d}"
             self._writers = [
-                SummaryWriter(str(self.run_dir / f"seed_{seed}"), filename_suffix=suffix) for seed in self.seeds
+                SummaryWriter(str(self.run_dir / sub_run), filename_suffix=suffix) for sub_run in self.sub_runs
             ]
             if self._files == 0:
                 for writer in self._writers:

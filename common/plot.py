@@ -2,9 +2,10 @@
 
     python -m common.plot runs/CartPole-v1__dqn__* runs/CartPole-v1__mirl__* --out curves.png
 
-Each run directory holds one sub-run per seed (`seed_*`); a curve is the mean over seeds with a band
-of ± one standard deviation, one curve per label. Runs sharing a label (the experiment name in the run
-name by default) are pooled. The table gives, per label, the mean ± std over seeds of the last value of
+Each run directory holds one sub-run per seed (`seed_*`), or, for a sweep, one folder per configuration with
+one sub-run per seed in each; a curve is the mean over seeds with a band of ± one standard deviation, one curve
+per label. Runs sharing a label (the experiment name in the run name by default, followed by the configuration
+in a sweep) are pooled. The table gives, per label, the mean ± std over seeds of the last value of
 --final-tag (or of the mean of its last --final-last values, which evens out evaluation noise).
 """
 
@@ -72,10 +73,18 @@ def check_run_dirs(runs: list[Path]) -> None:
 
 
 def seed_dirs(run_dir: Path) -> list[Path]:
-    found = sorted(run_dir.glob("seed_*"), key=lambda p: int(re.sub(r"\D", "", p.name) or 0))
-    if not found:
+    return sorted(run_dir.glob("seed_*"), key=lambda p: int(re.sub(r"\D", "", p.name) or 0))
+
+
+def experiments(run_dir: Path, label: str) -> dict[str, list[Path]]:
+    """The seeds' sub-runs of a run directory: {label: its seed_* sub-runs}, or for a sweep (a folder per
+    configuration, named `flag=value,...` by the swept flags) {"{label} {configuration}": its seed_* sub-runs}."""
+    if seed_dirs(run_dir):
+        return {label: seed_dirs(run_dir)}
+    configurations = sorted(path for path in run_dir.glob("*=*") if path.is_dir() and seed_dirs(path))
+    if not configurations:
         raise SystemExit(f"error: {run_dir} has no seed_* sub-runs; is it a run directory of this kit?")
-    return found
+    return {f"{label} {path.name}": seed_dirs(path) for path in configurations}
 
 
 def main(args: Args) -> dict[str, np.ndarray]:
@@ -92,13 +101,14 @@ def main(args: Args) -> dict[str, np.ndarray]:
         raise SystemExit(f"error: {len(labels)} labels for {len(args.runs)} runs")
     curves, finals = defaultdict(list), defaultdict(list)
     for run, label in zip(args.runs, labels, strict=True):
-        for sub_run in seed_dirs(run):
-            steps, values = read_scalars(sub_run, args.tag)
-            if len(steps):
-                curves[label].append((steps, values))
-            _, final = read_scalars(sub_run, args.final_tag)
-            if len(final):
-                finals[label].append(final[-args.final_last :].mean())
+        for experiment, sub_runs in experiments(run, label).items():
+            for sub_run in sub_runs:
+                steps, values = read_scalars(sub_run, args.tag)
+                if len(steps):
+                    curves[experiment].append((steps, values))
+                _, final = read_scalars(sub_run, args.final_tag)
+                if len(final):
+                    finals[experiment].append(final[-args.final_last :].mean())
 
     figure, axis = plt.subplots(figsize=(6.4, 4.0))
     for label, seeds in curves.items():

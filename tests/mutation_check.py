@@ -120,8 +120,8 @@ MUTANTS = [
     Mutant(
         "gymnax: ρ updated for sql too",
         "mirl_gymnax.py",
-        'if args.algo == "mirl" and args.alpha_rho > 0:',
-        "if args.alpha_rho > 0:",
+        'if args.algo == "mirl":  # sql and dqn keep ρ uniform',
+        'if args.algo != "dqn":  # sql and dqn keep ρ uniform',
         GYMNAX_STEPS,
     ),
     Mutant(
@@ -141,8 +141,8 @@ MUTANTS = [
     Mutant(
         "gymnax: ε schedule over the whole run",
         "mirl_gymnax.py",
-        "args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, iteration * args.num_envs",
-        "args.start_e, args.end_e, args.total_timesteps, iteration * args.num_envs",
+        "args.start_e, hypers.end_e, args.exploration_fraction * args.total_timesteps, iteration * args.num_envs",
+        "args.start_e, hypers.end_e, args.total_timesteps, iteration * args.num_envs",
         GYMNAX_STEPS,
     ),
     Mutant(
@@ -200,6 +200,20 @@ MUTANTS = [
         "nan_step = jnp.where((state.nan_step < 0) & ~jnp.isfinite(loss), env_steps, state.nan_step)",
         "nan_step = jnp.where(~jnp.isfinite(loss), env_steps, state.nan_step)",
         GYMNAX_STEPS,
+    ),
+    Mutant(
+        "gymnax: Adam at another learning rate than the run's",
+        "mirl_gymnax.py",
+        "updates, opt_state = setup.optimizer(hypers.learning_rate).update(grads, state.opt_state, state.params)",
+        "updates, opt_state = setup.optimizer(2 * hypers.learning_rate).update(grads, state.opt_state, state.params)",
+        GYMNAX_STEPS,
+    ),
+    Mutant(
+        "gymnax: a sweep's configurations given to the wrong runs",
+        "mirl_gymnax.py",
+        "[run.config[name] for run in runs]",
+        "[run.config[name] for run in runs[::-1]]",
+        ("tests/test_mirl_gymnax.py", "-k", "a_sweep"),
     ),
     Mutant(
         "gymnax: learning from --learning-starts itself",

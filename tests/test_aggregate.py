@@ -42,6 +42,22 @@ def write_runs(finals: dict) -> list[Path]:
     return runs
 
 
+def test_each_configuration_of_a_sweep_is_an_experiment():
+    """A sweep's run directory (mirl_gymnax.py: a folder per configuration, seed_* sub-runs in each)."""
+    run = Path("runs") / "Alpha-v0__mirl__1__0"
+    for configuration, score in (("alpha_rho=0.001", 10.0), ("alpha_rho=0.01", 20.0)):
+        for seed in (1, 2):
+            writer = SummaryWriter(str(run / configuration / f"seed_{seed}"))
+            writer.add_scalar("eval/episodic_return", score + seed, 1000)
+            writer.close()
+    (run / "checkpoints").mkdir()
+    runs = aggregate.read_runs([run], "charts/episodic_return", "eval/episodic_return", 1)
+    assert runs.finals == {
+        ("Alpha-v0", "mirl alpha_rho=0.001"): [11.0, 12.0],
+        ("Alpha-v0", "mirl alpha_rho=0.01"): [21.0, 22.0],
+    }
+
+
 def test_aggregates_are_those_of_the_normalised_scores(capsys):
     result = aggregate.main(aggregate.Args(runs=write_runs(FINALS), out=Path("out/minatar"), reps=500))
     low_high = {"Alpha-v0": (0.0, 100.0), "Beta-v0": (1.0, 9.0)}  # lowest and highest seen

@@ -74,11 +74,23 @@ def filled_args(name: str):
 
 
 def numeric_fields(args) -> list[str]:
+    """The number flags, and the swept ones (a tuple of numbers)."""
     return [
         field.name
         for field in dataclasses.fields(args)
-        if type(getattr(args, field.name)) in (int, float) and field.name not in FREE_NUMBERS
+        if type(flag_value(args, field.name)) in (int, float) and field.name not in FREE_NUMBERS
     ]
+
+
+def flag_value(args, field: str):
+    """A flag's value, or a swept flag's first value."""
+    value = getattr(args, field)
+    return value[0] if isinstance(value, tuple) and value else value
+
+
+def with_value(args, field: str, value):
+    """`args` with `field` set to `value` (for a swept flag, the one value `(value,)`)."""
+    return dataclasses.replace(args, **{field: (value,) if isinstance(getattr(args, field), tuple) else value})
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -89,15 +101,15 @@ def test_every_number_is_checked(name):
     module.check_args(defaults)
     for field in numeric_fields(defaults):
         for bad in (-1, 0):
-            args = dataclasses.replace(defaults, **{field: bad})
+            args = with_value(defaults, field, bad)
             if bad == 0 and field in ZERO_ALLOWED[name]:
                 continue
             with pytest.raises(UserError, match="--" + field.replace("_", "-")):
                 module.check_args(args)
-        if isinstance(getattr(defaults, field), float):
+        if isinstance(flag_value(defaults, field), float):
             for bad in (float("nan"), float("inf")):
                 with pytest.raises(UserError, match="--" + field.replace("_", "-")):
-                    module.check_args(dataclasses.replace(defaults, **{field: bad}))
+                    module.check_args(with_value(defaults, field, bad))
     for field in FREE_NUMBERS & {f.name for f in dataclasses.fields(defaults) if f.name != "seed"}:
         with pytest.raises(UserError, match=f"--{field.replace('_', '-')} \\(nan\\) must be finite"):
             module.check_args(dataclasses.replace(defaults, **{field: float("nan")}))
@@ -106,7 +118,7 @@ def test_every_number_is_checked(name):
 def test_zero_allowed_lists_only_flags_that_accept_zero():
     for name, fields in ZERO_ALLOWED.items():
         for field in fields:
-            SCRIPTS[name].check_args(dataclasses.replace(filled_args(name), **{field: 0}))
+            SCRIPTS[name].check_args(with_value(filled_args(name), field, 0))
 
 
 def run_folders() -> list[Path]:
@@ -292,10 +304,11 @@ def test_resume_extends_the_run_with_the_schedules_of_the_new_total(gymnax_check
     env = mirl_gymnax.make_env("CartPole-v1")
     original = mirl_gymnax.make_setup(mirl_gymnax.Args(**GYMNAX_TINY), *env)
     longer = mirl_gymnax.make_setup(dataclasses.replace(original.args, total_timesteps=3_000), *env)
+    hypers = mirl_gymnax.only_configuration(original.args)
     for step in (1_100, 1_300):  # steps logged at the new --log-interval only
         iteration = step // GYMNAX_TINY["num_envs"] - 1
-        assert logged[step] == pytest.approx(float(mirl_gymnax.epsilon_at(longer, iteration)))
-        assert logged[step] > float(mirl_gymnax.epsilon_at(original, iteration)) + 0.05
+        assert logged[step] == pytest.approx(float(mirl_gymnax.epsilon_at(longer, hypers, iteration)))
+        assert logged[step] > float(mirl_gymnax.epsilon_at(original, hypers, iteration)) + 0.05
     assert max(logged) == 3_000
     # Adam's step count goes on from the checkpoint's (one update per iteration here), so the learning rate is
     # the new schedule's at that count
@@ -326,7 +339,7 @@ def test_misa_resume_applies_the_flags_it_may_change_and_refuses_the_others(data
 def test_non_finite_stop_before_the_first_checkpoint_says_none_yet():
     with pytest.raises(SystemExit, match=r"Last checkpoint kept: none yet$"):
         mirl_gymnax.main(
-            mirl_gymnax.Args(**{**GYMNAX_TINY, "learning_rate": 1e36, "learning_starts": 400, "save_model": True})
+            mirl_gymnax.Args(**{**GYMNAX_TINY, "learning_rate": (1e36,), "learning_starts": 400, "save_model": True})
         )
 
 
@@ -334,7 +347,9 @@ def test_non_finite_stop_before_the_first_checkpoint_says_none_yet():
 
 
 def test_off_a_terminal_a_status_line_reports_progress(tmp_path, capsys):
-    logger = RunLogger(tmp_path / "run", mirl_gymnax.Args(), [1], total_steps=100, first_step=0, status_every=0.0)
+    logger = RunLogger(
+        tmp_path / "run", mirl_gymnax.Args(), ["seed_1"], total_steps=100, first_step=0, status_every=0.0
+    )
     logger.status_every = 0.0  # as off a terminal (under `pytest -s` on one, tqdm's bar would be on instead)
     logger.started = (0, logger.last_status - 10.0)  # training began 10 s ago
     logger.last_step, logger.last_time = 0, logger.last_status - 10.0
@@ -349,7 +364,7 @@ import os, sys, numpy as np
 from pathlib import Path
 from common.logger import RunLogger
 from mirl_gymnax import Args
-logger = RunLogger(Path(sys.argv[1]), Args(), [1, 2], total_steps=100, first_step=0)
+logger = RunLogger(Path(sys.argv[1]), Args(), ["seed_1", "seed_2"], total_steps=100, first_step=0)
 for step in range(1, 4):  # a burst of events right before the flush
     logger.write(step, {f"tag_{k}": np.array([step, -step]) for k in range(100)})
 logger.flush()
@@ -369,7 +384,7 @@ def test_a_flush_puts_every_logged_value_on_disk(tmp_path):
 
 
 def test_a_run_that_logs_nothing_leaves_no_folder(tmp_path):
-    RunLogger(tmp_path / "run", mirl_gymnax.Args(), [1, 2], total_steps=100, first_step=0).close()
+    RunLogger(tmp_path / "run", mirl_gymnax.Args(), ["seed_1", "seed_2"], total_steps=100, first_step=0).close()
     assert not (tmp_path / "run").exists()
 
 

@@ -16,14 +16,14 @@ from common import plot
 from common.checkpoint import load_checkpoint, read_header, save_checkpoint, save_run_checkpoint
 from common.devices import check_fits
 from common.errors import UserError
-from common.logger import RunLogger, make_run_name, nan_mean
+from common.logger import RunLogger, make_run_name, nan_mean, seed_sub_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_run(root: Path, name: str, seeds: list[int], offset: float) -> Path:
     run_dir = root / name
-    logger = RunLogger(run_dir, Namespace(lr=0.1), seeds, total_steps=300, first_step=0)
+    logger = RunLogger(run_dir, Namespace(lr=0.1), seed_sub_runs(seeds), total_steps=300, first_step=0)
     for step in (100, 200, 300):
         returns = np.array([offset + step / 100 + k for k in range(len(seeds))])
         logger.write(step, {"charts/episodic_return": returns, "losses/td_loss": np.full(len(seeds), np.nan)})
@@ -46,7 +46,7 @@ def test_logger_writes_one_sub_run_per_seed_and_skips_nan(tmp_path):
 def test_sps_times_training_chunks_only(tmp_path):
     """Two chunks of two 100-step intervals with a 1 s pause between them (an evaluation, a checkpoint):
     every interval gets its SPS, and none includes the pause or the compilation."""
-    logger = RunLogger(tmp_path / "run", Namespace(), [1], total_steps=400, first_step=0)
+    logger = RunLogger(tmp_path / "run", Namespace(), ["seed_1"], total_steps=400, first_step=0)
     write = logger.jax_writer()
 
     def run(x, first_step, num_intervals):
@@ -73,7 +73,7 @@ def test_nan_mean_reports_nothing_for_an_empty_interval():
 
 
 def test_bar_chart_is_a_histogram_of_the_weights(tmp_path):
-    logger = RunLogger(tmp_path / "run", Namespace(), [1], total_steps=1, first_step=0)
+    logger = RunLogger(tmp_path / "run", Namespace(), ["seed_1"], total_steps=1, first_step=0)
     logger.write(1, {}, {"mirl/prior": np.array([[0.2, 0.5, 0.3]])})
     logger.close()
     accumulator = EventAccumulator(str(tmp_path / "run" / "seed_1"), size_guidance={"histograms": 0})

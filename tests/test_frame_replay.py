@@ -63,7 +63,7 @@ def fill(replay: FrameReplay, num_steps: int, num_envs: int, seed: int, interrup
     obs = np.stack([env.reset()[0] for env in envs])
     # the agent's other fields play no part in storing a step
     state = AgentState(None, None, None, replay, **fresh_games(jnp.asarray(obs)), prior=None, beta=None, key=None,
-                       stats=IntervalStats.zeros(), nan_step=None)  # fmt: skip
+                       stats=IntervalStats.zeros(), nan_step=None, hypers=None)  # fmt: skip
     observe = jax.jit(mirl_atari.observe, static_argnums=0)
     rows = replay.num_rows
     reference, after_done = {}, np.zeros(num_envs, bool)
@@ -203,9 +203,11 @@ def test_learn_gives_no_weight_to_invalid_transitions():
         flags = [jnp.full(1, flag) for flag in (True, row == 0, valid)]  # terminated, first, valid
         replay = replay.add(row, frame, jnp.ones(1), jnp.full(1, 0.5 if valid else 1000.0), *flags)
     stack = jnp.broadcast_to(frame, (1, *obs_shape))
+    hypers = mirl_atari.only_configuration(args)
     state = AgentState(
-        params, params, setup.optimizer.init(params), replay, **fresh_games(stack), prior=jnp.full(4, 0.25),
-        beta=jnp.asarray(1.0), key=jax.random.key(2), stats=IntervalStats.zeros(), nan_step=jnp.asarray(-1),
+        params, params, setup.optimizer(hypers.learning_rate).init(params), replay, **fresh_games(stack),
+        prior=jnp.full(4, 0.25), beta=jnp.asarray(1.0), key=jax.random.key(2), stats=IntervalStats.zeros(),
+        nan_step=jnp.asarray(-1), hypers=hypers,
     )  # fmt: skip
     learned = jax.jit(mirl_atari.learn, static_argnums=0)(setup, state, jnp.asarray(15))
     q_taken = float(mirl_atari.q_values(setup, params, stack)[0, 1])

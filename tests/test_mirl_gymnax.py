@@ -2,6 +2,7 @@
 runs reproduce, resume and shard exactly; bad input fails with a clear message; it learns."""
 
 import dataclasses
+import itertools
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 from conftest import assert_rows_close, leaves, run_sharded_and_single, scalars
 from gymnax.environments import spaces
 
+from common import plot
 from common.checkpoint import read_header
 from common.cli import parse
 from common.errors import UserError
@@ -32,8 +34,8 @@ TINY = dict(
     log_interval=200,
     checkpoint_interval=1_000,
     eval_episodes=2,
-    alpha_rho=1e-3,
-    alpha_beta=1e-2,
+    alpha_rho=(1e-3,),
+    alpha_beta=(1e-2,),
 )
 
 
@@ -121,6 +123,62 @@ def test_sharded_seeds_equal_unsharded(tmp_path):
     assert_rows_close(sharded, single, ("beta", "prior", "params"))
 
 
+SWEEP = dict(learning_rate=(2.5e-4, 1e-3), alpha_rho=(1e-3, 1e-2))  # in the order of SWEPT_FLAGS
+
+
+def learner_rows(states) -> dict[str, np.ndarray]:
+    """β, ρ and the parameters, one row per run."""
+    params = np.concatenate([np.asarray(x).reshape(len(states.beta), -1) for x in jax.tree.leaves(states.params)], 1)
+    return {"beta": np.asarray(states.beta)[:, None], "prior": np.asarray(states.prior), "params": params}
+
+
+def test_a_sweep_equals_its_separate_runs(capsys):
+    """A 2×2 grid × 2 seeds in one program against each configuration run on its own: the same trajectories and
+    logged returns, and the same learner up to float32 rounding (batches of 8 and of 2 compile differently).
+    Each (configuration, seed) logs to its own sub-run, which common.plot groups by configuration."""
+    swept = main(Args(num_seeds=2, **{**TINY, **SWEEP}))
+    printed = capsys.readouterr().out
+    configurations = [f"learning_rate={rate!r},alpha_rho={a!r}" for rate, a in itertools.product(*SWEEP.values())]
+    assert [run.name for run in swept["runs"]] == [f"{c}/seed_{seed}" for c in configurations for seed in (1, 2)]
+    np.testing.assert_array_equal(swept["states"].hypers.learning_rate, np.float32([2.5e-4] * 4 + [1e-3] * 4))
+    np.testing.assert_array_equal(swept["states"].hypers.alpha_rho, np.float32([1e-3, 1e-3, 1e-2, 1e-2] * 2))
+    for index, (learning_rate, alpha_rho) in enumerate(itertools.product(*SWEEP.values())):
+        alone = main(Args(num_seeds=2, **{**TINY, "alpha_rho": (alpha_rho,), "learning_rate": (learning_rate,)}))
+        rows = slice(2 * index, 2 * index + 2)
+        grid = jax.tree.map(lambda x, rows=rows: x[rows], swept["states"])
+        np.testing.assert_array_equal(grid.replay.actions, alone["states"].replay.actions)
+        np.testing.assert_array_equal(grid.replay.obs, alone["states"].replay.obs)
+        assert_rows_close(learner_rows(grid), learner_rows(alone["states"]), ("beta", "prior", "params"))
+        for seed in (1, 2):
+            logged = scalars(swept["run_dir"] / configurations[index], seed)["charts/episodic_return"]
+            assert logged == scalars(alone["run_dir"], seed)["charts/episodic_return"]
+        assert f"/{configurations[index]}: greedy eval/episodic_return" in printed
+    table = plot.main(plot.Args(runs=[swept["run_dir"]], out=Path("curves.png")))
+    assert {label: len(values) for label, values in table.items()} == {f"mirl {c}": 2 for c in configurations}
+
+
+def test_sweeps_that_cannot_make_distinct_runs_are_refused():
+    with pytest.raises(UserError, match="--alpha-rho has no effect with --algo sql"):
+        main(Args(**{**TINY, "algo": "sql", "alpha_rho": (1e-3, 1e-2)}))
+    with pytest.raises(UserError, match="--alpha-beta has no effect with --algo dqn"):
+        main(Args(**{**TINY, "algo": "dqn", "alpha_beta": (0.0, 1e-2)}))
+    with pytest.raises(UserError, match="--learning-rate lists a value twice"):
+        main(Args(**{**TINY, "learning_rate": (1e-3, 1e-3)}))
+    with pytest.raises(UserError, match="--beta-min <= --beta-init .*for every value swept"):
+        main(Args(**{**TINY, "beta_min": (0.1, 2.0), "beta_init": (1.0,)}))
+    with pytest.raises(UserError, match=r"--end-e \(1.5\) must lie in \[0, 1\]"):
+        main(Args(**{**TINY, "end_e": (0.05, 1.5)}))
+    assert not Path("runs").exists()
+
+
+def test_full_action_set_gives_minatar_all_six_actions():
+    result = main(Args(env_id="Breakout-MinAtar", full_action_set=True, **TINY))
+    assert result["states"].prior.shape == (1, 6)
+    assert set(np.unique(result["states"].replay.actions).tolist()) == set(range(6))  # explored: all were played
+    with pytest.raises(UserError, match="--full-action-set applies to the MinAtar games only: Asterix-MinAtar"):
+        main(Args(env_id="CartPole-v1", full_action_set=True, **TINY))
+
+
 def test_unknown_env_id_lists_the_valid_ones():
     with pytest.raises(UserError, match="unknown env id 'CartPole-v0'.*CartPole-v1.*Breakout-MinAtar"):
         main(Args(env_id="CartPole-v0", **TINY))
@@ -145,7 +203,7 @@ def test_non_finite_loss_stops_the_run_naming_the_step():
     with pytest.raises(
         SystemExit, match=r"TD loss became non-finite .*\{1: \d+\}.*Last checkpoint kept: .*step_000001000"
     ):
-        main(Args(**{**TINY, "learning_rate": 1e36, "learning_starts": 1_200, "save_model": True}))
+        main(Args(**{**TINY, "learning_rate": (1e36,), "learning_starts": 1_200, "save_model": True}))
 
 
 def test_continuous_env_list_matches_gymnax():
@@ -209,7 +267,11 @@ def test_command_line_runs_and_documents_every_flag():
     assert helped.returncode == 0
     for field in dataclasses.fields(Args):
         assert "--" + field.name.replace("_", "-") in helped.stdout
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+    flags = [
+        word
+        for name, value in TINY.items()
+        for word in (f"--{name.replace('_', '-')}", *map(str, value if isinstance(value, tuple) else (value,)))
+    ]
     ran = subprocess.run(
         [sys.executable, str(ROOT / "mirl_gymnax.py"), "--algo", "sql", *flags], env=env, capture_output=True, text=True
     )

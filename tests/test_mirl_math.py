@@ -225,6 +225,7 @@ def test_patch_conv_is_a_valid_convolution(size, stride, image_size, channels):
         "learn_period",
         "log_every",
         "live_seeds_only",
+        "Hypers",
         "make_optimizer",
         "q_values",
         "greedy_logits",

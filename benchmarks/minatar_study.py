@@ -1,0 +1,123 @@
+"""The MinAtar study: mirl, sql and dqn on the five MinAtar games, with each game's minimal action set and, on
+some games, the full set of 6 actions; then the IQM table and figures over games (common.aggregate).
+
+    python benchmarks/minatar_study.py                       # the standard budget: 5M steps per seed, 10 seeds (GPU)
+    python benchmarks/minatar_study.py --steps 500000 --num-seeds 5 --full-action-games Breakout-MinAtar Asterix-MinAtar
+
+Every run is a `mirl_gymnax.py` run (in this process, one after another) with the flags below, fixed for all
+games and algorithms, and checkpoints every --checkpoint-interval steps. Running the same command again
+continues the study: runs that finished are skipped, and an interrupted run resumes from its last checkpoint.
+Runs go to runs/{game}__{algo}__{seed}__{time} (the full action set's as {algo}-full); the aggregates to
+{out}_minimal_* and {out}_full_*, and the tables are printed.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tyro
+
+GAMES = ["Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar", "Seaquest-MinAtar", "SpaceInvaders-MinAtar"]
+
+
+@dataclass
+class Args:
+    games: list[str] = field(default_factory=lambda: list(GAMES))
+    """games with their minimal action sets"""
+    full_action_games: list[str] = field(default_factory=lambda: list(GAMES))
+    """games also run with the full action set"""
+    algos: list[str] = field(default_factory=lambda: ["dqn", "sql", "mirl"])
+    """algorithms"""
+    steps: int = 5_000_000
+    """environment steps per seed (Young & Tian's 5M frames: MinAtar has no frame skip)"""
+    num_seeds: int = 10
+    """seeds per (game, algorithm, action set), vmapped"""
+    checkpoint_interval: int = 100_000
+    """environment steps between checkpoints (and so the most an interruption loses)"""
+    flags: list[str] = field(
+        default_factory=lambda: [
+            # Young & Tian (2019): a replay of 100k transitions, a target copy every 1000 steps, ε from 1 to
+            # its end value over the first 100k steps (see exploration_fraction below); the kit's defaults else
+            "--buffer-size", "100000", "--target-network-frequency", "1000",
+            # α_ρ and α_β from the sweep on Breakout-MinAtar (README, MinAtar study)
+            "--alpha-rho", "4e-5", "--alpha-beta", "2e-4",
+        ]
+    )  # fmt: skip
+    """mirl_gymnax.py flags shared by every run"""
+    exploration_steps: int = 100_000
+    """environment steps over which ε decays (sets --exploration-fraction)"""
+    out: Path = Path("docs/minatar")
+    """prefix of the aggregate figures"""
+    final_last: int = 1
+    """a seed's score: the mean of the last this many evaluations (common.aggregate)"""
+
+
+def latest_checkpoint(game: str, experiment: str, steps: int) -> Path | None:
+    """The newest checkpoint of this experiment's newest run of `steps` steps per seed (a run of another length is
+    another experiment: its ε and learning-rate schedules differ)."""
+    from common.checkpoint import read_header
+
+    found = []
+    for run_dir in sorted(Path("runs").glob(f"{game}__{experiment}__*"), key=lambda p: int(p.name.split("__")[-1])):
+        checkpoints = sorted(run_dir.glob("checkpoints/step_*.eqx"))
+        if checkpoints and read_header(checkpoints[-1])["args"]["total_timesteps"] == steps:
+            found.append(checkpoints[-1])
+    return found[-1] if found else None
+
+
+def evaluated(run_dir: Path) -> bool:
+    """Every seed of the run logged its final evaluation."""
+    from common.plot import read_scalars, seed_dirs
+
+    return all(len(read_scalars(sub_run, "eval/episodic_return")[0]) for sub_run in seed_dirs(run_dir))
+
+
+def train(argv: list[str]) -> Path:
+    """One mirl_gymnax.py run, in this process; its run directory."""
+    import mirl_gymnax
+    from common.cli import parse
+
+    return mirl_gymnax.main(parse(mirl_gymnax.Args, mirl_gymnax.SCRIPT, argv))["run_dir"]
+
+
+def run_or_continue(args: Args, game: str, algo: str, full: bool) -> Path:
+    """The run directory of this part of the study: finished before, finished now from its last checkpoint (the
+    last one of a finished run: only its evaluation is left), or run from the start."""
+    experiment = f"{algo}-full" if full else algo
+    checkpoint = latest_checkpoint(game, experiment, args.steps)
+    if checkpoint is not None:
+        run_dir = checkpoint.parents[1]
+        if checkpoint.name == f"step_{args.steps:09d}.eqx" and evaluated(run_dir):
+            print(f"{game} {experiment}: done, {run_dir}")
+            return run_dir
+        print(f"{game} {experiment}: resuming {checkpoint}")
+        return train(["--resume", str(checkpoint)])
+    print(f"{game} {experiment}: starting")
+    flags = [
+        *("--env-id", game, "--algo", algo, "--exp-name", experiment, "--num-seeds", str(args.num_seeds)),
+        *("--total-timesteps", str(args.steps)),
+        *("--exploration-fraction", str(min(1.0, args.exploration_steps / args.steps))),
+        *("--save-model", "--checkpoint-interval", str(args.checkpoint_interval)),
+        *(["--full-action-set"] if full else []),
+        *args.flags,
+    ]  # fmt: skip
+    return train(flags)
+
+
+def main(args: Args) -> dict:
+    from common import aggregate
+
+    results = {}
+    for action_set, games in (("minimal", args.games), ("full", args.full_action_games)):
+        runs = [run_or_continue(args, game, algo, action_set == "full") for game in games for algo in args.algos]
+        if runs:
+            out = args.out.with_name(f"{args.out.name}_{action_set}")
+            print(f"\n{action_set} action sets:")
+            results[action_set] = aggregate.main(aggregate.Args(runs=runs, out=out, final_last=args.final_last))
+    return results
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    main(tyro.cli(Args))
