@@ -21,16 +21,22 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import equinox as eqx
-import gymnax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from gymnax.environments import spaces
 
 from common.checkpoint import init_or_restore, non_finite_stop
 from common.cli import run_script, start_resume
-from common.devices import check_fits, seed_mesh, seed_sharding, shard_seeds, unroll_threefry_on_cpu
+from common.devices import (
+    check_fits,
+    host_value,
+    is_lead_process,
+    join_processes,
+    seed_mesh,
+    seed_sharding,
+    unroll_threefry_on_cpu,
+)
 from common.errors import UserError, flag, out_of_range, plural
 from common.logger import RunLogger, make_run_name, nan_mean, start_tracking
 from common.loop import Chunk, scan_logged
@@ -49,6 +55,13 @@ class Args:
     """independent seeds trained at once (vmapped; sharded over devices when there are several); with several
     values for the swept flags (the float flags so marked), every combination trains with these seeds, all in one
     program, one TensorBoard sub-run each"""
+    num_processes: int = 1
+    """processes that train the seeds together, each holding the seeds of its own devices (jax.distributed; the
+    README's Several processes): start the same command in each, with its --process-id"""
+    process_id: int | None = None
+    """this process's index, 0 to --num-processes − 1 (default: from SLURM or Open MPI, where JAX detects them)"""
+    coordinator_address: str | None = None
+    """host:port of process 0, which the others connect to (default: from SLURM or Open MPI)"""
     track: bool = False
     """mirror the TensorBoard logs to Weights & Biases"""
     wandb_project_name: str = "mirl-jax"
@@ -128,6 +141,11 @@ CONTINUOUS_ENV_IDS = ("Pendulum-v1", "MountainCarContinuous-v0", "PointRobot-mis
 
 
 def make_env(env_id: str, full_action_set: bool = False):
+    # imported here, not at the top: gymnax makes arrays as it is imported, which starts JAX's devices, and a run
+    # of several processes must join them first (common.devices.join_processes)
+    import gymnax
+    from gymnax.environments import spaces
+
     discrete = [name for name in gymnax.registered_envs if name not in CONTINUOUS_ENV_IDS]
     if env_id not in gymnax.registered_envs:
         raise UserError(f"unknown env id {env_id!r}; discrete-action gymnax environments: {', '.join(discrete)}")
@@ -742,14 +760,14 @@ def grid_runs(args: Args) -> list[Run]:
 
 def stacked_hypers(runs: list[Run]) -> Hypers:
     """The runs' configurations as one Hypers whose arrays have the runs on their leading axis."""
-    return Hypers(**{name: jnp.asarray([run.config[name] for run in runs], jnp.float32) for name in SWEPT_FLAGS})
+    return Hypers(**{name: np.asarray([run.config[name] for run in runs], np.float32) for name in SWEPT_FLAGS})
 
 
 def only_configuration(args: Args) -> Hypers:
     """The flags' values as one run's Hypers, where no flag is swept."""
     if swept(args):
         raise ValueError(f"{', '.join(map(flag, swept(args)))} have several values: pass each run's Hypers")
-    return jax.tree.map(lambda x: x[0], stacked_hypers(grid_runs(dataclasses.replace(args, num_seeds=1))))
+    return jax.tree.map(lambda x: jnp.asarray(x[0]), stacked_hypers(grid_runs(dataclasses.replace(args, num_seeds=1))))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -762,7 +780,7 @@ def check_args(args: Args) -> None:
     problems = out_of_range(
         args,
         positive=(
-            "num_seeds", "total_timesteps", "num_envs", "batch_size", "buffer_size", "train_frequency",
+            "num_seeds", "num_processes", "total_timesteps", "num_envs", "batch_size", "buffer_size", "train_frequency",
             "target_network_frequency", "checkpoint_interval", "log_interval", "learning_rate",
             "td_loss_floor", "eval_episodes", "beta_max",
         ),
@@ -786,6 +804,10 @@ def check_args(args: Args) -> None:
     if args.checkpoint_interval % args.num_envs:
         problems.append(
             f"--checkpoint-interval ({args.checkpoint_interval}) must be a multiple of --num-envs ({args.num_envs})"
+        )
+    if args.process_id is not None and not 0 <= args.process_id < args.num_processes:
+        problems.append(
+            f"--process-id ({args.process_id}) must lie in 0 … --num-processes − 1 ({args.num_processes - 1})"
         )
     if args.learning_starts < args.batch_size:
         problems.append(f"--learning-starts ({args.learning_starts}) must be at least --batch-size ({args.batch_size})")
@@ -813,13 +835,26 @@ def check_args(args: Args) -> None:
         raise UserError("; ".join(problems))
 
 
+def report_evaluation(args: Args, run_name: str, runs: list[Run], eval_returns: np.ndarray) -> None:
+    """One line per configuration: the mean and spread over seeds of the greedy returns."""
+    seeds = [run.seed for run in runs[: args.num_seeds]]
+    for first in range(0, len(runs), args.num_seeds):
+        config = runs[first].name.rpartition("/")[0]
+        means = eval_returns[first : first + args.num_seeds].mean(axis=1)
+        print(
+            f"{run_name}{'/' + config if config else ''}: greedy eval/episodic_return over {args.eval_episodes} "
+            f"episodes per seed: {means.mean():.1f} ± {means.std():.1f} "
+            f"(seeds {seeds}: {np.round(means.astype(float), 1).tolist()})"
+        )
+
+
 # what a resumed run may change besides the logging and checkpoint flags (common.cli)
-RESUMABLE = ("checkpoint_interval", "eval_episodes")
+RESUMABLE = ("checkpoint_interval", "eval_episodes", "num_processes", "process_id", "coordinator_address")
 
 
 def main(args: Args) -> dict:
     """Train (or resume) and evaluate; returns the final states and evaluation returns."""
-    first_iteration = 0
+    header = None
     if args.resume:
         args, header, _ = start_resume(
             Args,
@@ -830,10 +865,10 @@ def main(args: Args) -> dict:
             lambda header, saved: header["iteration"] * saved.num_envs,
             ": from here on, ε and the learning rate follow the schedules of a run of that length",
         )
-        run_name, first_iteration = header["run_name"], header["iteration"]
-    else:
-        run_name = make_run_name(args.env_id, args.exp_name or args.algo, args.seed)
     check_args(args)
+    join_processes(args.num_processes, args.process_id, args.coordinator_address)
+    run_name = header["run_name"] if header else make_run_name(args.env_id, args.exp_name or args.algo, args.seed)
+    first_iteration = header["iteration"] if header else 0
     env, env_params = make_env(args.env_id, args.full_action_set)
     run_dir = Path("runs") / run_name
     runs = grid_runs(args)
@@ -853,10 +888,14 @@ def main(args: Args) -> dict:
         "lower --buffer-size or --num-seeds" + (", or sweep fewer values" if swept(args) else ""),
     )
 
-    keys = jax.vmap(jax.random.key)(jnp.asarray([run.seed for run in runs]))
-    init = jax.vmap(make_train(args, env, env_params).init)  # the state does not depend on the logging
-    inputs = shard_seeds((keys, stacked_hypers(runs)), mesh)
-    states = init_or_restore(init, args.resume, *inputs, sharding=seed_sharding(mesh))
+    unlogged = make_train(args, env, env_params)  # the state does not depend on the logging
+
+    def init(seed: jax.Array, hypers: Hypers) -> AgentState:
+        return unlogged.init(jax.random.key(seed), hypers)
+
+    # the inputs are host values, the same in every process: each process's devices build their own runs
+    seeds = np.asarray([run.seed for run in runs], np.int32)
+    states = init_or_restore(jax.vmap(init), args.resume, seeds, stacked_hypers(runs), sharding=seed_sharding(mesh))
 
     if args.track:
         start_tracking(args, run_name, args.wandb_project_name, args.wandb_entity)
@@ -870,10 +909,10 @@ def main(args: Args) -> dict:
     iteration = first_iteration
     while iteration < total_iterations:
         chunk = Chunk.starting_at(iteration, min(checkpoint_every, total_iterations - iteration), log_every(args))
-        states = logger.run_chunk(run, iteration * args.num_envs, states, jnp.asarray(iteration, jnp.int32), chunk)
+        states = logger.run_chunk(run, iteration * args.num_envs, states, np.int32(iteration), chunk)
         iteration += chunk.length
         stop = non_finite_stop(
-            states.nan_step, run_labels, "the TD loss", "environment step", last_checkpoint, args.save_model
+            host_value(states.nan_step), run_labels, "the TD loss", "environment step", last_checkpoint, args.save_model
         )
         if stop is not None:
             logger.close()
@@ -882,20 +921,13 @@ def main(args: Args) -> dict:
             header = {"script": SCRIPT, "args": dataclasses.asdict(args), "run_name": run_name, "iteration": iteration}
             last_checkpoint = logger.save_checkpoint(iteration * args.num_envs, states, header, args.keep_checkpoints)
 
-    eval_returns = np.asarray(jax.jit(trainer.evaluate)(states, jax.random.key(args.seed)))
-    final_step = args.total_timesteps
-    for writer, returns in zip(logger.writers, eval_returns, strict=True):
-        writer.add_scalar("eval/episodic_return", float(returns.mean()), final_step)
+    evaluate = jax.jit(lambda states, seed: trainer.evaluate(states, jax.random.key(seed)))
+    eval_returns = host_value(evaluate(states, np.int32(args.seed)))
+    if is_lead_process():  # the one that writes the logs and reports
+        for writer, returns in zip(logger.writers, eval_returns, strict=True):
+            writer.add_scalar("eval/episodic_return", float(returns.mean()), args.total_timesteps)
+        report_evaluation(args, run_name, runs, eval_returns)
     logger.close()
-    seeds = [run.seed for run in runs[: args.num_seeds]]
-    for first in range(0, len(runs), args.num_seeds):
-        config = runs[first].name.rpartition("/")[0]
-        means = eval_returns[first : first + args.num_seeds].mean(axis=1)
-        print(
-            f"{run_name}{'/' + config if config else ''}: greedy eval/episodic_return over {args.eval_episodes} "
-            f"episodes per seed: {means.mean():.1f} ± {means.std():.1f} "
-            f"(seeds {seeds}: {np.round(means.astype(float), 1).tolist()})"
-        )
     return {
         "states": states,
         "eval_returns": eval_returns,

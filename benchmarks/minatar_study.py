@@ -39,7 +39,7 @@ class Args:
             # its end value over the first 100k steps (see exploration_fraction below); the kit's defaults else
             "--buffer-size", "100000", "--target-network-frequency", "1000",
             # α_ρ and α_β from the sweep on Breakout-MinAtar (README, MinAtar study)
-            "--alpha-rho", "4e-5", "--alpha-beta", "2e-4",
+            "--alpha-rho", "1e-5", "--alpha-beta", "2e-5",
         ]
     )  # fmt: skip
     """mirl_gymnax.py flags shared by every run"""

@@ -1,7 +1,11 @@
-"""Checkpoint files: one JSON header line (Args, step, run name) followed by the leaves of a pytree.
+"""Checkpoint files: one JSON header line (Args, step, run name) followed by the leaves of a pytree, each in
+NumPy's .npy format.
 
 The header is readable without knowing the tree's structure, so `--resume PATH` can rebuild the
-run's Args first and only then the tree to load into.
+run's Args first and only then the tree to load into. Arrays are written and read one device's part at a
+time, so the host never holds more than one part of one array. With several processes (jax.distributed),
+each writes the rows (seeds) of its own devices to its own file: process 0 to PATH, process p to
+PATH.process{p}; each reads its own back.
 """
 
 import json
@@ -22,16 +26,51 @@ def _is_key(x: Any) -> bool:
     return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
+def process_file(path: str | Path) -> Path:
+    """This process's file of the checkpoint at `path`."""
+    path = Path(path)
+    return path if jax.process_index() == 0 else path.with_name(f"{path.name}.process{jax.process_index()}")
+
+
+def _row_blocks(x: jax.Array, sharding: jax.sharding.Sharding) -> list[tuple[slice, list[jax.Device]]]:
+    """This process's part of an array laid out by `sharding`: its row ranges (leading axis) in order, each
+    with the devices that hold it (several where it is replicated). They must follow one another."""
+    blocks: dict[tuple[int, int], list[jax.Device]] = {}
+    for device, index in sharding.addressable_devices_indices_map(x.shape).items():
+        if any(part.indices(size) != (0, size, 1) for part, size in zip(index[1:], x.shape[1:], strict=True)):
+            raise ValueError(f"an array split along an axis other than its first ({index}): it cannot be saved")
+        rows = index[0] if index else slice(None)
+        start, stop, _ = rows.indices(x.shape[0]) if x.ndim else (0, 1, 1)
+        blocks.setdefault((start, stop), []).append(device)
+    ordered = sorted(blocks)
+    if any(a[1] != b[0] for a, b in zip(ordered, ordered[1:], strict=False)):
+        raise ValueError(f"this process's rows {ordered} of an array are not contiguous: it cannot be saved")
+    return [(slice(start, stop), blocks[start, stop]) for start, stop in ordered]
+
+
+def _local_shape(x, blocks) -> tuple[int, ...]:
+    return (sum(rows.stop - rows.start for rows, _ in blocks), *x.shape[1:]) if x.ndim else ()
+
+
 def _serialise_leaf(f, x):
-    # typed PRNG keys have no NumPy form: store their raw key data
-    eqx.default_serialise_filter_spec(f, jax.random.key_data(x) if _is_key(x) else x)
+    if not isinstance(x, jax.Array):
+        return eqx.default_serialise_filter_spec(f, x)
+    x = jax.random.key_data(x) if _is_key(x) else x  # typed PRNG keys have no NumPy form: store their key data
+    blocks = _row_blocks(x, x.sharding)
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(x.dtype)), "fortran_order": False}
+    np.lib.format.write_array_header_1_0(f, {**header, "shape": _local_shape(x, blocks)})  # as np.save does
+    shards = {shard.device: shard for shard in x.addressable_shards}
+    for _, devices in blocks:  # one device's part at a time, in row order: together, this process's rows
+        f.write(np.ascontiguousarray(shards[devices[0]].data).tobytes())
 
 
 def save_checkpoint(path: str | Path, tree: Any, header: dict) -> None:
-    """Write `tree` to `path` atomically: a run killed while saving keeps its previous file."""
-    path = Path(path)
+    """Write this process's part of `tree` to its file of `path` (process_file) atomically: a run killed while
+    saving keeps its previous file."""
+    path = process_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
+    header = {**header, "processes": jax.process_count()}
     with open(partial, "wb") as f:
         f.write((json.dumps(header) + "\n").encode())
         eqx.tree_serialise_leaves(f, tree, filter_spec=_serialise_leaf)
@@ -54,20 +93,37 @@ def read_header(path: str | Path) -> dict:
 
 
 def load_checkpoint(path: str | Path, like: Any, sharding: jax.sharding.Sharding | None = None) -> Any:
-    """Read the leaves saved in `path` into a tree shaped like `like` (arrays or ShapeDtypeStructs). Each array
-    is checked against its expected shape and dtype and placed with `sharding` as soon as it is read, so every
-    device receives only its own part and the host holds at most one leaf besides (the default device takes
-    all without a sharding)."""
+    """Read the leaves saved in this process's file of `path` into a tree shaped like `like` (arrays or
+    ShapeDtypeStructs), laid out by `sharding` (default: on the default device). Each array is checked against
+    its expected shape and dtype, and read one device's part at a time, each placed on its device(s) at once:
+    every device receives only its own part, and the host holds at most one part besides."""
+    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    path = process_file(path)
+    saved_by = read_header(path).get("processes", 1)
+    if saved_by != jax.process_count():
+        raise UserError(
+            f"{path} was saved by {saved_by} process{'es' * (saved_by > 1)}, each with its own seeds: resume it with "
+            f"--num-processes {saved_by}"
+        )
 
     def place(f, x):
         if not isinstance(x, jax.Array | jax.ShapeDtypeStruct | np.ndarray):
             return eqx.default_deserialise_filter_spec(f, x)
-        value = np.load(f, allow_pickle=False)
-        if value.shape != x.shape or value.dtype != x.dtype:
+        blocks = _row_blocks(x, sharding)
+        version = np.lib.format.read_magic(f)
+        read_array_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        shape, fortran_order, dtype = read_array_header[version](f)
+        if shape != _local_shape(x, blocks) or dtype != x.dtype or fortran_order:
             raise ValueError(
-                f"an array saved as {value.dtype}{list(value.shape)} where {x.dtype}{list(x.shape)} belongs"
+                f"an array saved as {dtype}{list(shape)} where {x.dtype}{list(_local_shape(x, blocks))} belongs"
             )
-        return jax.device_put(value, sharding)
+        parts = []
+        for rows, devices in blocks:
+            part_shape = (rows.stop - rows.start, *x.shape[1:]) if x.ndim else ()
+            size = int(np.prod(part_shape)) * dtype.itemsize
+            part = np.frombuffer(f.read(size), dtype, count=int(np.prod(part_shape))).reshape(part_shape)
+            parts += [jax.device_put(part, device) for device in devices]
+        return jax.make_array_from_single_device_arrays(x.shape, sharding, parts)
 
     key_data_like = jax.tree.map(lambda x: jax.eval_shape(jax.random.key_data, x) if _is_key(x) else x, like)
     with open(path, "rb") as f:
@@ -97,7 +153,7 @@ def prune_checkpoints(directory: str | Path, keep: int) -> None:
     """Delete all but the newest `keep` checkpoints (file names sort by step); keep <= 0 keeps all."""
     if keep <= 0:
         return
-    for old in sorted(Path(directory).glob("step_*.eqx"))[:-keep]:
+    for old in sorted(Path(directory).glob(process_file("step_*.eqx").name))[:-keep]:
         old.unlink()
 
 

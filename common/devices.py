@@ -1,9 +1,13 @@
-"""Placing vmapped seeds on devices, and refusing allocations that cannot fit."""
+"""Placing vmapped seeds on devices (of one process, or of several through jax.distributed), and refusing
+allocations that cannot fit."""
 
+import time
 import warnings
 from typing import Any
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from common.errors import UserError
@@ -37,9 +41,42 @@ def unroll_threefry_on_cpu(unrolled: bool = True) -> bool:
     return False
 
 
+def join_processes(num_processes: int, process_id: int | None, coordinator_address: str | None) -> None:
+    """Join JAX's multi-controller runtime (jax.distributed) when several processes train the seeds together,
+    before anything touches a device; from then on jax.devices() lists every process's devices. Values left
+    None are detected by JAX where it knows the cluster (SLURM, Open MPI)."""
+    if num_processes == 1:
+        return
+    # the metrics each logging interval gathers for process 0 cross processes: CPU devices need gloo for that
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+
+
+def is_lead_process() -> bool:
+    """Whether this process writes the logs and prints the results (process 0; the only one, usually)."""
+    return jax.process_index() == 0
+
+
+def agreed_time() -> int:
+    """The time in seconds, the same in every process (process 0's): for the run name."""
+    now = np.int64(time.time())
+    return int(multihost_utils.broadcast_one_to_all(now)) if jax.process_count() > 1 else int(now)
+
+
+def host_value(x: jax.Array) -> np.ndarray:
+    """A small array (per-seed results) whole on this host, gathered from every process's devices."""
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True) if not x.is_fully_addressable else x)
+
+
 def seed_mesh(num_seeds: int) -> jax.sharding.Mesh:
-    """A 1-D mesh over as many devices as evenly divide `num_seeds` (all of them when possible)."""
+    """A 1-D mesh over as many devices as evenly divide `num_seeds` (all of them when possible; with several
+    processes it must be all: each process holds the seeds of its own devices)."""
     devices = jax.devices()
+    if jax.process_count() > 1 and num_seeds % len(devices):
+        raise UserError(
+            f"{num_seeds} seeds cannot be split evenly over the {len(devices)} devices of {jax.process_count()} "
+            "processes: use a multiple of the device count"
+        )
     count = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
     if count < len(devices):
         warnings.warn(
@@ -83,20 +120,21 @@ class InsufficientMemory(UserError, MemoryError):
 
 
 def check_fits(what: str, needed_bytes: int, devices: list[jax.Device], hint: str) -> None:
-    """Raise before allocating `needed_bytes`, split evenly over `devices` (the seed axis), if some device
-    lacks its share: each accelerator is checked for its own part; CPU devices share the host's memory, which
-    must hold the whole."""
-    free = [free_bytes(device) for device in devices]
+    """Raise before allocating `needed_bytes`, split evenly over `devices` (the seed axis), if some device of this
+    process lacks its share: each accelerator is checked for its own part; CPU devices share the host's memory,
+    which must hold this process's devices' parts."""
+    share = -(-needed_bytes // len(devices))
+    local = [device for device in devices if device.process_index == jax.process_index()]
+    free = [free_bytes(device) for device in local]
     if None in free:
-        available = host_available_bytes()
-        if needed_bytes > available:
+        needed, available = share * len(local), host_available_bytes()
+        if needed > available:
             raise InsufficientMemory(
-                f"{what} needs {needed_bytes / 2**30:.2f} GiB but only {available / 2**30:.2f} GiB of host memory "
+                f"{what} needs {needed / 2**30:.2f} GiB but only {available / 2**30:.2f} GiB of host memory "
                 f"is free; {hint}"
             )
         return
-    share = -(-needed_bytes // len(devices))
-    short = [(device, room) for device, room in zip(devices, free, strict=True) if share > room]
+    short = [(device, room) for device, room in zip(local, free, strict=True) if share > room]
     if short:
         device, room = min(short, key=lambda pair: pair[1])
         raise InsufficientMemory(

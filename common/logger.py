@@ -21,12 +21,13 @@ from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 from common.checkpoint import save_run_checkpoint
-from common.devices import replicate
+from common.devices import agreed_time, replicate
 
 
 def make_run_name(env_id: str, exp_name: str, seed: int) -> str:
-    """CleanRL's run name; env ids with slashes (Minari) become one directory level."""
-    return f"{env_id.replace('/', '-')}__{exp_name}__{seed}__{int(time.time())}"
+    """CleanRL's run name (the time is process 0's in every process); env ids with slashes (Minari) become one
+    directory level."""
+    return f"{env_id.replace('/', '-')}__{exp_name}__{seed}__{agreed_time()}"
 
 
 def seed_sub_runs(seeds: list[int]) -> list[str]:
@@ -131,6 +132,8 @@ class RunLogger:
                 x.sharding.shard_shape(x.shape),
                 frozenset(x.sharding.device_set),
             )
+            if isinstance(x, jax.Array)
+            else (np.shape(x), np.result_type(x))  # a host value (the same in every process)
             for x in leaves
         )
         key = (args[-1], structure, avals)

@@ -1,11 +1,13 @@
 """The shared helpers: logging, plotting, checkpoints, devices."""
 
+import json
 import subprocess
 import sys
 import time
 from argparse import Namespace
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -111,10 +113,21 @@ def test_plot_command_line(tmp_path):
     assert out.exists() and "| mirl | 0.0 ± 0.0 | 1 |" in done.stdout
 
 
+def test_a_one_device_checkpoint_has_the_layout_of_before(tmp_path):
+    """Written one device's part at a time, a one-device checkpoint is byte for byte what the kit wrote before
+    (Equinox's serialisation: NumPy's .npy per leaf, keys as their key data), plus the header's process count."""
+    tree = {"a": jnp.arange(6.0).reshape(2, 3), "b": jnp.asarray([True, False]), "k": jax.random.key(1), "n": 3}
+    save_checkpoint(tmp_path / "new.eqx", tree, {"step": 1})
+    with open(tmp_path / "before.eqx", "wb") as f:
+        f.write((json.dumps({"step": 1, "processes": 1}) + "\n").encode())
+        eqx.tree_serialise_leaves(f, {**tree, "k": jax.random.key_data(tree["k"])})
+    assert (tmp_path / "new.eqx").read_bytes() == (tmp_path / "before.eqx").read_bytes()
+
+
 def test_checkpoint_round_trip_with_keys(tmp_path):
     tree = {"w": jnp.arange(6.0).reshape(2, 3), "key": jax.random.split(jax.random.key(3), 2), "step": jnp.int32(7)}
     save_checkpoint(tmp_path / "step_1.eqx", tree, {"iteration": 7, "args": {"seed": 3}})
-    assert read_header(tmp_path / "step_1.eqx") == {"iteration": 7, "args": {"seed": 3}}
+    assert read_header(tmp_path / "step_1.eqx") == {"iteration": 7, "args": {"seed": 3}, "processes": 1}
     loaded = load_checkpoint(tmp_path / "step_1.eqx", jax.eval_shape(lambda: tree))
     np.testing.assert_array_equal(loaded["w"], tree["w"])
     np.testing.assert_array_equal(jax.random.key_data(loaded["key"]), jax.random.key_data(tree["key"]))
@@ -129,7 +142,10 @@ def test_checkpoint_errors_and_pruning(tmp_path):
         read_header(tmp_path / "junk.eqx")
     for step in (3, 1, 2):
         path = save_run_checkpoint(tmp_path / "run", step, {"x": jnp.full(1, step)}, {"step": step}, keep=2)
-        assert path == tmp_path / "run" / "checkpoints" / f"step_{step:09d}.eqx" and read_header(path) == {"step": step}
+        assert path == tmp_path / "run" / "checkpoints" / f"step_{step:09d}.eqx" and read_header(path) == {
+            "step": step,
+            "processes": 1,
+        }
     assert sorted(p.name for p in path.parent.glob("step_*")) == ["step_000000002.eqx", "step_000000003.eqx"]
 
 
