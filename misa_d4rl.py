@@ -35,7 +35,15 @@ from common.datasets import (
     make_eval_envs,
     normalized_score,
 )
-from common.devices import check_fits, seed_mesh, seed_sharding, shard_seeds, unroll_threefry_on_cpu
+from common.devices import (
+    check_fits,
+    host_value,
+    is_lead_process,
+    join_processes,
+    seed_mesh,
+    seed_sharding,
+    unroll_threefry_on_cpu,
+)
 from common.errors import UserError, out_of_range
 from common.logger import RunLogger, make_run_name, seed_sub_runs, start_tracking
 
@@ -51,6 +59,13 @@ class Args:
     """seed of the first run; seed k of --num-seeds uses seed + k"""
     num_seeds: int = 1
     """independent seeds trained at once on the same dataset (vmapped; sharded over devices when there are several)"""
+    num_processes: int = 1
+    """processes that train the seeds together, each holding the seeds of its own devices (jax.distributed; the
+    README's Several processes): start the same command in each, with its --process-id"""
+    process_id: int | None = None
+    """this process's index, 0 to --num-processes − 1 (default: from SLURM or Open MPI, where JAX detects them)"""
+    coordinator_address: str | None = None
+    """host:port of process 0, which the others connect to (default: from SLURM or Open MPI)"""
     track: bool = False
     """mirror the TensorBoard logs to Weights & Biases"""
     wandb_project_name: str = "mirl-jax"
@@ -856,8 +871,8 @@ def check_args(args: Args) -> None:
     problems = out_of_range(
         args,
         positive=(
-            "num_seeds", "total_steps", "batch_size", "hidden_size", "policy_lr", "q_lr", "num_action_samples",
-            "eval_interval", "log_interval",
+            "num_seeds", "num_processes", "total_steps", "batch_size", "hidden_size", "policy_lr", "q_lr",
+            "num_action_samples", "eval_interval", "log_interval",
         ),
         non_negative=(
             "keep_checkpoints", "eval_episodes", "bc_weight", "fixed_alpha", "regularizer_weight", "mcmc_weight",
@@ -880,6 +895,10 @@ def check_args(args: Args) -> None:
             f"--eval-interval ({args.eval_interval}) and --total-steps ({args.total_steps}) must be multiples "
             f"of --log-interval ({args.log_interval})"
         )
+    if args.process_id is not None and not 0 <= args.process_id < args.num_processes:
+        problems.append(
+            f"--process-id ({args.process_id}) must lie in 0 … --num-processes − 1 ({args.num_processes - 1})"
+        )
     if not 0.0 < args.action_clip < 1.0:
         problems.append("--action-clip must lie in (0, 1): tanh-Gaussian log-probabilities are infinite at ±1")
     if args.lagrange and args.variant == "bc":
@@ -894,17 +913,18 @@ def check_args(args: Args) -> None:
 
 
 # what a resumed run may change besides the logging and checkpoint flags (common.cli)
-RESUMABLE = ("eval_interval", "eval_episodes", "dataset_path", "hmc_diagnostics")
+RESUMABLE = (
+    "eval_interval", "eval_episodes", "dataset_path", "hmc_diagnostics", "num_processes", "process_id",
+    "coordinator_address",
+)  # fmt: skip
 
 
 def main(args: Args) -> dict:
     """Train (or resume), evaluating every --eval-interval steps; returns the final states and scores."""
-    first_step, best_scores = 0, None
+    first_step, best_scores, header = 0, None, None
     if args.resume:
         args, header, _ = start_resume(Args, args, SCRIPT, RESUMABLE, "total_steps", lambda header, _: header["step"])
-        run_name, first_step, best_scores = header["run_name"], header["step"], header["best_scores"]
-    else:
-        run_name = make_run_name(args.env_id, args.exp_name or args.variant, args.seed)
+        first_step, best_scores = header["step"], header["best_scores"]
     data, info = load_dataset(args.env_id, args.dataset_path)
     if args.resume and len(data.rewards) != header.get("dataset_rows", len(data.rewards)):
         raise UserError(
@@ -913,6 +933,8 @@ def main(args: Args) -> dict:
         )
     args = with_domain_defaults(args, info.domain)
     check_args(args)
+    join_processes(args.num_processes, args.process_id, args.coordinator_address)
+    run_name = header["run_name"] if header else make_run_name(args.env_id, args.exp_name or args.variant, args.seed)
     envs = make_eval_envs(info, args.num_seeds * args.eval_episodes) if args.eval_episodes > 0 else None
     if envs is not None:
         check_against_env(data, info, envs)
@@ -938,9 +960,13 @@ def main(args: Args) -> dict:
     check_fits(f"the dataset ({len(dataset.rewards):,} transitions)", dataset_bytes * len(devices), devices, "")
     dataset = jax.device_put(dataset, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
 
-    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
-    init = jax.vmap(make_train(args, obs_dim, action_dim).init)  # the state does not depend on the logging
-    states = init_or_restore(init, args.resume, shard_seeds(keys, mesh), sharding=seed_sharding(mesh))
+    unlogged = make_train(args, obs_dim, action_dim)  # the state does not depend on the logging
+
+    def init(seed: jax.Array):
+        return unlogged.init(jax.random.key(seed))
+
+    # the seeds are host values, the same in every process: each process's devices build their own
+    states = init_or_restore(jax.vmap(init), args.resume, np.asarray(seeds, np.int32), sharding=seed_sharding(mesh))
 
     if args.track:
         start_tracking(args, run_name, args.wandb_project_name, args.wandb_entity)
@@ -955,15 +981,20 @@ def main(args: Args) -> dict:
     step, scores, returns = first_step, None, None
     while step < args.total_steps:
         num_steps = min(args.eval_interval, args.total_steps - step)
-        states = logger.run_chunk(run, step, states, dataset, jnp.asarray(step, jnp.int32), num_steps)
+        states = logger.run_chunk(run, step, states, dataset, np.int32(step), num_steps)
         step += num_steps
-        stop = non_finite_stop(states.nan_step, seeds, "a loss", "gradient step", last_checkpoint, args.save_model)
+        nan_steps = host_value(states.nan_step)
+        stop = non_finite_stop(nan_steps, seeds, "a loss", "gradient step", last_checkpoint, args.save_model)
         if stop is not None:
             logger.close()
             raise stop
-        if envs is not None:
+        if envs is not None:  # each process holds only its seeds' policies: process 0 evaluates them all
+            policies = states.params.policy
+            if jax.process_count() > 1:
+                policies = jax.tree.map(host_value, policies)  # a gather every process takes part in
+        if envs is not None and is_lead_process():
             env_seeds = evaluation_seeds(seeds, step, args.eval_episodes)
-            returns = evaluate(act, states.params.policy, envs, scale_obs, box, env_seeds).mean(axis=1)
+            returns = evaluate(act, policies, envs, scale_obs, box, env_seeds).mean(axis=1)
             normalized = normalized_score(info, returns)
             scores = returns if normalized is None else normalized
             best_scores = scores.tolist() if best_scores is None else np.maximum(best_scores, scores).tolist()

@@ -1,5 +1,6 @@
-"""Seeds across processes (jax.distributed): mirl_gymnax.py in 2 processes of 2 CPU devices each, talking over
-127.0.0.1, against one process of 4 devices; each process saves and restores its own seeds' checkpoint file."""
+"""Seeds across processes (jax.distributed): mirl_gymnax.py and misa_d4rl.py in 2 processes of 2 CPU devices
+each, talking over 127.0.0.1, against one process of 4 devices; each process saves and restores its own seeds'
+checkpoint file."""
 
 import os
 import socket
@@ -8,7 +9,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import ROOT, assert_rows_close, scalars
+
+import common.make_dataset as make_dataset
 
 TINY_FLAGS = [
     *("--total-timesteps", "2000", "--num-envs", "4", "--buffer-size", "1000", "--learning-starts", "400"),
@@ -41,7 +45,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(out: Path, processes: int, devices_each: int, cwd: Path, *flags: str) -> dict:
+MISA_PROBE = """
+import sys, numpy as np, jax
+from jax.experimental import multihost_utils
+from common.cli import parse
+from misa_d4rl import SCRIPT, Args, main
+result = main(parse(Args, SCRIPT, sys.argv[2:]))
+policy = jax.numpy.concatenate([x.reshape(4, -1) for x in jax.tree.leaves(result["states"].params.policy)], axis=1)
+policy = multihost_utils.process_allgather(policy, tiled=True)
+print("process", jax.process_index(), "of", jax.process_count(), "devices", len(jax.devices()), flush=True)
+if jax.process_index() == 0:
+    np.savez(sys.argv[1], policy=policy, scores=result["scores"], run_dir=str(result["run_dir"]))
+"""
+
+
+def run(out: Path, processes: int, devices_each: int, cwd: Path, *flags: str, probe: str = PROBE) -> dict:
     """The probe in `processes` processes of `devices_each` CPU devices; process 0's arrays."""
     env = dict(
         os.environ,
@@ -54,7 +72,7 @@ def run(out: Path, processes: int, devices_each: int, cwd: Path, *flags: str) ->
         [
             sys.executable,
             "-c",
-            PROBE,
+            probe,
             str(out),
             *flags,
             *(distributed + ["--process-id", str(p)] if processes > 1 else []),
@@ -104,3 +122,47 @@ def test_two_processes_train_each_seed_as_one_process_does_and_resume_from_their
     resumed = run(tmp_path / "resumed.npz", 2, 2, tmp_path, "--resume", first_checkpoint)
     for name in ("actions", "obs", "beta", "prior", "params", "eval_returns"):
         np.testing.assert_array_equal(resumed[name], two[name])
+
+
+@pytest.fixture(scope="module")
+def dataset_path(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("data") / "pendulum-random.hdf5"
+    make_dataset.main(
+        make_dataset.Args(
+            env_id="Pendulum-v1", policy="random", num_steps=600, output=str(path), reference_episodes=1, seed=0
+        )
+    )
+    return str(path)
+
+
+def test_misa_in_two_processes_trains_each_seed_as_one_process_does(tmp_path, dataset_path):
+    """Process 0 evaluates every seed's policy, gathered from both processes; the evaluation returns agree to
+    float32 rounding (the policies' last bits differ as the learners' do)."""
+    flags = [
+        *(
+            "--env-id",
+            "pendulum-random",
+            "--dataset-path",
+            dataset_path,
+            "--total-steps",
+            "20",
+            "--eval-interval",
+            "10",
+        ),
+        *("--log-interval", "5", "--eval-episodes", "2", "--hidden-size", "16", "--batch-size", "16"),
+        *("--num-action-samples", "4", "--hmc-burn-in", "1", "--hmc-samples", "3", "--num-seeds", "4"),
+        *("--save-model", "--keep-checkpoints", "0"),
+    ]
+    two = run(tmp_path / "two.npz", 2, 2, tmp_path, *flags, probe=MISA_PROBE)
+    one = run(tmp_path / "one.npz", 1, 4, tmp_path, *flags, probe=MISA_PROBE)
+    assert_rows_close(two, one, ("policy",))
+    np.testing.assert_allclose(two["scores"], one["scores"], rtol=1e-3)
+    run_dir = tmp_path / str(two["run_dir"])
+    for seed in (1, 2, 3, 4):
+        assert [step for step, _ in scalars(run_dir, seed)["eval/episodic_return"]] == [10, 20]
+    resumed = run(
+        tmp_path / "resumed.npz", 2, 2, tmp_path, "--resume", str(run_dir / "checkpoints" / "step_000000010.eqx"),
+        probe=MISA_PROBE,
+    )  # fmt: skip
+    np.testing.assert_array_equal(resumed["policy"], two["policy"])
+    np.testing.assert_array_equal(resumed["scores"], two["scores"])
