@@ -628,7 +628,7 @@ def interval_metrics(setup: Setup, states: AgentState, iteration: jax.Array) -> 
 class Trainer(NamedTuple):
     init: Callable  # (key, Hypers, or None for the flags' single configuration) -> AgentState (one run)
     run: Callable  # (states, first_iteration, Chunk) -> states (seeds on the leading axis)
-    evaluate: Callable  # (states, key) -> greedy episode returns, (num_seeds, eval_episodes)
+    evaluate: Callable  # (states, a key per run) -> greedy episode returns, (runs, eval_episodes)
     train: Callable  # (keys, Hypers or None) -> states: the whole run as one call, for use as a library
 
 
@@ -711,8 +711,8 @@ def make_train(args: Args, env, env_params, log: Callable | None = None) -> Trai
         max_steps = int(env_params.max_steps_in_episode)
         return jax.lax.scan(step, carry, jax.random.split(step_key, max_steps))[0][2]
 
-    def evaluate(states: AgentState, key: jax.Array) -> jax.Array:
-        return jax.vmap(evaluate_seed)(states, jax.random.split(key, states.nan_step.shape[0]))
+    def evaluate(states: AgentState, keys: jax.Array) -> jax.Array:
+        return jax.vmap(evaluate_seed)(states, keys)
 
     def train(keys: jax.Array, hypers: Hypers | None = None) -> AgentState:
         num_iterations = args.total_timesteps // args.num_envs
@@ -897,7 +897,7 @@ def main(args: Args) -> dict:
     seeds = np.asarray([run.seed for run in runs], np.int32)
     states = init_or_restore(jax.vmap(init), args.resume, seeds, stacked_hypers(runs), sharding=seed_sharding(mesh))
 
-    if args.track:
+    if args.track and is_lead_process():
         start_tracking(args, run_name, args.wandb_project_name, args.wandb_entity)
     total_iterations = args.total_timesteps // args.num_envs
     logger = RunLogger(run_dir, args, [run.name for run in runs], args.total_timesteps, first_iteration * args.num_envs)
@@ -921,8 +921,12 @@ def main(args: Args) -> dict:
             header = {"script": SCRIPT, "args": dataclasses.asdict(args), "run_name": run_name, "iteration": iteration}
             last_checkpoint = logger.save_checkpoint(iteration * args.num_envs, states, header, args.keep_checkpoints)
 
-    evaluate = jax.jit(lambda states, seed: trainer.evaluate(states, jax.random.key(seed)))
-    eval_returns = host_value(evaluate(states, np.int32(args.seed)))
+    def evaluate(states: AgentState, seed: jax.Array) -> jax.Array:
+        # seed k plays the same evaluation episodes in every configuration, as in a run of its own
+        keys = jax.random.split(jax.random.key(seed), args.num_seeds)
+        return trainer.evaluate(states, jnp.concatenate([keys] * num_configs))
+
+    eval_returns = host_value(jax.jit(evaluate)(states, np.int32(args.seed)))
     if is_lead_process():  # the one that writes the logs and reports
         for writer, returns in zip(logger.writers, eval_returns, strict=True):
             writer.add_scalar("eval/episodic_return", float(returns.mean()), args.total_timesteps)

@@ -968,7 +968,7 @@ def main(args: Args) -> dict:
     # the seeds are host values, the same in every process: each process's devices build their own
     states = init_or_restore(jax.vmap(init), args.resume, np.asarray(seeds, np.int32), sharding=seed_sharding(mesh))
 
-    if args.track:
+    if args.track and is_lead_process():
         start_tracking(args, run_name, args.wandb_project_name, args.wandb_entity)
     run_dir = Path("runs") / run_name
     logger = RunLogger(run_dir, args, seed_sub_runs(seeds), args.total_steps, first_step)

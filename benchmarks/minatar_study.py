@@ -6,11 +6,13 @@ some games, the full set of 6 actions; then the IQM table and figures over games
 
 Every run is a `mirl_gymnax.py` run (in this process, one after another) with the flags below, fixed for all
 games and algorithms, and checkpoints every --checkpoint-interval steps. Running the same command again
-continues the study: runs that finished are skipped, and an interrupted run resumes from its last checkpoint.
+continues the study: runs that finished are skipped, and an interrupted run resumes from its last checkpoint
+(runs made with other flags, another budget or other seeds, are left alone).
 Runs go to runs/{game}__{algo}__{seed}__{time} (the full action set's as {algo}-full); the aggregates to
 {out}_minimal_* and {out}_full_*, and the tables are printed.
 """
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,15 +53,32 @@ class Args:
     """a seed's score: the mean of the last this many evaluations (common.aggregate)"""
 
 
-def latest_checkpoint(game: str, experiment: str, steps: int) -> Path | None:
-    """The newest checkpoint of this experiment's newest run of `steps` steps per seed (a run of another length is
-    another experiment: its ε and learning-rate schedules differ)."""
+def run_flags(args: Args, game: str, algo: str, full: bool) -> list[str]:
+    """The mirl_gymnax.py flags of one part of the study."""
+    return [
+        *("--env-id", game, "--algo", algo, "--exp-name", f"{algo}-full" if full else algo),
+        *("--num-seeds", str(args.num_seeds), "--total-timesteps", str(args.steps)),
+        *("--exploration-fraction", str(min(1.0, args.exploration_steps / args.steps))),
+        *("--save-model", "--checkpoint-interval", str(args.checkpoint_interval)),
+        *(["--full-action-set"] if full else []),
+        *args.flags,
+    ]  # fmt: skip
+
+
+def latest_checkpoint(game: str, experiment: str, flags: list[str]) -> Path | None:
+    """The newest checkpoint of this experiment's newest run made with exactly these flags (a run with others,
+    another budget say, is another experiment: it is neither continued nor counted)."""
+    import json
+
+    import mirl_gymnax
     from common.checkpoint import read_header
 
+    wanted = json.loads(json.dumps(dataclasses.asdict(tyro.cli(mirl_gymnax.Args, args=flags))))  # as headers hold it
     found = []
     for run_dir in sorted(Path("runs").glob(f"{game}__{experiment}__*"), key=lambda p: int(p.name.split("__")[-1])):
         checkpoints = sorted(run_dir.glob("checkpoints/step_*.eqx"))
-        if checkpoints and read_header(checkpoints[-1])["args"]["total_timesteps"] == steps:
+        saved = read_header(checkpoints[-1])["args"] if checkpoints else {}
+        if {**saved, "resume": None} == {**wanted, "resume": None}:
             found.append(checkpoints[-1])
     return found[-1] if found else None
 
@@ -83,7 +102,8 @@ def run_or_continue(args: Args, game: str, algo: str, full: bool) -> Path:
     """The run directory of this part of the study: finished before, finished now from its last checkpoint (the
     last one of a finished run: only its evaluation is left), or run from the start."""
     experiment = f"{algo}-full" if full else algo
-    checkpoint = latest_checkpoint(game, experiment, args.steps)
+    flags = run_flags(args, game, algo, full)
+    checkpoint = latest_checkpoint(game, experiment, flags)
     if checkpoint is not None:
         run_dir = checkpoint.parents[1]
         if checkpoint.name == f"step_{args.steps:09d}.eqx" and evaluated(run_dir):
@@ -92,14 +112,6 @@ def run_or_continue(args: Args, game: str, algo: str, full: bool) -> Path:
         print(f"{game} {experiment}: resuming {checkpoint}")
         return train(["--resume", str(checkpoint)])
     print(f"{game} {experiment}: starting")
-    flags = [
-        *("--env-id", game, "--algo", algo, "--exp-name", experiment, "--num-seeds", str(args.num_seeds)),
-        *("--total-timesteps", str(args.steps)),
-        *("--exploration-fraction", str(min(1.0, args.exploration_steps / args.steps))),
-        *("--save-model", "--checkpoint-interval", str(args.checkpoint_interval)),
-        *(["--full-action-set"] if full else []),
-        *args.flags,
-    ]  # fmt: skip
     return train(flags)
 
 

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from common.devices import fail_together, sync_processes
 from common.errors import UserError
 
 
@@ -97,14 +98,14 @@ def load_checkpoint(path: str | Path, like: Any, sharding: jax.sharding.Sharding
     ShapeDtypeStructs), laid out by `sharding` (default: on the default device). Each array is checked against
     its expected shape and dtype, and read one device's part at a time, each placed on its device(s) at once:
     every device receives only its own part, and the host holds at most one part besides."""
-    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    path = process_file(path)
-    saved_by = read_header(path).get("processes", 1)
+    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    saved_by = read_header(path).get("processes", 1)  # process 0's header (the run directory is shared)
     if saved_by != jax.process_count():
         raise UserError(
             f"{path} was saved by {saved_by} process{'es' * (saved_by > 1)}, each with its own seeds: resume it with "
             f"--num-processes {saved_by}"
         )
+    path = process_file(path)
 
     def place(f, x):
         if not isinstance(x, jax.Array | jax.ShapeDtypeStruct | np.ndarray):
@@ -132,8 +133,8 @@ def load_checkpoint(path: str | Path, like: Any, sharding: jax.sharding.Sharding
             loaded = eqx.tree_deserialise_leaves(f, key_data_like, filter_spec=place)
         except Exception as error:  # whatever the reader hit, the file does not hold this state
             raise UserError(
-                f"{path} is cut short or corrupt, or was written for other sizes ({type(error).__name__}: {error}); "
-                "resume from an earlier checkpoint of the run"
+                f"{path} is cut short or corrupt, or was written for other sizes or by another version of the kit "
+                f"({type(error).__name__}: {error}); resume from an earlier checkpoint of the run, or start a new one"
             ) from error
         if f.read(1):
             raise UserError(f"{path} holds more data than this run's state: it was written for other sizes")
@@ -145,7 +146,12 @@ def init_or_restore(init: Callable, resume: str | Path | None, *inputs, sharding
     holds another's part; or, with `resume`, the state saved there, read into the same structure and placed
     the same way."""
     if resume:
-        return load_checkpoint(resume, eqx.filter_eval_shape(init, *inputs), sharding)
+        try:
+            state = load_checkpoint(resume, eqx.filter_eval_shape(init, *inputs), sharding)
+        except UserError as error:  # one process's file may be missing or cut short: all stop, with the reason
+            fail_together(error)
+        fail_together(None)
+        return state
     return jax.jit(init, out_shardings=sharding)(*inputs)
 
 
@@ -162,6 +168,7 @@ def save_run_checkpoint(run_dir: str | Path, step: int, tree: Any, header: dict,
     and return the new file's path."""
     path = Path(run_dir) / "checkpoints" / f"step_{step:09d}.eqx"
     save_checkpoint(path, tree, header)
+    sync_processes(f"saved {path}")  # the older checkpoints go only once every process's file of this one exists
     prune_checkpoints(path.parent, keep)
     return path
 

@@ -27,6 +27,14 @@ A = TypeVar("A")
 RESUMABLE_EVERYWHERE = ("save_model", "keep_checkpoints", "log_interval", "track", "wandb_project_name", "wandb_entity")
 
 
+def with_saved_flags(saved: A, resume: str) -> A:
+    """The checkpoint's flags as the defaults of the resumed run, except a process's own index (the header read is
+    process 0's): each process passes its --process-id again, or the cluster sets it."""
+    if hasattr(saved, "process_id"):
+        saved = dataclasses.replace(saved, process_id=None)
+    return dataclasses.replace(saved, resume=resume)
+
+
 def saved_args(args_class: type[A], header: dict, path: str | Path, script: str) -> A:
     """The Args a checkpoint was written with, refusing checkpoints of another script or another version. JSON
     has no tuples: a list in the header is a tuple flag's value (the swept flags)."""
@@ -86,7 +94,7 @@ def start_resume(
     header = read_header(args.resume)
     saved = saved_args(args_class, header, args.resume, script)
     if args == dataclasses.replace(args_class(), resume=args.resume):
-        args = dataclasses.replace(saved, resume=args.resume)
+        args = with_saved_flags(saved, args.resume)
     try:
         step, _ = step_of(header, saved), header["run_name"]  # what every run's header holds
     except (KeyError, TypeError) as error:
@@ -104,7 +112,7 @@ def parse(args_class: type[A], script: str, argv: list[str] | None = None) -> A:
     if getattr(args, "resume", None) is None:
         return args
     saved = saved_args(args_class, read_header(args.resume), args.resume, script)
-    return tyro.cli(args_class, args=argv, default=dataclasses.replace(saved, resume=args.resume))
+    return tyro.cli(args_class, args=argv, default=with_saved_flags(saved, args.resume))
 
 
 def run_script(main: Callable[[Any], Any], args_class: type, script: str) -> None:

@@ -45,7 +45,7 @@ def join_processes(num_processes: int, process_id: int | None, coordinator_addre
     """Join JAX's multi-controller runtime (jax.distributed) when several processes train the seeds together,
     before anything touches a device; from then on jax.devices() lists every process's devices. Values left
     None are detected by JAX where it knows the cluster (SLURM, Open MPI)."""
-    if num_processes == 1:
+    if num_processes == 1 or jax.distributed.is_initialized():  # (a library caller may run main twice)
         return
     # the metrics each logging interval gathers for process 0 cross processes: CPU devices need gloo for that
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -59,8 +59,28 @@ def is_lead_process() -> bool:
 
 def agreed_time() -> int:
     """The time in seconds, the same in every process (process 0's): for the run name."""
-    now = np.int64(time.time())
-    return int(multihost_utils.broadcast_one_to_all(now)) if jax.process_count() > 1 else int(now)
+    now = int(time.time())
+    if jax.process_count() == 1:
+        return now
+    high, low = multihost_utils.broadcast_one_to_all(np.array(divmod(now, 2**16), np.int32))  # int32 without x64
+    return int(high) * 2**16 + int(low)
+
+
+def sync_processes(name: str) -> None:
+    """Wait until every process has reached this point (a no-op in one process)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
+def fail_together(error: Exception | None) -> None:
+    """Raise `error` if this process met one, and stop every other process too: alone, the others would wait
+    for it at their next collective until the runtime's timeout, never saying why."""
+    if jax.process_count() > 1:
+        failed = multihost_utils.process_allgather(np.int32(error is not None))
+        if error is None and failed.any():
+            raise UserError(f"process {int(np.argmax(failed))} stopped with an error (see its output)")
+    if error is not None:
+        raise error
 
 
 def host_value(x: jax.Array) -> np.ndarray:
@@ -74,8 +94,8 @@ def seed_mesh(num_seeds: int) -> jax.sharding.Mesh:
     devices = jax.devices()
     if jax.process_count() > 1 and num_seeds % len(devices):
         raise UserError(
-            f"{num_seeds} seeds cannot be split evenly over the {len(devices)} devices of {jax.process_count()} "
-            "processes: use a multiple of the device count"
+            f"{num_seeds} agents (seeds, or configurations × seeds in a sweep) cannot be split evenly over the "
+            f"{len(devices)} devices of {jax.process_count()} processes: use a multiple of the device count"
         )
     count = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
     if count < len(devices):
@@ -120,9 +140,18 @@ class InsufficientMemory(UserError, MemoryError):
 
 
 def check_fits(what: str, needed_bytes: int, devices: list[jax.Device], hint: str) -> None:
-    """Raise before allocating `needed_bytes`, split evenly over `devices` (the seed axis), if some device of this
+    """Raise before allocating `needed_bytes`, split evenly over `devices` (the agents' axis), if some device of this
     process lacks its share: each accelerator is checked for its own part; CPU devices share the host's memory,
-    which must hold this process's devices' parts."""
+    which must hold this process's devices' parts (several processes on one host each count their own only).
+    Every process stops if one of them is short."""
+    try:
+        check_this_process_fits(what, needed_bytes, devices, hint)
+    except InsufficientMemory as error:
+        fail_together(error)
+    fail_together(None)
+
+
+def check_this_process_fits(what: str, needed_bytes: int, devices: list[jax.Device], hint: str) -> None:
     share = -(-needed_bytes // len(devices))
     local = [device for device in devices if device.process_index == jax.process_index()]
     free = [free_bytes(device) for device in local]

@@ -21,7 +21,7 @@ from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 from common.checkpoint import save_run_checkpoint
-from common.devices import agreed_time, replicate
+from common.devices import agreed_time, is_lead_process, replicate
 
 
 def make_run_name(env_id: str, exp_name: str, seed: int) -> str:
@@ -57,8 +57,10 @@ class RunLogger:
         self.run_dir, self.sub_runs, self.table = run_dir, sub_runs, hyperparameter_table(args)
         self._writers: list[SummaryWriter] | None = None
         self._files = 0  # event files opened per sub-run so far (a new one after every flush)
-        self.progress = tqdm(total=total_steps, initial=first_step, unit="step", dynamic_ncols=True, disable=None)
-        self.status_every = status_every if self.progress.disable else None
+        # progress is process 0's to show: the logging callback runs there (common.devices.is_lead_process)
+        quiet = None if is_lead_process() else True
+        self.progress = tqdm(total=total_steps, initial=first_step, unit="step", dynamic_ncols=True, disable=quiet)
+        self.status_every = status_every if self.progress.disable and is_lead_process() else None
         self.total_steps = total_steps
         self.last_status = time.perf_counter()
         self.started: tuple[int, float] | None = None  # (step, time) when the first chunk started

@@ -49,4 +49,9 @@ def test_the_study_runs_at_tiny_sizes_and_continues(tmp_path, monkeypatch, capsy
         for experiment, scores in first[action_set]["scores"].items():
             np.testing.assert_array_equal(second[action_set]["scores"][experiment], scores)
     # a study of another length is another experiment (its schedules differ): it would not continue these runs
-    assert minatar_study.latest_checkpoint("Breakout-MinAtar", "dqn", 1_200) is None
+    longer = minatar_study.run_flags(
+        minatar_study.Args(**{**vars(args), "steps": 1_200}), "Breakout-MinAtar", "dqn", False
+    )
+    assert minatar_study.latest_checkpoint("Breakout-MinAtar", "dqn", longer) is None
+    same = minatar_study.run_flags(args, "Breakout-MinAtar", "dqn", False)
+    assert minatar_study.latest_checkpoint("Breakout-MinAtar", "dqn", same) is not None

@@ -149,6 +149,7 @@ def test_a_sweep_equals_its_separate_runs(capsys):
         np.testing.assert_array_equal(grid.replay.actions, alone["states"].replay.actions)
         np.testing.assert_array_equal(grid.replay.obs, alone["states"].replay.obs)
         assert_rows_close(learner_rows(grid), learner_rows(alone["states"]), ("beta", "prior", "params"))
+        np.testing.assert_array_equal(swept["eval_returns"][rows], alone["eval_returns"])  # the same episodes
         for seed in (1, 2):
             logged = scalars(swept["run_dir"] / configurations[index], seed)["charts/episodic_return"]
             assert logged == scalars(alone["run_dir"], seed)["charts/episodic_return"]
