@@ -53,10 +53,14 @@ class Args:
     """a seed's score: the mean of the last this many evaluations (common.aggregate)"""
 
 
+def experiment_name(algo: str, full: bool) -> str:
+    return f"{algo}-full" if full else algo
+
+
 def run_flags(args: Args, game: str, algo: str, full: bool) -> list[str]:
     """The mirl_gymnax.py flags of one part of the study."""
     return [
-        *("--env-id", game, "--algo", algo, "--exp-name", f"{algo}-full" if full else algo),
+        *("--env-id", game, "--algo", algo, "--exp-name", experiment_name(algo, full)),
         *("--num-seeds", str(args.num_seeds), "--total-timesteps", str(args.steps)),
         *("--exploration-fraction", str(min(1.0, args.exploration_steps / args.steps))),
         *("--save-model", "--checkpoint-interval", str(args.checkpoint_interval)),
@@ -101,7 +105,7 @@ def train(argv: list[str]) -> Path:
 def run_or_continue(args: Args, game: str, algo: str, full: bool) -> Path:
     """The run directory of this part of the study: finished before, finished now from its last checkpoint (the
     last one of a finished run: only its evaluation is left), or run from the start."""
-    experiment = f"{algo}-full" if full else algo
+    experiment = experiment_name(algo, full)
     flags = run_flags(args, game, algo, full)
     checkpoint = latest_checkpoint(game, experiment, flags)
     if checkpoint is not None:

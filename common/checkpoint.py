@@ -145,13 +145,8 @@ def init_or_restore(init: Callable, resume: str | Path | None, *inputs, sharding
     """`jax.jit(init)(*inputs)` with its output laid out by `sharding` as it is made, so that no device ever
     holds another's part; or, with `resume`, the state saved there, read into the same structure and placed
     the same way."""
-    if resume:
-        try:
-            state = load_checkpoint(resume, eqx.filter_eval_shape(init, *inputs), sharding)
-        except UserError as error:  # one process's file may be missing or cut short: all stop, with the reason
-            fail_together(error)
-        fail_together(None)
-        return state
+    if resume:  # one process's file may be missing or cut short: all stop, with the reason
+        return fail_together(lambda: load_checkpoint(resume, eqx.filter_eval_shape(init, *inputs), sharding))
     return jax.jit(init, out_shardings=sharding)(*inputs)
 
 

@@ -3,7 +3,8 @@ allocations that cannot fit."""
 
 import time
 import warnings
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import jax
 import numpy as np
@@ -13,6 +14,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec
 from common.errors import UserError
 
 SEED_AXIS = "seeds"
+T = TypeVar("T")
 
 
 def unroll_threefry_on_cpu(unrolled: bool = True) -> bool:
@@ -72,15 +74,21 @@ def sync_processes(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-def fail_together(error: Exception | None) -> None:
-    """Raise `error` if this process met one, and stop every other process too: alone, the others would wait
-    for it at their next collective until the runtime's timeout, never saying why."""
+def fail_together(attempt: Callable[[], T]) -> T:
+    """`attempt()`, whose UserError in any process stops every process (that one with its own error): alone,
+    the others would wait for it at their next collective until the runtime's timeout, never saying why."""
+    error = None
+    try:
+        result = attempt()
+    except UserError as caught:
+        error = caught
     if jax.process_count() > 1:
         failed = multihost_utils.process_allgather(np.int32(error is not None))
         if error is None and failed.any():
             raise UserError(f"process {int(np.argmax(failed))} stopped with an error (see its output)")
     if error is not None:
         raise error
+    return result
 
 
 def host_value(x: jax.Array) -> np.ndarray:
@@ -144,11 +152,7 @@ def check_fits(what: str, needed_bytes: int, devices: list[jax.Device], hint: st
     process lacks its share: each accelerator is checked for its own part; CPU devices share the host's memory,
     which must hold this process's devices' parts (several processes on one host each count their own only).
     Every process stops if one of them is short."""
-    try:
-        check_this_process_fits(what, needed_bytes, devices, hint)
-    except InsufficientMemory as error:
-        fail_together(error)
-    fail_together(None)
+    fail_together(lambda: check_this_process_fits(what, needed_bytes, devices, hint))
 
 
 def check_this_process_fits(what: str, needed_bytes: int, devices: list[jax.Device], hint: str) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -15,6 +16,19 @@ sys.path.insert(0, str(ROOT))
 # compilation cache, fresh for each session, compiles each of them once.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="mirl-jax-cache-"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+
+
+@pytest.fixture(scope="module")
+def dataset_path(tmp_path_factory) -> str:
+    """A small Pendulum-v1 dataset of random play in D4RL's format, made by common.make_dataset (test_misa_d4rl
+    uses its own, with an expert reference score)."""
+    import common.make_dataset as make_dataset
+
+    path = tmp_path_factory.mktemp("data") / "pendulum-random.hdf5"
+    make_dataset.main(
+        make_dataset.Args(env_id="Pendulum-v1", policy="random", num_steps=600, output=str(path), reference_episodes=1)
+    )
+    return str(path)
 
 
 def run_sharded_and_single(probe: str, devices: int, tmp_path: Path) -> tuple[dict, dict]:

@@ -16,7 +16,6 @@ from test_mirl_atari import TINY as ATARI_TINY
 from test_mirl_gymnax import TINY as GYMNAX_TINY
 from test_misa_d4rl import TINY as MISA_TINY
 
-import common.make_dataset as make_dataset
 import mirl_atari
 import mirl_gymnax
 import misa_d4rl
@@ -46,15 +45,6 @@ ZERO_ALLOWED = {
 @pytest.fixture(autouse=True)
 def in_tmp_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def dataset_path(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("data") / "pendulum-random.hdf5"
-    make_dataset.main(
-        make_dataset.Args(env_id="Pendulum-v1", policy="random", num_steps=600, output=str(path), reference_episodes=1)
-    )
-    return str(path)
 
 
 def copy_dataset(source: str, target: Path, **replaced: np.ndarray) -> str:

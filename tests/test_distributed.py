@@ -9,10 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from conftest import ROOT, assert_rows_close, scalars
-
-import common.make_dataset as make_dataset
 
 TINY_FLAGS = [
     *("--total-timesteps", "2000", "--num-envs", "4", "--buffer-size", "1000", "--learning-starts", "400"),
@@ -122,17 +119,6 @@ def test_two_processes_train_each_seed_as_one_process_does_and_resume_from_their
     resumed = run(tmp_path / "resumed.npz", 2, 2, tmp_path, "--resume", first_checkpoint)
     for name in ("actions", "obs", "beta", "prior", "params", "eval_returns"):
         np.testing.assert_array_equal(resumed[name], two[name])
-
-
-@pytest.fixture(scope="module")
-def dataset_path(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("data") / "pendulum-random.hdf5"
-    make_dataset.main(
-        make_dataset.Args(
-            env_id="Pendulum-v1", policy="random", num_steps=600, output=str(path), reference_episodes=1, seed=0
-        )
-    )
-    return str(path)
 
 
 def test_misa_in_two_processes_trains_each_seed_as_one_process_does(tmp_path, dataset_path):
