@@ -254,6 +254,29 @@ def test_unreadable_checkpoints_are_refused_without_a_run_folder(gymnax_checkpoi
     assert run_folders() == []
 
 
+def test_a_checkpoint_of_an_earlier_network_layout_names_the_array(monkeypatch):
+    """Checkpoints written before the networks stored their weights (in, out) are refused, naming the array."""
+
+    class OutIn(mirl_gymnax.Dense):  # the earlier layout: (out, in), as equinox's Linear
+        def __init__(self, in_size: int, out_size: int, key):
+            super().__init__(in_size, out_size, key)
+            self.weight = self.weight.T
+
+        def __call__(self, x, *, key=None):
+            return x @ self.weight.T + self.bias
+
+    with monkeypatch.context() as patch:
+        patch.setattr(mirl_gymnax, "Dense", OutIn)
+        result = mirl_gymnax.main(mirl_gymnax.Args(save_model=True, **GYMNAX_TINY))
+    checkpoint = sorted((result["run_dir"] / "checkpoints").glob("step_*.eqx"))[-1]
+    with pytest.raises(
+        UserError,
+        match=r"another version of the kit .*'weight'.*: an array saved as float32\[1, 120, 4\] where "
+        r"float32\[1, 4, 120\] belongs",
+    ):
+        resume(mirl_gymnax, checkpoint)
+
+
 def test_a_checkpoint_of_another_script_is_refused(gymnax_checkpoint, tmp_path):
     first = gymnax_checkpoint["checkpoints"][0]
     with pytest.raises(

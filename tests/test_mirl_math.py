@@ -193,6 +193,24 @@ def test_replay_wraps_around_and_samples_only_filled():
     np.testing.assert_array_equal(batch.obs[:, 0], batch.actions)
 
 
+def test_dense_is_equinox_linear_transposed():
+    """Dense stores (in, out) and initialises as equinox's Linear (uniform in ±1/√in for weights and biases)."""
+    import equinox as eqx
+
+    from mirl_gymnax import Dense
+
+    layer = Dense(120, 84, key=jax.random.key(0))
+    assert layer.weight.shape == (120, 84) and layer.bias.shape == (84,)
+    bound = 1 / np.sqrt(120)
+    for values in (layer.weight, layer.bias):
+        assert np.abs(values).max() <= bound and np.abs(values).max() > 0.9 * bound
+    x = jax.random.normal(jax.random.key(1), (120,))
+    linear = eqx.tree_at(
+        lambda m: (m.weight, m.bias), eqx.nn.Linear(120, 84, key=jax.random.key(2)), (layer.weight.T, layer.bias)
+    )
+    np.testing.assert_allclose(layer(x), linear(x), rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "size, stride, image_size, channels",
     [(3, 1, 10, 4), (8, 4, 84, 4), (4, 2, 20, 32), (3, 1, 9, 64)],  # MinAtar's conv; the Nature CNN's three
@@ -202,10 +220,10 @@ def test_patch_conv_is_a_valid_convolution(size, stride, image_size, channels):
 
     conv = PatchConv(channels, 16, size=size, stride=stride, key=jax.random.key(0))
     image = jax.random.normal(jax.random.key(1), (image_size, image_size, channels))
-    # the same weights as an (out, height, width, in) kernel for XLA's own convolution
-    kernel = conv.linear.weight.reshape(16, size, size, channels)
+    # the same weights as a (height, width, in, out) kernel for XLA's own convolution
+    kernel = conv.linear.weight.reshape(size, size, channels, 16)
     reference = jax.lax.conv_general_dilated(
-        image[None], kernel, (stride, stride), "VALID", dimension_numbers=("NHWC", "OHWI", "NHWC")
+        image[None], kernel, (stride, stride), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
     )[0]
     np.testing.assert_allclose(conv(image), reference + conv.linear.bias, rtol=1e-4, atol=1e-4)
 
@@ -220,6 +238,7 @@ def test_patch_conv_is_a_valid_convolution(size, stride, image_size, channels):
         "update_beta",
         "behaviour_action",
         "linear_schedule",
+        "Dense",
         "PatchConv",
         "updates_per_learn",
         "learn_period",
