@@ -79,7 +79,8 @@ def test_smoke_runs_log_and_evaluate(env_id, algo, num_seeds):
 
 def test_training_score_is_the_true_game_score():
     """Pong games cut at 64 steps: the logged training return is the score of whole games, not of lives."""
-    result = main(Args(env_id="Pong-v5", algo="dqn", **{**TINY, "total_timesteps": 200, "log_interval": 100}))
+    one_chunk = dict(total_timesteps=200, log_interval=100, checkpoint_interval=200, eval_interval=200)
+    result = main(Args(env_id="Pong-v5", algo="dqn", **{**TINY, **one_chunk}))
     logged = scalars(result["run_dir"], 1)
     returns = [value for _, value in logged["charts/episodic_return"]]
     lengths = [value for _, value in logged["charts/episodic_length"]]
