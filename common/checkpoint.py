@@ -132,13 +132,14 @@ def load_checkpoint(path: str | Path, like: Any, sharding: jax.sharding.Sharding
         try:
             loaded = eqx.tree_deserialise_leaves(f, key_data_like, filter_spec=place)
         except Exception as error:  # whatever the reader hit, the file does not hold this state
-            cause = error  # equinox names the leaf; the error it wraps says what was wrong there
+            cause = error  # equinox names the leaf (its TreePathError); the error it wraps says what was wrong there
             while cause.__cause__ is not None:
                 cause = cause.__cause__
-            detail = f"{error}: {cause}" if cause is not error else str(error)
+            where = f"at {jax.tree_util.keystr(error.path)}: " if hasattr(error, "path") else ""
             raise UserError(
                 f"{path} is cut short or corrupt, or was written for other sizes or by another version of the kit "
-                f"({type(error).__name__}: {detail}); resume from an earlier checkpoint of the run, or start a new one"
+                f"({where}{type(cause).__name__}: {cause}); resume from an earlier checkpoint of the run, or start a "
+                "new one"
             ) from error
         if f.read(1):
             raise UserError(f"{path} holds more data than this run's state: it was written for other sizes")

@@ -202,8 +202,8 @@ def test_dense_is_equinox_linear_transposed():
     layer = Dense(120, 84, key=jax.random.key(0))
     assert layer.weight.shape == (120, 84) and layer.bias.shape == (84,)
     bound = 1 / np.sqrt(120)
-    for values in (layer.weight, layer.bias):
-        assert np.abs(values).max() <= bound and np.abs(values).max() > 0.9 * bound
+    for values in (layer.weight, layer.bias):  # both ends of ±bound are reached, none passed
+        assert -bound <= values.min() < -0.9 * bound and 0.9 * bound < values.max() <= bound
     x = jax.random.normal(jax.random.key(1), (120,))
     linear = eqx.tree_at(
         lambda m: (m.weight, m.bias), eqx.nn.Linear(120, 84, key=jax.random.key(2)), (layer.weight.T, layer.bias)
