@@ -30,8 +30,8 @@ from common.checkpoint import init_or_restore, non_finite_stop
 from common.cli import run_script, start_resume
 from common.devices import SEED_AXIS, check_fits, seed_mesh, seed_sharding, shard_seeds, unroll_threefry_on_cpu
 from common.errors import UserError, flag, out_of_range, plural
-from common.logger import RunLogger, make_run_name, nan_mean, seed_sub_runs, start_tracking
-from common.loop import Chunk, scan_logged
+from common.logger import Record, RunLogger, make_run_name, nan_mean, seed_sub_runs, start_tracking
+from common.loop import Chunk, chunks, scan_logged
 
 SCRIPT = os.path.basename(__file__)
 unroll_threefry_on_cpu()  # the same random bits, faster on a CPU
@@ -746,16 +746,16 @@ def interval_metrics(setup: Setup, states: AgentState, iteration: jax.Array) -> 
 
 class Trainer(NamedTuple):
     init: Callable  # (key, first obs (envs, ...)) -> AgentState (one seed)
-    run: Callable  # (states, handles, first_iteration, Chunk) -> (states, handles)
+    run: Callable  # (states, handles, first_iteration, Chunk) -> ((states, handles), Records)
     evaluate: Callable  # (states, handles, first obs (seeds, episodes, ...), key) -> (returns, handles)
 
 
 def make_train(
-    args: Args, num_actions: int, obs_shape: tuple[int, int, int], env_step: Callable, eval_step: Callable, log=None
+    args: Args, num_actions: int, obs_shape: tuple[int, int, int], env_step: Callable, eval_step: Callable
 ) -> Trainer:
     """Wires the steps and envpool's step into one scan over iterations, the agent vmapped over seeds.
-    `env_step`/`eval_step` step the training/evaluation pools (see sharded_env_step); `log(step, scalars,
-    bar_charts)` is called from inside the jitted loop every --log-interval steps with per-seed arrays."""
+    `env_step`/`eval_step` step the training/evaluation pools (see sharded_env_step). Every --log-interval
+    steps the loop records each seed's metrics (a common.logger.Record); `run` returns them."""
     setup = make_setup(args, num_actions, obs_shape)
 
     def init(key: jax.Array, obs: jax.Array) -> AgentState:
@@ -790,14 +790,9 @@ def make_train(
 
         def end_interval(carry, iteration):
             states, handles = carry
-            if log is not None:
-                log(
-                    (iteration + 1) * args.num_envs,
-                    *live_seeds_only(states, *interval_metrics(setup, states, iteration)),
-                )
-            return dataclasses.replace(
-                states, stats=jax.vmap(lambda _: IntervalStats.zeros())(states.nan_step)
-            ), handles
+            scalars, bar_charts = live_seeds_only(states, *interval_metrics(setup, states, iteration))
+            states = dataclasses.replace(states, stats=jax.vmap(lambda _: IntervalStats.zeros())(states.nan_step))
+            return (states, handles), Record((iteration + 1) * args.num_envs, scalars, bar_charts)
 
         return scan_logged(iterate, (states, handles), first_iteration, chunk, log_every(args), end_interval)
 
@@ -949,7 +944,8 @@ def main(args: Args) -> dict:
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
     # envpool cannot save its emulators: a resumed run starts new games, everything else is restored
     obs = shard_seeds(jnp.asarray(reset_pools(pools, args.num_seeds)), mesh)
-    init = jax.vmap(make_train(args, num_actions, obs_shape, env_step, eval_step).init)  # independent of logging
+    trainer = make_train(args, num_actions, obs_shape, env_step, eval_step)
+    init = jax.vmap(trainer.init)
     states = init_or_restore(init, args.resume, shard_seeds(keys, mesh), obs, sharding=seed_sharding(mesh))
     if args.resume:
         states = dataclasses.replace(states, **jax.vmap(fresh_games)(obs))
@@ -958,13 +954,11 @@ def main(args: Args) -> dict:
         start_tracking(args, run_name, args.wandb_project_name, args.wandb_entity)
     total_iterations = args.total_timesteps // args.num_envs
     logger = RunLogger(run_dir, args, seed_sub_runs(seeds), args.total_timesteps, first_iteration * args.num_envs)
-    trainer = make_train(args, num_actions, obs_shape, env_step, eval_step, logger.jax_writer(mesh))
 
     run = jax.jit(trainer.run, static_argnums=3, donate_argnums=0)
     evaluate = jax.jit(trainer.evaluate)
     eval_every = args.eval_interval // args.num_envs
     checkpoint_every = args.checkpoint_interval // args.num_envs
-    chunk_every = math.gcd(eval_every, checkpoint_every)  # chunks end at every evaluation and checkpoint
     last_checkpoint = args.resume
     iteration = first_iteration
 
@@ -976,13 +970,10 @@ def main(args: Args) -> dict:
             writer.add_scalar("eval/episodic_return", float(seed_returns.mean()), iteration * args.num_envs)
         return returns, eval_handles
 
-    while iteration < total_iterations:
-        length = min(chunk_every - iteration % chunk_every, total_iterations - iteration)
-        chunk = Chunk.starting_at(iteration, length, log_every(args))
-        states, handles = logger.run_chunk(
-            run, iteration * args.num_envs, states, handles, jnp.asarray(iteration, jnp.int32), chunk
-        )
-        iteration += chunk.length
+    for first, chunk in chunks(first_iteration, total_iterations, log_every(args), (eval_every, checkpoint_every)):
+        iteration = first + chunk.length
+        steps = (first * args.num_envs, iteration * args.num_envs)
+        states, handles = logger.run_chunk(run, steps, states, handles, jnp.asarray(first, jnp.int32), chunk)
         stop = non_finite_stop(
             states.nan_step, seeds, "the TD loss", "environment step", last_checkpoint, args.save_model
         )

@@ -39,8 +39,8 @@ from common.devices import (
     unroll_threefry_on_cpu,
 )
 from common.errors import UserError, flag, out_of_range, plural
-from common.logger import RunLogger, make_run_name, nan_mean, start_tracking
-from common.loop import Chunk, scan_logged
+from common.logger import Record, RunLogger, make_run_name, nan_mean, start_tracking
+from common.loop import Chunk, chunks, scan_logged
 
 SCRIPT = os.path.basename(__file__)
 unroll_threefry_on_cpu()  # the same random bits, faster on a CPU
@@ -646,15 +646,14 @@ def interval_metrics(setup: Setup, states: AgentState, iteration: jax.Array) -> 
 
 class Trainer(NamedTuple):
     init: Callable  # (key, Hypers, or None for the flags' single configuration) -> AgentState (one run)
-    run: Callable  # (states, first_iteration, Chunk) -> states (seeds on the leading axis)
+    run: Callable  # (states, first_iteration, Chunk) -> (states, Records): seeds on the leading axis of states
     evaluate: Callable  # (states, a key per run) -> greedy episode returns, (runs, eval_episodes)
-    train: Callable  # (keys, Hypers or None) -> states: the whole run as one call, for use as a library
+    train: Callable  # (keys, Hypers or None) -> (states, Records): the whole run as one call, for use as a library
 
 
-def make_train(args: Args, env, env_params, log: Callable | None = None) -> Trainer:
-    """Wires the steps into one scan over iterations, vmapped over seeds (one seed runs without the axis).
-    `log(step, scalars, bar_charts)` is called from inside the jitted loop every --log-interval steps with
-    per-seed arrays (common.logger)."""
+def make_train(args: Args, env, env_params) -> Trainer:
+    """Wires the steps into one scan over iterations, vmapped over seeds (one seed runs without the axis). Every
+    --log-interval steps the loop records each seed's metrics (a common.logger.Record); `run` returns them."""
     setup = make_setup(args, env, env_params)
 
     def init(key: jax.Array, hypers: Hypers | None = None) -> AgentState:
@@ -680,16 +679,13 @@ def make_train(args: Args, env, env_params, log: Callable | None = None) -> Trai
             hypers=hypers,
         )
 
-    def run(states: AgentState, first_iteration: jax.Array, chunk: Chunk) -> AgentState:
+    def run(states: AgentState, first_iteration: jax.Array, chunk: Chunk) -> tuple[AgentState, Record]:
         """Advance all seeds (leading axis of `states`) by `chunk.length` iterations from `first_iteration`."""
 
-        def end_interval(states: AgentState, iteration: jax.Array) -> AgentState:
-            if log is not None:
-                log(
-                    (iteration + 1) * args.num_envs,
-                    *live_seeds_only(states, *interval_metrics(setup, states, iteration)),
-                )
-            return dataclasses.replace(states, stats=jax.vmap(lambda _: IntervalStats.zeros())(states.nan_step))
+        def end_interval(states: AgentState, iteration: jax.Array) -> tuple[AgentState, Record]:
+            scalars, bar_charts = live_seeds_only(states, *interval_metrics(setup, states, iteration))
+            states = dataclasses.replace(states, stats=jax.vmap(lambda _: IntervalStats.zeros())(states.nan_step))
+            return states, Record((iteration + 1) * args.num_envs, scalars, bar_charts)
 
         def iterate_one(state: AgentState, iteration: jax.Array) -> AgentState:
             return iterate(setup, state, iteration)
@@ -704,11 +700,14 @@ def make_train(args: Args, env, env_params, log: Callable | None = None) -> Trai
         def put_seed(tree):
             return jax.tree.map(lambda x: x[None], tree)
 
-        def end_interval_one(state: AgentState, iteration: jax.Array) -> AgentState:
-            return take_seed(end_interval(put_seed(state), iteration))
+        def end_interval_one(state: AgentState, iteration: jax.Array) -> tuple[AgentState, Record]:
+            states, record = end_interval(put_seed(state), iteration)
+            return take_seed(states), record
 
-        state = scan_logged(iterate_one, take_seed(states), first_iteration, chunk, log_every(args), end_interval_one)
-        return put_seed(state)
+        state, records = scan_logged(
+            iterate_one, take_seed(states), first_iteration, chunk, log_every(args), end_interval_one
+        )
+        return put_seed(state), records
 
     def evaluate_seed(state: AgentState, key: jax.Array) -> jax.Array:
         """Greedy episodes (argmax π for mirl/sql, argmax Q for dqn) in parallel environments."""
@@ -733,7 +732,7 @@ def make_train(args: Args, env, env_params, log: Callable | None = None) -> Trai
     def evaluate(states: AgentState, keys: jax.Array) -> jax.Array:
         return jax.vmap(evaluate_seed)(states, keys)
 
-    def train(keys: jax.Array, hypers: Hypers | None = None) -> AgentState:
+    def train(keys: jax.Array, hypers: Hypers | None = None) -> tuple[AgentState, Record]:
         num_iterations = args.total_timesteps // args.num_envs
         return run(jax.vmap(init)(keys, hypers), jnp.asarray(0, jnp.int32), Chunk(num_iterations, log_phase=0))
 
@@ -907,10 +906,10 @@ def main(args: Args) -> dict:
         "lower --buffer-size or --num-seeds" + (", or sweep fewer values" if swept(args) else ""),
     )
 
-    unlogged = make_train(args, env, env_params)  # the state does not depend on the logging
+    trainer = make_train(args, env, env_params)
 
     def init(seed: jax.Array, hypers: Hypers) -> AgentState:
-        return unlogged.init(jax.random.key(seed), hypers)
+        return trainer.init(jax.random.key(seed), hypers)
 
     # the inputs are host values, the same in every process: each process's devices build their own runs
     seeds = np.asarray([run.seed for run in runs], np.int32)
@@ -920,23 +919,21 @@ def main(args: Args) -> dict:
         start_tracking(args, run_name, args.wandb_project_name, args.wandb_entity)
     total_iterations = args.total_timesteps // args.num_envs
     logger = RunLogger(run_dir, args, [run.name for run in runs], args.total_timesteps, first_iteration * args.num_envs)
-    trainer = make_train(args, env, env_params, logger.jax_writer(mesh))
 
     run = jax.jit(trainer.run, static_argnums=2, donate_argnums=0)
     checkpoint_every = args.checkpoint_interval // args.num_envs
     last_checkpoint = args.resume
-    iteration = first_iteration
-    while iteration < total_iterations:
-        chunk = Chunk.starting_at(iteration, min(checkpoint_every, total_iterations - iteration), log_every(args))
-        states = logger.run_chunk(run, iteration * args.num_envs, states, np.int32(iteration), chunk)
-        iteration += chunk.length
+    for first, chunk in chunks(first_iteration, total_iterations, log_every(args), (checkpoint_every,)):
+        iteration = first + chunk.length
+        steps = (first * args.num_envs, iteration * args.num_envs)
+        states = logger.run_chunk(run, steps, states, np.int32(first), chunk)
         stop = non_finite_stop(
             host_value(states.nan_step), run_labels, "the TD loss", "environment step", last_checkpoint, args.save_model
         )
         if stop is not None:
             logger.close()
             raise stop
-        if args.save_model:
+        if args.save_model and (iteration % checkpoint_every == 0 or iteration == total_iterations):
             header = {"script": SCRIPT, "args": dataclasses.asdict(args), "run_name": run_name, "iteration": iteration}
             last_checkpoint = logger.save_checkpoint(iteration * args.num_envs, states, header, args.keep_checkpoints)
 

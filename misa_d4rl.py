@@ -45,7 +45,8 @@ from common.devices import (
     unroll_threefry_on_cpu,
 )
 from common.errors import UserError, out_of_range
-from common.logger import RunLogger, make_run_name, seed_sub_runs, start_tracking
+from common.logger import Record, RunLogger, make_run_name, seed_sub_runs, start_tracking
+from common.loop import chunks
 
 SCRIPT = os.path.basename(__file__)
 unroll_threefry_on_cpu()  # the same random bits, faster on a CPU
@@ -742,8 +743,9 @@ class Trainer(NamedTuple):
     actions: Callable
 
 
-def make_train(args: Args, obs_dim: int, action_dim: int, log: Callable | None = None) -> Trainer:
-    """The learner for resolved Args (no None left); `log(step, scalars)` receives per-seed training metrics."""
+def make_train(args: Args, obs_dim: int, action_dim: int) -> Trainer:
+    """The learner for resolved Args (no None left). `run` returns each seed's training metrics averaged over
+    every --log-interval steps (common.logger.Record)."""
 
     def init(key: jax.Array) -> TrainState:
         policy_key, critic_key, loop_key = jax.random.split(key, 3)
@@ -777,9 +779,9 @@ def make_train(args: Args, obs_dim: int, action_dim: int, log: Callable | None =
         nan_step = jnp.where((state.nan_step < 0) & ~finite, step, state.nan_step)
         return TrainState(params, target_critics, opt_state, key, nan_step), {**metrics, **loss_metrics}
 
-    def run(states: TrainState, dataset: Batch, first_step: jax.Array, num_steps: int) -> TrainState:
-        """Advance all seeds (leading axis of `states`) by `num_steps` gradient steps; every
-        `log_interval` steps the metrics' means over the interval go to `log`."""
+    def run(states: TrainState, dataset: Batch, first_step: jax.Array, num_steps: int) -> tuple[TrainState, Record]:
+        """Advance all seeds (leading axis of `states`) by `num_steps` gradient steps (a multiple of
+        --log-interval), with a Record of the metrics' means over each interval."""
         update_seeds = jax.vmap(update, in_axes=(0, None, None))
 
         def log_block(states, block_first_step):
@@ -788,12 +790,11 @@ def make_train(args: Args, obs_dim: int, action_dim: int, log: Callable | None =
 
             steps = block_first_step + jnp.arange(args.log_interval, dtype=jnp.int32)
             states, metrics = jax.lax.scan(step, states, steps)
-            if log is not None:
-                log(block_first_step + args.log_interval, jax.tree.map(lambda m: m.mean(axis=0), metrics), {})
-            return states, None
+            means = jax.tree.map(lambda m: m.mean(axis=0), metrics)
+            return states, Record(block_first_step + args.log_interval, means, {})
 
         blocks = first_step + args.log_interval * jnp.arange(num_steps // args.log_interval, dtype=jnp.int32)
-        return jax.lax.scan(log_block, states, blocks)[0]
+        return jax.lax.scan(log_block, states, blocks)
 
     def actions(policies: Policy, obs: jax.Array) -> jax.Array:
         """Deterministic actions tanh(mean) for every seed: policies [seeds, ...], obs [seeds, n, obs_dim]."""
@@ -960,10 +961,10 @@ def main(args: Args) -> dict:
     check_fits(f"the dataset ({len(dataset.rewards):,} transitions)", dataset_bytes * len(devices), devices, "")
     dataset = jax.device_put(dataset, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
 
-    unlogged = make_train(args, obs_dim, action_dim)  # the state does not depend on the logging
+    trainer = make_train(args, obs_dim, action_dim)
 
     def init(seed: jax.Array):
-        return unlogged.init(jax.random.key(seed))
+        return trainer.init(jax.random.key(seed))
 
     # the seeds are host values, the same in every process: each process's devices build their own
     states = init_or_restore(jax.vmap(init), args.resume, np.asarray(seeds, np.int32), sharding=seed_sharding(mesh))
@@ -972,22 +973,22 @@ def main(args: Args) -> dict:
         start_tracking(args, run_name, args.wandb_project_name, args.wandb_entity)
     run_dir = Path("runs") / run_name
     logger = RunLogger(run_dir, args, seed_sub_runs(seeds), args.total_steps, first_step)
-    trainer = make_train(args, obs_dim, action_dim, logger.jax_writer(mesh))
 
     run = jax.jit(trainer.run, static_argnums=3, donate_argnums=0)
     act = jax.jit(trainer.actions)
 
     last_checkpoint = args.resume
     step, scores, returns = first_step, None, None
-    while step < args.total_steps:
-        num_steps = min(args.eval_interval, args.total_steps - step)
-        states = logger.run_chunk(run, step, states, dataset, np.int32(step), num_steps)
-        step += num_steps
+    for first, chunk in chunks(first_step, args.total_steps, args.log_interval, (args.eval_interval,)):
+        step = first + chunk.length
+        states = logger.run_chunk(run, (first, step), states, dataset, np.int32(first), chunk.length)
         nan_steps = host_value(states.nan_step)
         stop = non_finite_stop(nan_steps, seeds, "a loss", "gradient step", last_checkpoint, args.save_model)
         if stop is not None:
             logger.close()
             raise stop
+        if step % args.eval_interval and step < args.total_steps:
+            continue  # evaluations and checkpoints come every --eval-interval steps, and at the end
         if envs is not None:  # each process holds only its seeds' policies: process 0 evaluates them all
             policies = states.params.policy
             if jax.process_count() > 1:

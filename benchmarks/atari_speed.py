@@ -4,17 +4,17 @@
     python benchmarks/atari_speed.py --seeds 1 4 8 --steps 20000 --buffer-size 1000000    # on a GPU
 
 Each measurement runs in its own process: the whole jitted loop (envpool's XLA step, the frame
-replay, one update of batch 32 every 4 environment steps, target syncs, ρ, β, the TensorBoard
-callback) is compiled, the replay is filled past --learning-starts by a first untimed chunk, and then
---steps environment steps per seed are timed. dqn and mirl alternate over --repeats runs; the table
-gives medians.
+replay, one update of batch 32 every 4 environment steps, target syncs, ρ, β, the interval records) is
+compiled, the replay is filled past --learning-starts by a first untimed chunk, and then --steps
+environment steps per seed are timed, in chunks as mirl_atari.py runs them, records written to
+TensorBoard. dqn and mirl alternate over --repeats runs; the table gives medians.
 """
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import tyro
-from harness import child_main, compare, timed
+from harness import child_main, compare, timed_chunks
 
 
 @dataclass
@@ -44,7 +44,7 @@ def measure(config: dict) -> dict:
 
     from common.devices import seed_mesh, shard_seeds
     from common.logger import RunLogger, seed_sub_runs
-    from common.loop import Chunk
+    from common.loop import Chunk, chunks
     from mirl_atari import Args as TrainArgs
     from mirl_atari import log_every, make_train, open_pools, reset_pools, sharded_env_step
 
@@ -65,20 +65,23 @@ def measure(config: dict) -> dict:
     logger = RunLogger(run_dir, args, seed_sub_runs(seeds), args.total_timesteps, 0)
     logger.progress.disable = True
     env_step = sharded_env_step(pool_steps, mesh, args.num_envs)
-    trainer = make_train(args, int(pools[0].action_space.n), (4, 84, 84), env_step, env_step, logger.jax_writer(mesh))
+    trainer = make_train(args, int(pools[0].action_space.n), (4, 84, 84), env_step, env_step)
     obs = shard_seeds(jnp.asarray(reset_pools(pools, num_seeds)), mesh)
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
     states = shard_seeds(jax.jit(jax.vmap(trainer.init))(keys, obs), mesh)
-    warmup_iterations, timed_iterations = warmup // args.num_envs, steps // args.num_envs
+    warmup_iterations, total_iterations = warmup // args.num_envs, args.total_timesteps // args.num_envs
     run = jax.jit(trainer.run, static_argnums=3, donate_argnums=0)
     warmup_chunk = Chunk.starting_at(0, warmup_iterations, log_every(args))
-    states, handles = jax.block_until_ready(run(states, handles, jnp.int32(0), warmup_chunk))
-    timed_chunk = Chunk.starting_at(warmup_iterations, timed_iterations, log_every(args))
-    result = timed(
+    (states, handles), _ = jax.block_until_ready(run(states, handles, jnp.int32(0), warmup_chunk))
+    ends_every = (args.eval_interval // args.num_envs, args.checkpoint_interval // args.num_envs)
+    result = timed_chunks(
         config,
-        lambda: run.lower(states, handles, jnp.int32(warmup_iterations), timed_chunk).compile(),
-        lambda compiled: compiled(states, handles, jnp.int32(warmup_iterations)),
-        num_seeds * steps,
+        logger,
+        run,
+        (states, handles),
+        list(chunks(warmup_iterations, total_iterations, log_every(args), ends_every)),
+        lambda carry, first, chunk: (*carry, first, chunk),
+        args.num_envs,
     )
     logger.close()
     return result

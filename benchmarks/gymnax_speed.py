@@ -5,16 +5,15 @@
 
 Each measurement runs in its own process: the jitted training loop is compiled first, then timed
 over --steps environment steps per seed, learning from --learning-starts on (default: one batch, so
-nearly the whole run is steady-state learning). The loop is the one mirl_gymnax.py runs, TensorBoard
-callback included. dqn and mirl alternate over --repeats runs and the table gives medians, so the
-mirl/dqn ratio is measured under the same machine load.
+nearly the whole run is steady-state learning). The loop runs as mirl_gymnax.py runs it, in chunks
+whose records are written to TensorBoard. dqn and mirl alternate over --repeats runs and the table gives
+medians, so the mirl/dqn ratio is measured under the same machine load.
 """
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import tyro
-from harness import child_main, compare, timed
+from harness import child_main, compare, timed_mirl_gymnax
 
 
 @dataclass
@@ -37,41 +36,17 @@ class Args:
 
 def measure(config: dict) -> dict:
     """Runs inside the child process."""
-    import jax
-    import jax.numpy as jnp
-
-    from common.devices import seed_mesh, shard_seeds
-    from common.logger import RunLogger, seed_sub_runs
-    from common.loop import Chunk
     from mirl_gymnax import Args as TrainArgs
-    from mirl_gymnax import make_env, make_train
 
-    num_seeds, steps = config["num_seeds"], config["steps"]
     args = TrainArgs(
         env_id=config["env_id"],
         algo=config["algo"],
-        num_seeds=num_seeds,
-        total_timesteps=steps,
+        num_seeds=config["num_seeds"],
+        total_timesteps=config["steps"],
         learning_starts=config["learning_starts"],
         buffer_size=config["buffer_size"],
     )
-    env, env_params = make_env(args.env_id)
-    mesh = seed_mesh(num_seeds)
-    run_dir = Path("/tmp/mirl_benchmark_runs") / f"{args.env_id}_{args.algo}_{num_seeds}"
-    logger = RunLogger(run_dir, args, seed_sub_runs(range(num_seeds)), steps, 0)
-    logger.progress.disable = True
-    trainer = make_train(args, env, env_params, logger.jax_writer(mesh))
-    keys = jax.vmap(jax.random.key)(jnp.arange(num_seeds))
-    states = shard_seeds(jax.jit(jax.vmap(trainer.init))(keys), mesh)
-    run = jax.jit(trainer.run, static_argnums=2, donate_argnums=0)
-    result = timed(
-        config,
-        lambda: run.lower(states, jnp.int32(0), Chunk(steps // args.num_envs, log_phase=0)).compile(),
-        lambda compiled: compiled(states, jnp.int32(0)),
-        num_seeds * steps,
-    )
-    logger.close()
-    return result
+    return timed_mirl_gymnax(config, args)
 
 
 def main(args: Args) -> list[dict]:

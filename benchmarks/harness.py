@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,6 +104,73 @@ def timed(config: dict, compile: Callable, execute: Callable, env_steps_total: i
         "env_steps_total": env_steps_total,
         **peak_memory(),
     }
+
+
+def timed_chunks(
+    config: dict,
+    logger: Any,
+    run: Callable,
+    carry: Any,
+    schedule: list[tuple[int, Any]],
+    arguments: Callable[[Any, int, Any], tuple],
+    steps_per_iteration: int,
+) -> dict:
+    """In the child: a script's training loop as its main loop runs it, `carry = logger.run_chunk(run, steps,
+    *arguments(carry, first, chunk))` for each (first, chunk) of `schedule` (common.loop.chunks), its records
+    written to TensorBoard; every distinct chunk compiled first (timed apart), then the whole loop timed."""
+    import numpy as np
+
+    def compile():
+        for first, chunk in schedule:
+            logger.compile(run, *arguments(carry, np.int32(first), chunk))
+
+    def execute(_):
+        state = carry
+        for first, chunk in schedule:
+            steps = (first * steps_per_iteration, (first + chunk.length) * steps_per_iteration)
+            state = logger.run_chunk(run, steps, *arguments(state, np.int32(first), chunk))
+        return state
+
+    first, last = schedule[0][0], schedule[-1][0] + schedule[-1][1].length
+    return timed(config, compile, execute, (last - first) * steps_per_iteration * config["num_seeds"])
+
+
+def timed_mirl_gymnax(config: dict, args: Any, logged: bool = True) -> dict:
+    """In the child: mirl_gymnax.py's training with `args` (its Args; no checkpoints) from seeds 0, 1, ...,
+    timed as its main loop runs it (timed_chunks); or, not `logged`, as one chunk whose records are dropped
+    (the loop alone, for what the logging costs)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from common.devices import seed_mesh, shard_seeds
+    from common.logger import RunLogger, seed_sub_runs
+    from common.loop import Chunk, chunks
+    from mirl_gymnax import log_every, make_env, make_train
+
+    env, env_params = make_env(args.env_id)
+    trainer = make_train(args, env, env_params)
+    keys = jax.vmap(jax.random.key)(jnp.arange(args.num_seeds))
+    states = shard_seeds(jax.jit(jax.vmap(trainer.init))(keys), seed_mesh(args.num_seeds))
+    run = jax.jit(trainer.run, static_argnums=2, donate_argnums=0)
+    total_iterations = args.total_timesteps // args.num_envs
+    if not logged:
+        whole = Chunk(total_iterations, log_phase=0)
+        return timed(
+            config,
+            lambda: run.lower(states, np.int32(0), whole).compile(),
+            lambda compiled: compiled(states, np.int32(0)),
+            args.num_seeds * args.total_timesteps,
+        )
+    run_dir = Path("/tmp/mirl_benchmark_runs") / f"{args.env_id}_{config['algo']}_{args.num_seeds}"
+    logger = RunLogger(run_dir, args, seed_sub_runs(range(args.num_seeds)), args.total_timesteps, 0)
+    logger.progress.disable = True
+    schedule = list(chunks(0, total_iterations, log_every(args), (args.checkpoint_interval // args.num_envs,)))
+    result = timed_chunks(
+        config, logger, run, states, schedule, lambda states, first, chunk: (states, first, chunk), args.num_envs
+    )
+    logger.close()
+    return result
 
 
 def peak_memory() -> dict:

@@ -12,16 +12,19 @@ in its checkout: this script only imports its `make_train`.
 
 Every measurement runs in its own process (harness.py): the jitted loop is compiled first, then the whole run
 is timed. PureJaxRL's program holds its initialisation (microseconds of work); ours starts from an initialised
-state. Ours runs as the script does, TensorBoard writes every 5,000 steps included; `dqn` and `mirl` use a
-constant learning rate like the peer, and `mirl-defaults` is `python mirl_gymnax.py` as it stands (its learning
-rate decays). The table's ratios are each row's median wall time over PureJaxRL's, in one interleaved run.
+state. Ours runs as the script does: in chunks of 50,000 steps that return their records of every 5,000
+steps, written to TensorBoard; `dqn` and `mirl` use a constant learning rate like the peer, and
+`mirl-defaults` is `python mirl_gymnax.py` as it stands (its learning rate decays); `mirl-unlogged` is the
+loop alone (one chunk, its records dropped, constant learning rate), so mirl-defaults over mirl-unlogged is
+what the defaults cost. The table's ratios are each row's median wall time over PureJaxRL's, in one
+interleaved run.
 """
 
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import child_main, compare, timed
+from harness import child_main, compare, timed, timed_mirl_gymnax
 
 PEER_CONFIG = {
     "NUM_ENVS": 10,
@@ -53,7 +56,7 @@ class Args:
     """environment steps per seed"""
     repeats: int = 5
     """runs per program, interleaved; the table reports medians"""
-    algos: list[str] = field(default_factory=lambda: ["purejaxrl-dqn", "dqn", "mirl", "mirl-defaults"])
+    algos: list[str] = field(default_factory=lambda: ["purejaxrl-dqn", "dqn", "mirl", "mirl-defaults", "mirl-unlogged"])
     """programs; ratios are to the first"""
 
 
@@ -76,34 +79,11 @@ def measure(config: dict) -> dict:
         train = jax.jit(jax.vmap(make_peer_train(peer_config)))
         return timed(config, lambda: train.lower(keys).compile(), lambda compiled: compiled(keys), num_seeds * steps)
 
-    import jax.numpy as jnp
-
-    from common.devices import seed_mesh, shard_seeds
-    from common.logger import RunLogger, seed_sub_runs
-    from common.loop import Chunk
     from mirl_gymnax import Args as TrainArgs
-    from mirl_gymnax import make_env, make_train
 
-    algo, defaults = config["algo"].removesuffix("-defaults"), config["algo"].endswith("-defaults")
-    args = TrainArgs(algo=algo, num_seeds=num_seeds, total_timesteps=steps, anneal_lr=defaults)
-    env, env_params = make_env(args.env_id)
-    mesh = seed_mesh(num_seeds)
-    logger = RunLogger(
-        Path("/tmp/mirl_benchmark_runs") / config["algo"], args, seed_sub_runs(range(num_seeds)), steps, 0
-    )
-    logger.progress.disable = True
-    trainer = make_train(args, env, env_params, logger.jax_writer(mesh))
-    states = shard_seeds(jax.jit(jax.vmap(trainer.init))(jax.vmap(jax.random.key)(jnp.arange(num_seeds))), mesh)
-    run = jax.jit(trainer.run, static_argnums=2, donate_argnums=0)
-    chunk = Chunk(steps // args.num_envs, log_phase=0)
-    result = timed(
-        config,
-        lambda: run.lower(states, jnp.int32(0), chunk).compile(),
-        lambda compiled: compiled(states, jnp.int32(0)),
-        num_seeds * steps,
-    )
-    logger.close()
-    return result
+    algo, variant = config["algo"].partition("-")[::2]
+    args = TrainArgs(algo=algo, num_seeds=num_seeds, total_timesteps=steps, anneal_lr=variant == "defaults")
+    return timed_mirl_gymnax(config, args, logged=variant != "unlogged")
 
 
 def main(args: Args) -> list[dict]:

@@ -123,12 +123,6 @@ def shard_seeds(tree: Any, mesh: jax.sharding.Mesh) -> Any:
     return jax.device_put(tree, seed_sharding(mesh))
 
 
-def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
-    """Inside jit: gather small per-seed values (metrics) on every device before a host callback,
-    so that XLA does not fall back to a full rematerialisation to reach the callback's device."""
-    return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, PartitionSpec()))
-
-
 def free_bytes(device: jax.Device) -> int | None:
     """Free memory of an accelerator where its runtime reports it; None for CPU devices, which share the host's."""
     stats = device.memory_stats()

@@ -1,27 +1,35 @@
-"""TensorBoard logging for vmapped seeds, fed from inside a jitted loop through a host callback.
+"""TensorBoard logging for vmapped seeds, fed with the records a jitted training chunk returns.
 
 One sub-run per seed under `runs/{run_name}/seed_{seed}` (in a sweep, `runs/{run_name}/{configuration}/seed_{seed}`),
 so that TensorBoard overlays the seeds and `common.plot` can aggregate them. Values are reduced on the device over a
-fixed interval and sent to the host once per interval; a NaN value means "nothing to report" (for example no
-episode ended during the interval) and is not written.
+fixed interval into one Record per interval, and a chunk returns its Records stacked (common.loop.scan_logged); a NaN
+value means "nothing to report" (for example no episode ended during the interval) and is not written.
 """
 
 import dataclasses
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import io_callback
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 from common.checkpoint import save_run_checkpoint
-from common.devices import agreed_time, is_lead_process, replicate
+from common.devices import agreed_time, host_value, is_lead_process
+
+
+class Record(NamedTuple):
+    """What one logging interval reports: the environment (or gradient) step it ends at, `scalars[tag]` with one
+    value per run and `bar_charts[tag]` with one row of non-negative weights per run. A chunk's records come
+    stacked on a leading axis of intervals."""
+
+    step: jax.Array
+    scalars: dict[str, jax.Array]
+    bar_charts: dict[str, jax.Array]
 
 
 def make_run_name(env_id: str, exp_name: str, seed: int) -> str:
@@ -57,7 +65,7 @@ class RunLogger:
         self.run_dir, self.sub_runs, self.table = run_dir, sub_runs, hyperparameter_table(args)
         self._writers: list[SummaryWriter] | None = None
         self._files = 0  # event files opened per sub-run so far (a new one after every flush)
-        # progress is process 0's to show: the logging callback runs there (common.devices.is_lead_process)
+        # progress and logs are process 0's to show and write (common.devices.is_lead_process)
         quiet = None if is_lead_process() else True
         self.progress = tqdm(total=total_steps, initial=first_step, unit="step", dynamic_ncols=True, disable=quiet)
         self.status_every = status_every if self.progress.disable and is_lead_process() else None
@@ -65,8 +73,6 @@ class RunLogger:
         self.last_status = time.perf_counter()
         self.started: tuple[int, float] | None = None  # (step, time) when the first chunk started
         self.headline: tuple[str, float] | None = None  # the latest result to show: (name, value)
-        self.last_step = first_step
-        self.last_time: float | None = None  # when training was at last_step; None: not timed yet
         self.compiled: dict = {}
 
     @property
@@ -118,11 +124,9 @@ class RunLogger:
             parts.append(f"ETA {format_duration(remaining)}")
         print(" | ".join(parts), flush=True)
 
-    def run_chunk(self, jitted: Callable, first_step: int, *args):
-        """Run one training chunk, `jitted(*args)`, whose last argument is static (the chunk's length, or its
-        common.loop.Chunk). It is compiled ahead of time on first use for that static argument and those input
-        types, and the SPS clock starts when it starts, so that charts/SPS times training only: not
-        compilation, nor the evaluations and checkpoints between chunks."""
+    def compile(self, jitted: Callable, *args) -> Callable:
+        """`jitted` compiled ahead of time for `args`, whose last is static (a chunk's length, or its
+        common.loop.Chunk): once per static argument and input types."""
         leaves, structure = jax.tree.flatten(args[:-1])
         # what the compiled program depends on: shapes, dtypes and each device's part (two shardings that split an
         # array the same way, such as replicated and seed-split on one device, share a program)
@@ -139,27 +143,47 @@ class RunLogger:
             for x in leaves
         )
         key = (args[-1], structure, avals)
-        compiled = self.compiled.get(key)
-        if compiled is None:
+        if key not in self.compiled:
             start = time.perf_counter()
             if self.status_every is not None:
-                length = getattr(args[-1], "length", args[-1])  # a common.loop.Chunk, or a number of steps
+                length = getattr(args[-1], "length", args[-1])
                 print(f"compiling a chunk of {length:,} iterations", flush=True)
-            compiled = self.compiled[key] = jitted.lower(*args).compile()
+            self.compiled[key] = jitted.lower(*args).compile()
             if self.status_every is not None:
                 print(f"compiled in {time.perf_counter() - start:.1f} s", flush=True)
-        self.last_step, self.last_time = first_step, time.perf_counter()
-        if self.started is None:
-            self.started = (first_step, self.last_time)
-        return compiled(*args[:-1])
+        return self.compiled[key]
 
-    def write(self, step: int, scalars: dict[str, np.ndarray], bar_charts: dict[str, np.ndarray] | None = None):
-        """`scalars[tag]` has one value per seed; `bar_charts[tag]` one row of non-negative weights per seed.
-        NaN (a scalar, or any weight of a row) means nothing to report for that seed."""
-        now = time.perf_counter()
-        sps = None
-        if self.last_time is not None:  # untimed before the first chunk starts (see run_chunk)
-            sps = (step - self.last_step) / (now - self.last_time)
+    def run_chunk(self, jitted: Callable, steps: tuple[int, int], *args):
+        """Run one training chunk from step `steps[0]` to `steps[1]`: `jitted(*args)`, compiled on first use (see
+        compile), returns (result, Records stacked over its logging intervals). Write the records (process 0)
+        and return the result. The chunk's SPS is timed from its start to its records' arrival: training only,
+        not compilation, nor the evaluations and checkpoints between chunks."""
+        compiled = self.compile(jitted, *args)
+        start = time.perf_counter()
+        if self.started is None:
+            self.started = (steps[0], start)
+        result, records = compiled(*args[:-1])
+        records = jax.tree.map(host_value, records)  # waits for the chunk; a gather every process takes part in
+        sps = (steps[1] - steps[0]) / (time.perf_counter() - start)
+        if is_lead_process():
+            for index, step in enumerate(records.step):
+                scalars = {tag: values[index] for tag, values in records.scalars.items()}
+                bar_charts = {tag: weights[index] for tag, weights in records.bar_charts.items()}
+                self.write(int(step), scalars, bar_charts, sps=sps)
+        self.progress.update(steps[1] - self.progress.n)
+        self.status(steps[1], sps)
+        return result
+
+    def write(
+        self,
+        step: int,
+        scalars: dict[str, np.ndarray],
+        bar_charts: dict[str, np.ndarray] | None = None,
+        sps: float | None = None,
+    ):
+        """`scalars[tag]` has one value per run; `bar_charts[tag]` one row of non-negative weights per run.
+        NaN (a scalar, or any weight of a row) means nothing to report for that run."""
+        if sps is not None:
             scalars = {**scalars, "charts/SPS": np.full(len(self.writers), sps)}
         for index, writer in enumerate(self.writers):
             for tag, values in scalars.items():
@@ -171,25 +195,6 @@ class RunLogger:
         episodic = scalars.get("charts/episodic_return")
         if episodic is not None and np.isfinite(episodic).any():
             self.set_headline("episodic_return", float(np.nanmean(episodic)))
-        self.progress.update(step - self.progress.n)
-        self.status(step, sps)
-        self.last_step, self.last_time = step, now
-
-    def jax_writer(self, mesh: jax.sharding.Mesh | None = None) -> Callable:
-        """A function to call inside jit: `write(step, scalars, bar_charts)` with per-seed arrays,
-        run on the host through an io_callback."""
-
-        def write_from_device(step, scalars, bar_charts):
-            if mesh is not None:
-                scalars, bar_charts = replicate((scalars, bar_charts), mesh)
-
-            def on_host(step, scalars, bar_charts):
-                to_numpy = partial(jax.tree.map, np.asarray)
-                self.write(int(step), to_numpy(scalars), to_numpy(bar_charts))
-
-            io_callback(on_host, None, step, scalars, bar_charts)
-
-        return write_from_device
 
     def close(self):
         self.progress.close()

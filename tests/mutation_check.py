@@ -236,6 +236,34 @@ MUTANTS = [
         "return jnp.where(count > 0, total / jnp.maximum(count, 1), 0.0)",
         ("tests/test_common.py",),
     ),
+    Mutant(
+        "common: a chunk's records out of order",
+        "common/loop.py",
+        "records.append(stacked)",
+        "records.append(jax.tree.map(lambda x: x[::-1], stacked))",
+        ("tests/test_loop.py",),
+    ),
+    Mutant(
+        "common: chunks as long as the checkpoint interval",
+        "common/loop.py",
+        "length = min(total_iterations - iteration, INTERVALS_PER_CHUNK * log_every, *until_end)",
+        "length = min(total_iterations - iteration, 10**9, *until_end)",
+        ("tests/test_loop.py",),
+    ),
+    Mutant(
+        "common: every row gets the chunk's last record",
+        "common/logger.py",
+        "scalars = {tag: values[index] for tag, values in records.scalars.items()}",
+        "scalars = {tag: values[-1] for tag, values in records.scalars.items()}",
+        ("tests/test_common.py",),
+    ),
+    Mutant(
+        "common: SPS timed from the first chunk's start",
+        "common/logger.py",
+        "sps = (steps[1] - steps[0]) / (time.perf_counter() - start)",
+        "sps = (steps[1] - steps[0]) / (time.perf_counter() - self.started[1])",
+        ("tests/test_common.py",),
+    ),
     # mirl_atari: its own replay, frame stacks and learner; a change to a shared step breaks the copy test
     Mutant(
         "atari: every replay row valid",

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import h5py
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import scalars
@@ -24,7 +26,7 @@ from common.checkpoint import read_header, save_checkpoint
 from common.cli import parse
 from common.datasets import DatasetError, load_dataset
 from common.errors import UserError
-from common.logger import RunLogger
+from common.logger import Record, RunLogger
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"mirl_gymnax": mirl_gymnax, "mirl_atari": mirl_atari, "misa_d4rl": misa_d4rl}
@@ -365,8 +367,11 @@ def test_off_a_terminal_a_status_line_reports_progress(tmp_path, capsys):
     )
     logger.status_every = 0.0  # as off a terminal (under `pytest -s` on one, tqdm's bar would be on instead)
     logger.started = (0, logger.last_status - 10.0)  # training began 10 s ago
-    logger.last_step, logger.last_time = 0, logger.last_status - 10.0
-    logger.write(20, {"charts/episodic_return": np.array([17.0])})
+
+    def chunk(returns, length):  # a chunk of one logging interval
+        return returns, Record(jnp.full(1, 20), {"charts/episodic_return": returns[None]}, {})
+
+    logger.run_chunk(jax.jit(chunk, static_argnums=1), (0, 20), jnp.asarray([17.0]), 1)
     logger.close()
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("step 20/100 (20%) | ") and "SPS | episodic_return 17.0 | ETA 4" in line
@@ -375,7 +380,7 @@ def test_off_a_terminal_a_status_line_reports_progress(tmp_path, capsys):
 FLUSH_THEN_DIE = """
 import os, sys, numpy as np
 from pathlib import Path
-from common.logger import RunLogger
+from common.logger import Record, RunLogger
 from mirl_gymnax import Args
 logger = RunLogger(Path(sys.argv[1]), Args(), ["seed_1", "seed_2"], total_steps=100, first_step=0)
 for step in range(1, 4):  # a burst of events right before the flush

@@ -18,7 +18,7 @@ from common import plot
 from common.checkpoint import load_checkpoint, read_header, save_checkpoint, save_run_checkpoint
 from common.devices import check_fits
 from common.errors import UserError
-from common.logger import RunLogger, make_run_name, nan_mean, seed_sub_runs
+from common.logger import Record, RunLogger, make_run_name, nan_mean, seed_sub_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,33 +41,44 @@ def test_logger_writes_one_sub_run_per_seed_and_skips_nan(tmp_path):
     accumulator.Reload()
     assert [e.value for e in accumulator.Scalars("charts/episodic_return")] == [2.0, 3.0, 4.0]
     assert "losses/td_loss" not in accumulator.Tags()["scalars"]  # NaN = nothing to report
-    assert len(accumulator.Scalars("charts/SPS")) == 2  # untimed before a chunk starts (see the next test)
+    assert "charts/SPS" not in accumulator.Tags()["scalars"]  # timed by run_chunk only (see the next test)
     assert "hyperparameters/text_summary" in accumulator.Tags()["tensors"]
 
 
-def test_sps_times_training_chunks_only(tmp_path):
-    """Two chunks of two 100-step intervals with a 1 s pause between them (an evaluation, a checkpoint):
-    every interval gets its SPS, and none includes the pause or the compilation."""
-    logger = RunLogger(tmp_path / "run", Namespace(), ["seed_1"], total_steps=400, first_step=0)
-    write = logger.jax_writer()
+def test_run_chunk_writes_the_records_a_chunk_returns_with_its_speed(tmp_path):
+    """Two chunks of two 100-step intervals for two seeds, with a 1 s pause between them (an evaluation, a
+    checkpoint): every interval's record reaches its seed's curves at its step, and its SPS is its chunk's,
+    without the pause or the compilation."""
+    logger = RunLogger(tmp_path / "run", Namespace(), ["seed_1", "seed_2"], total_steps=400, first_step=0)
 
     def run(x, first_step, num_intervals):
         def interval(x, index):
-            x = jnp.sin(x) + 1.0
-            write(first_step + 100 * (index + 1), {"charts/episodic_return": x[:1]}, {})
-            return x, None
+            x = x + 1.0
+            seed_values = x[:2] + jnp.asarray([0.0, 10.0])
+            prior = jnp.stack([jnp.full(3, 1 / 3), jnp.full(3, jnp.nan)])  # NaN: seed 2 has nothing to report
+            scalars = {"charts/episodic_return": seed_values}
+            return x, Record(first_step + 100 * (index + 1), scalars, {"mirl/prior": prior})
 
-        return jax.lax.scan(interval, x, jnp.arange(num_intervals))[0]
+        return jax.lax.scan(interval, x, jnp.arange(num_intervals))
 
     jitted, x = jax.jit(run, static_argnums=2), jnp.zeros(1000)
     for chunk in range(2):
-        x = jax.block_until_ready(logger.run_chunk(jitted, 200 * chunk, x, jnp.int32(200 * chunk), 2))
+        x = logger.run_chunk(jitted, (200 * chunk, 200 * chunk + 200), x, jnp.int32(200 * chunk), 2)
         time.sleep(1.0)
     logger.close()
-    accumulator = EventAccumulator(str(tmp_path / "run" / "seed_1"))
-    accumulator.Reload()
-    speeds = [e.value for e in accumulator.Scalars("charts/SPS")]
-    assert len(speeds) == 4 and min(speeds) > 1_000, speeds  # a pause inside an interval: 100 steps/s or less
+    curves = []
+    for seed in ("seed_1", "seed_2"):
+        accumulator = EventAccumulator(str(tmp_path / "run" / seed), size_guidance={"histograms": 0})
+        accumulator.Reload()
+        curves.append([(e.step, e.value) for e in accumulator.Scalars("charts/episodic_return")])
+        speeds = [e.value for e in accumulator.Scalars("charts/SPS")]
+        assert len(speeds) == 4 and min(speeds) > 1_000, speeds  # a pause inside a chunk: 200 steps/s or less
+        priors = accumulator.Histograms("mirl/prior") if "mirl/prior" in accumulator.Tags()["histograms"] else []
+        assert [e.step for e in priors] == ([100, 200, 300, 400] if seed == "seed_1" else [])
+    assert curves == [
+        [(100, 1.0), (200, 2.0), (300, 3.0), (400, 4.0)],
+        [(100, 11.0), (200, 12.0), (300, 13.0), (400, 14.0)],
+    ]
 
 
 def test_nan_mean_reports_nothing_for_an_empty_interval():

@@ -10,38 +10,60 @@ import numpy as np
 import pytest
 
 from common.devices import unroll_threefry_on_cpu
-from common.loop import Chunk, scan_logged
+from common.loop import INTERVALS_PER_CHUNK, Chunk, chunks, scan_logged
 
 
 @pytest.mark.parametrize("log_every", [1, 3, 5])
 @pytest.mark.parametrize("first", [0, 1, 4, 5, 7])
 @pytest.mark.parametrize("length", [0, 1, 2, 5, 6, 11])
 def test_scan_logged_steps_every_iteration_and_ends_intervals_where_the_plain_loop_does(log_every, first, length):
-    """The carry records each step's iteration and each boundary's; they must match a plain Python loop's."""
+    """The carry records each step's iteration and each boundary's, and the records come out in order with the
+    boundary's iteration and the carry it saw; all must match a plain Python loop's."""
     slots = 64
 
     def step(carry, i):
-        record, n = carry
-        return record.at[n].set(i), n + 1
+        history, n = carry
+        return history.at[n].set(i), n + 1
 
     def at_boundary(carry, i):
-        record, n = carry
-        return record.at[n].set(-1000 - i), n + 1
+        history, n = carry
+        return (history.at[n].set(-1000 - i), n + 1), {"iteration": i, "entries": n}
 
     run = jax.jit(
         lambda carry, first_iteration, chunk: scan_logged(step, carry, first_iteration, chunk, log_every, at_boundary),
         static_argnums=2,
     )
-    record, n = run(
+    (history, n), records = run(
         (jnp.full(slots, 7777), jnp.int32(0)), jnp.int32(first), Chunk.starting_at(first, length, log_every)
     )
-    expected = []
+    expected, expected_records = [], []
     for i in range(first, first + length):
         expected.append(i)
         if (i + 1) % log_every == 0:
+            expected_records.append((i, len(expected)))
             expected.append(-1000 - i)
     assert int(n) == len(expected)
-    assert np.asarray(record[: len(expected)]).tolist() == expected
+    assert np.asarray(history[: len(expected)]).tolist() == expected
+    assert records["iteration"].dtype == jnp.int32 and records["iteration"].shape == (len(expected_records),)
+    assert list(zip(records["iteration"].tolist(), records["entries"].tolist(), strict=True)) == expected_records
+
+
+@pytest.mark.parametrize(
+    "first, total, log_every, ends_every, expected",
+    [
+        (0, 25, 1, (), [(0, 10), (10, 10), (20, 5)]),  # INTERVALS_PER_CHUNK logging intervals at most
+        (0, 100, 5, (20,), [(0, 20), (20, 20), (40, 20), (60, 20), (80, 20)]),
+        (0, 100, 5, (30, 40), [(0, 30), (30, 10), (40, 20), (60, 20), (80, 10), (90, 10)]),
+        (0, 130, 5, (65,), [(0, 50), (50, 15), (65, 50), (115, 15)]),
+        (7, 30, 2, (10,), [(7, 3), (10, 10), (20, 10)]),  # a resume between checkpoints: back on the grid
+        (30, 30, 2, (10,), []),
+    ],
+)
+def test_chunks_end_at_every_period_and_the_end(first, total, log_every, ends_every, expected):
+    schedule = list(chunks(first, total, log_every, ends_every))
+    assert [(start, chunk.length) for start, chunk in schedule] == expected
+    assert all(chunk == Chunk.starting_at(start, chunk.length, log_every) for start, chunk in schedule)
+    assert INTERVALS_PER_CHUNK == 10
 
 
 BITS = "import jax; print(jax.jit(lambda k: jax.random.bits(k, (6,)))(jax.random.key(7)).tolist())"

@@ -253,7 +253,7 @@ def small_args(**overrides):
 def one_step(args, dataset, seed=0):
     trainer = misa.make_train(args, OBS_DIM, ACTION_DIM)
     states = jax.vmap(trainer.init)(jax.random.key(seed)[None])
-    return states, jax.jit(trainer.run, static_argnums=3)(states, dataset, jnp.asarray(0, jnp.int32), 2)
+    return states, jax.jit(trainer.run, static_argnums=3)(states, dataset, jnp.asarray(0, jnp.int32), 2)[0]
 
 
 def leaves(tree):
@@ -275,7 +275,7 @@ def test_targets_are_polyak_averages_of_the_new_critics(dataset):
     args = small_args(variant="cql", log_interval=1)
     trainer = misa.make_train(args, OBS_DIM, ACTION_DIM)
     before = jax.vmap(trainer.init)(jax.random.key(0)[None])
-    after = jax.jit(trainer.run, static_argnums=3)(before, dataset, jnp.asarray(0, jnp.int32), 1)
+    after, _ = jax.jit(trainer.run, static_argnums=3)(before, dataset, jnp.asarray(0, jnp.int32), 1)
     for new, target, old in zip(
         leaves(after.params.critics), leaves(after.target_critics), leaves(before.target_critics), strict=True
     ):
@@ -304,7 +304,7 @@ def test_the_training_chunk_compiles_once(dataset):
     states = jax.vmap(trainer.init)(jax.random.key(0)[None])
     run = jax.jit(trainer.run, static_argnums=3)
     for first_step in (0, 2):
-        states = run(states, dataset, jnp.asarray(first_step, jnp.int32), 2)
+        states, _ = run(states, dataset, jnp.asarray(first_step, jnp.int32), 2)
     assert run._cache_size() == 1
 
 
