@@ -6,6 +6,7 @@ returns `timed(...)`'s row) and calls `compare` with its configurations.
 """
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -83,6 +84,14 @@ def compare(
 def rate(per_second: float) -> str:
     """Thousands separated; three significant digits for slow loops (a MISA step on a CPU takes seconds)."""
     return f"{per_second:,.0f}" if per_second >= 100 else f"{per_second:.3g}"
+
+
+def split_cpu(devices: int) -> None:
+    """In the child, before JAX starts: split the host CPU into `devices` XLA devices, over which the kit
+    shards its seeds (each device runs its part of the program on its own threads)."""
+    if devices > 1:
+        flag = f"--xla_force_host_platform_device_count={devices}"
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
 
 
 def timed(config: dict, compile: Callable, execute: Callable, env_steps_total: int) -> dict:

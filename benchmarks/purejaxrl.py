@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import child_main, compare, timed, timed_mirl_gymnax
+from harness import child_main, compare, split_cpu, timed, timed_mirl_gymnax
 
 PEER_CONFIG = {
     "NUM_ENVS": 10,
@@ -58,10 +58,14 @@ class Args:
     """runs per program, interleaved; the table reports medians"""
     algos: list[str] = field(default_factory=lambda: ["purejaxrl-dqn", "dqn", "mirl", "mirl-defaults", "mirl-unlogged"])
     """programs; ratios are to the first"""
+    cpu_devices: list[int] = field(default_factory=lambda: [1])
+    """XLA devices the host CPU is split into (--xla_force_host_platform_device_count): ours shards its seeds
+    over them; PureJaxRL's program runs on one"""
 
 
 def measure(config: dict) -> dict:
     """Runs inside the child process."""
+    split_cpu(config["cpu_devices"])
     import jax
 
     steps, num_seeds = config["steps"], config["num_seeds"]
@@ -87,13 +91,21 @@ def measure(config: dict) -> dict:
 
 
 def main(args: Args) -> list[dict]:
-    groups = [dict(num_seeds=n, steps=args.steps, peer_dir=str(Path(args.peer_dir).resolve())) for n in args.seeds]
+    peer_dir = str(Path(args.peer_dir).resolve())
+    groups = [
+        dict(num_seeds=n, steps=args.steps, cpu_devices=devices, peer_dir=peer_dir)
+        for n in args.seeds
+        for devices in args.cpu_devices
+    ]
     return compare(
         __file__,
         groups,
         args.algos,
         args.repeats,
-        lambda g: f"CartPole-v1, {g['num_seeds']} seed(s), {g['steps']:,} steps",
+        lambda g: (
+            f"CartPole-v1, {g['num_seeds']} seed(s), {g['steps']:,} steps"
+            + (f", {g['cpu_devices']} CPU devices" if g["cpu_devices"] > 1 else "")
+        ),
         python=lambda algo: args.peer_python if algo == "purejaxrl-dqn" else sys.executable,
     )
 
