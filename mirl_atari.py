@@ -4,7 +4,8 @@ special cases, on envpool's Atari environments with the DeepMind preprocessing.
 
 envpool's XLA interface puts the environment step inside the compiled program, so acting, storing,
 sampling, gradient updates, target syncs, ρ, β and ε are one `jax.lax.scan` under one `jit`; Python
-only drives it in chunks for evaluation and checkpoints. `--num-seeds N` trains N independent seeds
+drives it in chunks of one logging interval (ending at every evaluation and checkpoint) and writes each
+chunk's metrics to TensorBoard. `--num-seeds N` trains N independent seeds
 in one process: one envpool of N × --num-envs environments per device, the agents vmapped over seeds.
 
 The replay stores each frame once (84·84 bytes per transition instead of two 4-frame stacks) and
@@ -28,7 +29,15 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from common.checkpoint import init_or_restore, non_finite_stop
 from common.cli import run_script, start_resume
-from common.devices import SEED_AXIS, check_fits, seed_mesh, seed_sharding, shard_seeds, unroll_threefry_on_cpu
+from common.devices import (
+    SEED_AXIS,
+    check_fits,
+    seed_mesh,
+    seed_sharding,
+    shard_seeds,
+    split_host_cpu,
+    unroll_threefry_on_cpu,
+)
 from common.errors import UserError, flag, out_of_range, plural
 from common.logger import Record, RunLogger, make_run_name, nan_mean, seed_sub_runs, start_tracking
 from common.loop import Chunk, chunks, scan_logged
@@ -45,6 +54,10 @@ class Args:
     """seed of the first run; seed k of --num-seeds uses seed + k (network, exploration and its environments)"""
     num_seeds: int = 1
     """independent seeds trained at once (vmapped; sharded over devices when there are several)"""
+    cpu_devices: int = 1
+    """split this host's CPU into this many JAX devices and shard the seeds over them (it should divide
+    --num-seeds): each device runs its seeds on its own thread, which on a multi-core CPU is the fast way to run
+    seeds (8 CartPole seeds ran 1.9x faster on 2 cores as 2 devices); accelerators stay the default devices"""
     track: bool = False
     """mirror the TensorBoard logs to Weights & Biases"""
     wandb_project_name: str = "mirl-jax"
@@ -835,7 +848,7 @@ def check_args(args: Args) -> None:
     problems = out_of_range(
         args,
         positive=(
-            "num_seeds", "total_timesteps", "num_envs", "batch_size", "buffer_size", "train_frequency",
+            "num_seeds", "cpu_devices", "total_timesteps", "num_envs", "batch_size", "buffer_size", "train_frequency",
             "target_network_frequency", "checkpoint_interval", "eval_interval", "log_interval", "learning_rate",
             "td_loss_floor", "eval_episodes", "beta_max", "max_episode_steps",
         ),
@@ -906,7 +919,7 @@ def reset_pools(pools, num_seeds: int) -> np.ndarray:
 
 def main(args: Args) -> dict:
     """Train (or resume) with evaluations; returns the final states and the last evaluation's returns."""
-    first_iteration = 0
+    first_iteration, header = 0, None
     if args.resume:
         args, header, _ = start_resume(
             Args,
@@ -917,10 +930,10 @@ def main(args: Args) -> dict:
             lambda header, saved: header["iteration"] * saved.num_envs,
             ": from here on, ε and the learning rate follow the schedules of a run of that length",
         )
-        run_name, first_iteration = header["run_name"], header["iteration"]
-    else:
-        run_name = make_run_name(args.env_id, args.exp_name or args.algo, args.seed)
+        first_iteration = header["iteration"]
     check_args(args)
+    split_host_cpu(args.cpu_devices)
+    run_name = header["run_name"] if header else make_run_name(args.env_id, args.exp_name or args.algo, args.seed)
     check_env_id(args.env_id)
     run_dir = Path("runs") / run_name
     seeds = [args.seed + k for k in range(args.num_seeds)]
@@ -970,7 +983,9 @@ def main(args: Args) -> dict:
             writer.add_scalar("eval/episodic_return", float(seed_returns.mean()), iteration * args.num_envs)
         return returns, eval_handles
 
-    for first, chunk in chunks(first_iteration, total_iterations, log_every(args), (eval_every, checkpoint_every)):
+    # one logging interval per chunk: an interval takes seconds at least, so the host writes each record at once
+    schedule = chunks(first_iteration, total_iterations, log_every(args), 1, (eval_every, checkpoint_every))
+    for first, chunk in schedule:
         iteration = first + chunk.length
         steps = (first * args.num_envs, iteration * args.num_envs)
         states, handles = logger.run_chunk(run, steps, states, handles, jnp.asarray(first, jnp.int32), chunk)

@@ -5,7 +5,8 @@ and behaviour cloning as `--variant` special cases of one learner.
 
 Defaults follow the authors' official code (sail-sg/MISA, JAX/Flax on JaxCQL) as described in
 `shared/specs/misa.md`, including its per-domain settings; every deviation is a flag. Gradient steps
-run in chunks of one `jax.lax.scan` between evaluations, with the dataset on the device once and
+run in chunks of one `jax.lax.scan` per logging interval (the host writes each chunk's metrics, and
+evaluates every --eval-interval steps), with the dataset on the device once and
 `--num-seeds N` seeds vmapped over it (sharded over devices when there are several).
 """
 
@@ -42,6 +43,7 @@ from common.devices import (
     join_processes,
     seed_mesh,
     seed_sharding,
+    split_host_cpu,
     unroll_threefry_on_cpu,
 )
 from common.errors import UserError, out_of_range
@@ -60,6 +62,10 @@ class Args:
     """seed of the first run; seed k of --num-seeds uses seed + k"""
     num_seeds: int = 1
     """independent seeds trained at once on the same dataset (vmapped; sharded over devices when there are several)"""
+    cpu_devices: int = 1
+    """split this host's CPU into this many JAX devices and shard the seeds over them (it should divide
+    --num-seeds): each device runs its seeds on its own thread, which on a multi-core CPU is the fast way to run
+    seeds (8 CartPole seeds ran 1.9x faster on 2 cores as 2 devices); accelerators stay the default devices"""
     num_processes: int = 1
     """processes that train the seeds together, each holding the seeds of its own devices (jax.distributed; the
     README's Several processes): start the same command in each, with its --process-id"""
@@ -782,6 +788,8 @@ def make_train(args: Args, obs_dim: int, action_dim: int) -> Trainer:
     def run(states: TrainState, dataset: Batch, first_step: jax.Array, num_steps: int) -> tuple[TrainState, Record]:
         """Advance all seeds (leading axis of `states`) by `num_steps` gradient steps (a multiple of
         --log-interval), with a Record of the metrics' means over each interval."""
+        if num_steps % args.log_interval:
+            raise ValueError(f"a chunk of {num_steps} steps is not whole --log-interval ({args.log_interval}) blocks")
         update_seeds = jax.vmap(update, in_axes=(0, None, None))
 
         def log_block(states, block_first_step):
@@ -872,8 +880,8 @@ def check_args(args: Args) -> None:
     problems = out_of_range(
         args,
         positive=(
-            "num_seeds", "num_processes", "total_steps", "batch_size", "hidden_size", "policy_lr", "q_lr",
-            "num_action_samples", "eval_interval", "log_interval",
+            "num_seeds", "cpu_devices", "num_processes", "total_steps", "batch_size", "hidden_size", "policy_lr",
+            "q_lr", "num_action_samples", "eval_interval", "log_interval",
         ),
         non_negative=(
             "keep_checkpoints", "eval_episodes", "bc_weight", "fixed_alpha", "regularizer_weight", "mcmc_weight",
@@ -934,6 +942,11 @@ def main(args: Args) -> dict:
         )
     args = with_domain_defaults(args, info.domain)
     check_args(args)
+    if first_step % args.log_interval:
+        raise UserError(
+            f"--log-interval ({args.log_interval}) must divide the step this run resumes from ({first_step:,})"
+        )
+    split_host_cpu(args.cpu_devices)
     join_processes(args.num_processes, args.process_id, args.coordinator_address)
     run_name = header["run_name"] if header else make_run_name(args.env_id, args.exp_name or args.variant, args.seed)
     envs = make_eval_envs(info, args.num_seeds * args.eval_episodes) if args.eval_episodes > 0 else None
@@ -979,7 +992,8 @@ def main(args: Args) -> dict:
 
     last_checkpoint = args.resume
     step, scores, returns = first_step, None, None
-    for first, chunk in chunks(first_step, args.total_steps, args.log_interval, (args.eval_interval,)):
+    # one logging interval per chunk: an interval takes seconds at least, so the host writes each record at once
+    for first, chunk in chunks(first_step, args.total_steps, args.log_interval, 1, (args.eval_interval,)):
         step = first + chunk.length
         states = logger.run_chunk(run, (first, step), states, dataset, np.int32(first), chunk.length)
         nan_steps = host_value(states.nan_step)

@@ -6,8 +6,8 @@
 Each measurement runs in its own process: the whole jitted loop (envpool's XLA step, the frame
 replay, one update of batch 32 every 4 environment steps, target syncs, ρ, β, the interval records) is
 compiled, the replay is filled past --learning-starts by a first untimed chunk, and then --steps
-environment steps per seed are timed, in chunks as mirl_atari.py runs them, records written to
-TensorBoard. dqn and mirl alternate over --repeats runs; the table gives medians.
+environment steps per seed are timed, in chunks as mirl_atari.py runs them (records, where a logging
+interval ends, written to TensorBoard). dqn and mirl alternate over --repeats runs; the table gives medians.
 """
 
 from dataclasses import dataclass, field
@@ -62,8 +62,7 @@ def measure(config: dict) -> dict:
     mesh = seed_mesh(num_seeds)
     pools, pool_steps, handles = open_pools(args, seeds, mesh, training=True)
     run_dir = Path("/tmp/mirl_benchmark_runs") / f"{args.env_id}_{args.algo}_{num_seeds}"
-    logger = RunLogger(run_dir, args, seed_sub_runs(seeds), args.total_timesteps, 0)
-    logger.progress.disable = True
+    logger = RunLogger(run_dir, args, seed_sub_runs(seeds), args.total_timesteps, 0, status_every=None)
     env_step = sharded_env_step(pool_steps, mesh, args.num_envs)
     trainer = make_train(args, int(pools[0].action_space.n), (4, 84, 84), env_step, env_step)
     obs = shard_seeds(jnp.asarray(reset_pools(pools, num_seeds)), mesh)
@@ -79,7 +78,7 @@ def measure(config: dict) -> dict:
         logger,
         run,
         (states, handles),
-        list(chunks(warmup_iterations, total_iterations, log_every(args), ends_every)),
+        list(chunks(warmup_iterations, total_iterations, log_every(args), 1, ends_every)),
         lambda carry, first, chunk: (*carry, first, chunk),
         args.num_envs,
     )

@@ -13,7 +13,7 @@ medians, so the mirl/dqn ratio is measured under the same machine load.
 from dataclasses import dataclass, field
 
 import tyro
-from harness import child_main, compare, timed_mirl_gymnax
+from harness import child_main, compare, split_cpu, timed_mirl_gymnax
 
 
 @dataclass
@@ -32,10 +32,13 @@ class Args:
     """environment steps before learning starts"""
     buffer_size: int = 10_000
     """replay capacity per seed"""
+    cpu_devices: list[int] = field(default_factory=lambda: [1])
+    """JAX devices the host CPU is split into, the seeds sharded over them (mirl_gymnax.py --cpu-devices)"""
 
 
 def measure(config: dict) -> dict:
     """Runs inside the child process."""
+    split_cpu(config.get("cpu_devices", 1))
     from mirl_gymnax import Args as TrainArgs
 
     args = TrainArgs(
@@ -57,16 +60,21 @@ def main(args: Args) -> list[dict]:
             steps=args.steps,
             learning_starts=args.learning_starts,
             buffer_size=args.buffer_size,
+            cpu_devices=cpu_devices,
         )
         for env_id in args.envs
         for num_seeds in args.seeds
+        for cpu_devices in args.cpu_devices
     ]
     return compare(
         __file__,
         groups,
         args.algos,
         args.repeats,
-        lambda g: f"{g['env_id']}, {g['num_seeds']} seeds, {g['steps']:,} steps",
+        lambda g: (
+            f"{g['env_id']}, {g['num_seeds']} seeds, {g['steps']:,} steps"
+            + (f", {g['cpu_devices']} CPU devices" if g["cpu_devices"] > 1 else "")
+        ),
     )
 
 

@@ -134,10 +134,11 @@ def timed_chunks(
             logger.compile(run, *arguments(carry, np.int32(first), chunk))
 
     def execute(_):
-        state = carry
+        programs, state = len(logger.compiled), carry
         for first, chunk in schedule:
             steps = (first * steps_per_iteration, (first + chunk.length) * steps_per_iteration)
             state = logger.run_chunk(run, steps, *arguments(state, np.int32(first), chunk))
+        assert len(logger.compiled) == programs, "a chunk compiled inside the timed loop"
         return state
 
     first, last = schedule[0][0], schedule[-1][0] + schedule[-1][1].length
@@ -155,7 +156,7 @@ def timed_mirl_gymnax(config: dict, args: Any, logged: bool = True) -> dict:
     from common.devices import seed_mesh, shard_seeds
     from common.logger import RunLogger, seed_sub_runs
     from common.loop import Chunk, chunks
-    from mirl_gymnax import log_every, make_env, make_train
+    from mirl_gymnax import INTERVALS_PER_CHUNK, log_every, make_env, make_train
 
     env, env_params = make_env(args.env_id)
     trainer = make_train(args, env, env_params)
@@ -172,9 +173,9 @@ def timed_mirl_gymnax(config: dict, args: Any, logged: bool = True) -> dict:
             args.num_seeds * args.total_timesteps,
         )
     run_dir = Path("/tmp/mirl_benchmark_runs") / f"{args.env_id}_{config['algo']}_{args.num_seeds}"
-    logger = RunLogger(run_dir, args, seed_sub_runs(range(args.num_seeds)), args.total_timesteps, 0)
-    logger.progress.disable = True
-    schedule = list(chunks(0, total_iterations, log_every(args), (args.checkpoint_interval // args.num_envs,)))
+    logger = RunLogger(run_dir, args, seed_sub_runs(range(args.num_seeds)), args.total_timesteps, 0, status_every=None)
+    checkpoint_every = args.checkpoint_interval // args.num_envs
+    schedule = list(chunks(0, total_iterations, log_every(args), INTERVALS_PER_CHUNK, (checkpoint_every,)))
     result = timed_chunks(
         config, logger, run, states, schedule, lambda states, first, chunk: (states, first, chunk), args.num_envs
     )

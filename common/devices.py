@@ -49,9 +49,26 @@ def join_processes(num_processes: int, process_id: int | None, coordinator_addre
     None are detected by JAX where it knows the cluster (SLURM, Open MPI)."""
     if num_processes == 1 or jax.distributed.is_initialized():  # (a library caller may run main twice)
         return
-    # the metrics each logging interval gathers for process 0 cross processes: CPU devices need gloo for that
+    # the records each chunk gathers for process 0 cross processes: CPU devices need gloo for that
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
+
+
+def split_host_cpu(num_devices: int) -> None:
+    """--cpu-devices: split this host's CPU into `num_devices` JAX devices, over which the seeds are sharded, so
+    that each device runs its seeds on its own thread (one XLA:CPU device leaves cores idle on small networks).
+    It must happen before JAX starts its backends. Accelerators, where present, stay the default devices."""
+    if num_devices == 1:
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", num_devices)
+    except RuntimeError as error:
+        if jax.device_count("cpu") == num_devices:  # already so (a library caller running main twice)
+            return
+        raise UserError(
+            f"--cpu-devices {num_devices} must be set before JAX starts: this process has already used JAX "
+            f"(it has {jax.device_count('cpu')} CPU device(s)); run the script in a fresh process"
+        ) from error
 
 
 def is_lead_process() -> bool:

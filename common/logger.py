@@ -50,8 +50,8 @@ def hyperparameter_table(args: Any) -> str:
 
 class RunLogger:
     """TensorBoard writers, one per sub-run (a path under the run directory: see seed_sub_runs), progress (a bar
-    on a terminal, a status line every `status_every` seconds elsewhere: nohup, SLURM, CI), and steps-per-second
-    bookkeeping."""
+    on a terminal, a status line every `status_every` seconds elsewhere: nohup, SLURM, CI; None: none), and
+    steps-per-second bookkeeping."""
 
     def __init__(
         self,
@@ -60,7 +60,7 @@ class RunLogger:
         sub_runs: list[str],
         total_steps: int,
         first_step: int,
-        status_every: float = 30.0,
+        status_every: float | None = 30.0,
     ):
         self.run_dir, self.sub_runs, self.table = run_dir, sub_runs, hyperparameter_table(args)
         self._writers: list[SummaryWriter] | None = None

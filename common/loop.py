@@ -7,15 +7,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-# A chunk hands its records to the host after at most this many logging intervals, so that curves and progress
-# stay live between checkpoints (common.logger.RunLogger.run_chunk writes them).
-INTERVALS_PER_CHUNK = 10
-
 
 class Chunk(NamedTuple):
     """The static shape of a run of iterations: how many, and how far the first is past a logging boundary
-    (a multiple of `log_every`). Each distinct Chunk is its own compiled program: chunks that start on a
-    boundary share one."""
+    (a multiple of `log_every`). Each distinct Chunk is its own compiled program: chunks of the same length
+    that start on a boundary share one."""
 
     length: int
     log_phase: int
@@ -26,15 +22,15 @@ class Chunk(NamedTuple):
 
 
 def chunks(
-    first_iteration: int, total_iterations: int, log_every: int, ends_every: tuple[int, ...] = ()
+    first_iteration: int, total_iterations: int, log_every: int, intervals: int, ends_every: tuple[int, ...] = ()
 ) -> Iterator[tuple[int, Chunk]]:
-    """The training loop's chunks from `first_iteration`, each with its first iteration: a chunk ends at every
-    multiple of `ends_every` (checkpoints, evaluations) and at the end of the run, and is INTERVALS_PER_CHUNK
-    logging intervals long at most."""
+    """The training loop's chunks from `first_iteration`, each with its first iteration: a chunk is `intervals`
+    logging intervals long at most (the host writes the records and shows progress after each chunk), and ends
+    at every multiple of `ends_every` (checkpoints, evaluations) and at the end of the run."""
     iteration = first_iteration
     while iteration < total_iterations:
         until_end = (period - iteration % period for period in ends_every)
-        length = min(total_iterations - iteration, INTERVALS_PER_CHUNK * log_every, *until_end)
+        length = min(total_iterations - iteration, intervals * log_every, *until_end)
         yield iteration, Chunk.starting_at(iteration, length, log_every)
         iteration += length
 

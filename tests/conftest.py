@@ -32,14 +32,16 @@ def dataset_path(tmp_path_factory) -> str:
 
 
 def run_sharded_and_single(probe: str, devices: int, tmp_path: Path) -> tuple[dict, dict]:
-    """Run `probe` (Python source that prints "devices D shards S" and writes its arrays to sys.argv[1])
-    in fresh processes that see `devices` CPU devices and one; each must shard its seeds over all the
-    devices it sees. Returns the arrays of the sharded run and of the single-device one."""
+    """Run `probe` (Python source that passes `cpu_devices={cpu_devices}` to a script's Args, prints "devices
+    D shards S" and writes its arrays to sys.argv[1]) in fresh processes run with --cpu-devices `devices` and
+    1; each must shard its seeds over all the devices it sees. Returns the arrays of the sharded run and of
+    the single-device one."""
     outputs = {}
     for count in (devices, 1):
         out = tmp_path / f"devices_{count}.npz"
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={count}", PYTHONPATH=str(ROOT))
-        done = subprocess.run([sys.executable, "-c", probe, str(out)], env=env, capture_output=True, text=True)
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        command = [sys.executable, "-c", probe.replace("{cpu_devices}", str(count)), str(out)]
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]
         assert f"devices {count} shards {count}" in done.stdout
         outputs[count] = dict(np.load(out))

@@ -246,7 +246,7 @@ MUTANTS = [
     Mutant(
         "common: chunks as long as the checkpoint interval",
         "common/loop.py",
-        "length = min(total_iterations - iteration, INTERVALS_PER_CHUNK * log_every, *until_end)",
+        "length = min(total_iterations - iteration, intervals * log_every, *until_end)",
         "length = min(total_iterations - iteration, 10**9, *until_end)",
         ("tests/test_loop.py",),
     ),

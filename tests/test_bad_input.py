@@ -345,6 +345,8 @@ def test_misa_resume_applies_the_flags_it_may_change_and_refuses_the_others(data
             file[key] = values
     with pytest.raises(UserError, match=r"the dataset has \d+ transitions, the run in .* trained on 5\d\d"):
         resume(misa_d4rl, checkpoint, "--dataset-path", smaller)
+    with pytest.raises(UserError, match=r"--log-interval \(15\) must divide the step this run resumes from \(20\)"):
+        resume(misa_d4rl, checkpoint, "--total-steps", "30", "--eval-interval", "15", "--log-interval", "15")
     moved = copy_dataset(dataset_path, tmp_path / "same.hdf5")
     longer = resume(misa_d4rl, checkpoint, "--layer-norm", "False", "--dataset-path", moved, "--total-steps", "30")
     assert [s for s, _ in scalars(longer["run_dir"], 1)["eval/episodic_return"]] == [10, 20, 30]
@@ -356,6 +358,14 @@ def test_non_finite_stop_before_the_first_checkpoint_says_none_yet():
         mirl_gymnax.main(
             mirl_gymnax.Args(**{**GYMNAX_TINY, "learning_rate": (1e36,), "learning_starts": 400, "save_model": True})
         )
+
+
+def test_cpu_devices_after_jax_has_started_are_refused_with_what_to_do():
+    """--cpu-devices can only take effect before JAX starts its backends: later (a library caller that already
+    used JAX) the run is refused, not silently run on the devices JAX already has."""
+    cpu_devices = jax.device_count("cpu") + 1  # JAX has started in this process now
+    with pytest.raises(UserError, match=rf"--cpu-devices {cpu_devices} must be set before JAX starts.*fresh process"):
+        mirl_gymnax.main(mirl_gymnax.Args(**GYMNAX_TINY, cpu_devices=cpu_devices))
 
 
 # ---- logging and plotting ---------------------------------------------------------------------------------------
@@ -380,7 +390,7 @@ def test_off_a_terminal_a_status_line_reports_progress(tmp_path, capsys):
 FLUSH_THEN_DIE = """
 import os, sys, numpy as np
 from pathlib import Path
-from common.logger import Record, RunLogger
+from common.logger import RunLogger
 from mirl_gymnax import Args
 logger = RunLogger(Path(sys.argv[1]), Args(), ["seed_1", "seed_2"], total_steps=100, first_step=0)
 for step in range(1, 4):  # a burst of events right before the flush

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from common.devices import unroll_threefry_on_cpu
-from common.loop import INTERVALS_PER_CHUNK, Chunk, chunks, scan_logged
+from common.loop import Chunk, chunks, scan_logged
 
 
 @pytest.mark.parametrize("log_every", [1, 3, 5])
@@ -49,21 +49,21 @@ def test_scan_logged_steps_every_iteration_and_ends_intervals_where_the_plain_lo
 
 
 @pytest.mark.parametrize(
-    "first, total, log_every, ends_every, expected",
+    "first, total, log_every, intervals, ends_every, expected",
     [
-        (0, 25, 1, (), [(0, 10), (10, 10), (20, 5)]),  # INTERVALS_PER_CHUNK logging intervals at most
-        (0, 100, 5, (20,), [(0, 20), (20, 20), (40, 20), (60, 20), (80, 20)]),
-        (0, 100, 5, (30, 40), [(0, 30), (30, 10), (40, 20), (60, 20), (80, 10), (90, 10)]),
-        (0, 130, 5, (65,), [(0, 50), (50, 15), (65, 50), (115, 15)]),
-        (7, 30, 2, (10,), [(7, 3), (10, 10), (20, 10)]),  # a resume between checkpoints: back on the grid
-        (30, 30, 2, (10,), []),
+        (0, 25, 1, 10, (), [(0, 10), (10, 10), (20, 5)]),  # `intervals` logging intervals at most
+        (0, 100, 5, 10, (20,), [(0, 20), (20, 20), (40, 20), (60, 20), (80, 20)]),
+        (0, 100, 5, 10, (30, 40), [(0, 30), (30, 10), (40, 20), (60, 20), (80, 10), (90, 10)]),
+        (0, 130, 5, 10, (65,), [(0, 50), (50, 15), (65, 50), (115, 15)]),
+        (0, 12, 4, 1, (), [(0, 4), (4, 4), (8, 4)]),
+        (7, 30, 2, 10, (10,), [(7, 3), (10, 10), (20, 10)]),  # a resume between checkpoints: back on the grid
+        (30, 30, 2, 10, (10,), []),
     ],
 )
-def test_chunks_end_at_every_period_and_the_end(first, total, log_every, ends_every, expected):
-    schedule = list(chunks(first, total, log_every, ends_every))
+def test_chunks_end_at_every_period_and_the_end(first, total, log_every, intervals, ends_every, expected):
+    schedule = list(chunks(first, total, log_every, intervals, ends_every))
     assert [(start, chunk.length) for start, chunk in schedule] == expected
-    assert all(chunk == Chunk.starting_at(start, chunk.length, log_every) for start, chunk in schedule)
-    assert INTERVALS_PER_CHUNK == 10
+    assert [chunk.log_phase for _, chunk in schedule] == [start % log_every for start, _ in expected]
 
 
 BITS = "import jax; print(jax.jit(lambda k: jax.random.bits(k, (6,)))(jax.random.key(7)).tolist())"

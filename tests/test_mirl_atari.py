@@ -151,7 +151,7 @@ def test_command_line_documents_every_flag():
 SHARDING_PROBE = """
 import sys, numpy as np, jax
 from mirl_atari import Args, main
-states = main(Args(env_id="Pong-v5", num_seeds=2, **{tiny!r}))["states"]
+states = main(Args(env_id="Pong-v5", num_seeds=2, cpu_devices={{cpu_devices}}, **{tiny!r}))["states"]
 print("devices", len(jax.devices()), "shards", len(states.beta.sharding.device_set))
 params = np.concatenate([np.asarray(x).reshape(2, -1) for x in jax.tree.leaves(states.params)], axis=1)
 np.savez(sys.argv[1], actions=states.replay.actions, frames=states.replay.frames, beta=states.beta,

@@ -20,7 +20,7 @@ from common import plot
 from common.checkpoint import read_header
 from common.cli import parse
 from common.errors import UserError
-from mirl_gymnax import CONTINUOUS_ENV_IDS, SCRIPT, Args, Replay, main, make_env, replay_obs_dtype
+from mirl_gymnax import CONTINUOUS_ENV_IDS, SCRIPT, Args, Replay, main, make_env, make_train, replay_obs_dtype
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(
@@ -82,6 +82,26 @@ def test_vmapped_seeds_differ():
     assert not np.array_equal(actions[0], actions[1])  # different exploration, not only different init
 
 
+def test_the_library_train_trains_and_records_what_the_script_logs():
+    """make_train(...).train, the whole run as one call, trains the seeds the script trains in chunks, and its
+    records are the curves the script writes: the same trajectories, and the same learner up to float32 rounding
+    (a program of one chunk compiles a little differently from the script's chunks)."""
+    args = Args(num_seeds=2, **TINY)
+    script = main(args)
+    env, env_params = make_env(args.env_id)
+    keys = jax.vmap(jax.random.key)(jnp.asarray([args.seed, args.seed + 1]))
+    states, records = jax.jit(make_train(args, env, env_params).train)(keys)
+    np.testing.assert_array_equal(states.replay.actions, script["states"].replay.actions)
+    np.testing.assert_allclose(states.beta, script["states"].beta, rtol=1e-5)
+    assert records.step.tolist() == list(range(200, 2_001, 200))
+    assert records.bar_charts["mirl/prior"].shape == (10, 2, 2)  # (intervals, seeds, actions)
+    for seed, column in ((1, 0), (2, 1)):
+        losses = records.scalars["losses/td_loss"][:, column]
+        recorded = [(int(step), float(loss)) for step, loss in zip(records.step, losses, strict=True)]
+        expected = [(step, pytest.approx(loss, rel=1e-5)) for step, loss in recorded if np.isfinite(loss)]
+        assert scalars(script["run_dir"], seed)["losses/td_loss"] == expected
+
+
 def test_same_seed_reproduces_bit_for_bit():
     first = main(Args(num_seeds=2, **TINY))
     second = main(Args(num_seeds=2, **TINY))
@@ -107,7 +127,7 @@ def test_resume_reaches_the_uninterrupted_result():
 SHARDING_PROBE = """
 import sys, numpy as np, jax
 from mirl_gymnax import Args, main
-states = main(Args(num_seeds=8, **{tiny!r}))["states"]
+states = main(Args(num_seeds=8, cpu_devices={{cpu_devices}}, **{tiny!r}))["states"]
 print("devices", len(jax.devices()), "shards", len(states.beta.sharding.device_set))
 np.savez(sys.argv[1], actions=states.replay.actions, obs=states.replay.obs, beta=states.beta, prior=states.prior,
          params=np.concatenate([np.asarray(x).reshape(8, -1) for x in jax.tree.leaves(states.params)], axis=1))

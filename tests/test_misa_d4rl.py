@@ -119,7 +119,7 @@ SHARDING_PROBE = """
 import sys
 import jax, numpy as np
 from misa_d4rl import Args, main
-result = main(Args(**{tiny}, num_seeds=2))
+result = main(Args(**{tiny}, num_seeds=2, cpu_devices={{cpu_devices}}))
 print("devices", len(jax.devices()), "shards", len(result["states"].nan_step.sharding.device_set))
 np.savez(sys.argv[1], *[np.asarray(x) for x in jax.tree.leaves(result["states"].params)], scores=result["scores"])
 """
