@@ -13,7 +13,7 @@ medians, so the mirl/dqn ratio is measured under the same machine load.
 from dataclasses import dataclass, field
 
 import tyro
-from harness import child_main, compare, split_cpu, timed_mirl_gymnax
+from harness import child_main, compare, timed_mirl_gymnax
 
 
 @dataclass
@@ -38,7 +38,6 @@ class Args:
 
 def measure(config: dict) -> dict:
     """Runs inside the child process."""
-    split_cpu(config.get("cpu_devices", 1))
     from mirl_gymnax import Args as TrainArgs
 
     args = TrainArgs(
@@ -48,6 +47,7 @@ def measure(config: dict) -> dict:
         total_timesteps=config["steps"],
         learning_starts=config["learning_starts"],
         buffer_size=config["buffer_size"],
+        cpu_devices=config.get("cpu_devices", 1),
     )
     return timed_mirl_gymnax(config, args)
 

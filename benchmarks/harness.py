@@ -6,7 +6,6 @@ returns `timed(...)`'s row) and calls `compare` with its configurations.
 """
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -86,14 +85,6 @@ def rate(per_second: float) -> str:
     return f"{per_second:,.0f}" if per_second >= 100 else f"{per_second:.3g}"
 
 
-def split_cpu(devices: int) -> None:
-    """In the child, before JAX starts: split the host CPU into `devices` XLA devices, over which the kit
-    shards its seeds (each device runs its part of the program on its own threads)."""
-    if devices > 1:
-        flag = f"--xla_force_host_platform_device_count={devices}"
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
-
-
 def timed(config: dict, compile: Callable, execute: Callable, env_steps_total: int) -> dict:
     """In the child: compile (timed apart), then run the compiled loop to completion; the result row."""
     import time
@@ -153,11 +144,12 @@ def timed_mirl_gymnax(config: dict, args: Any, logged: bool = True) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from common.devices import seed_mesh, shard_seeds
+    from common.devices import seed_mesh, shard_seeds, split_host_cpu
     from common.logger import RunLogger, seed_sub_runs
     from common.loop import Chunk, chunks
     from mirl_gymnax import INTERVALS_PER_CHUNK, log_every, make_env, make_train
 
+    split_host_cpu(args.cpu_devices)  # as the script does, before JAX starts
     env, env_params = make_env(args.env_id)
     trainer = make_train(args, env, env_params)
     keys = jax.vmap(jax.random.key)(jnp.arange(args.num_seeds))

@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import child_main, compare, split_cpu, timed, timed_mirl_gymnax
+from harness import child_main, compare, timed, timed_mirl_gymnax
 
 PEER_CONFIG = {
     "NUM_ENVS": 10,
@@ -59,13 +59,12 @@ class Args:
     algos: list[str] = field(default_factory=lambda: ["purejaxrl-dqn", "dqn", "mirl", "mirl-defaults", "mirl-unlogged"])
     """programs; ratios are to the first"""
     cpu_devices: list[int] = field(default_factory=lambda: [1])
-    """XLA devices the host CPU is split into (--xla_force_host_platform_device_count): ours shards its seeds
-    over them; PureJaxRL's program runs on one"""
+    """JAX devices the host CPU is split into for ours (mirl_gymnax.py --cpu-devices), its seeds sharded over
+    them; PureJaxRL's program runs on one device"""
 
 
 def measure(config: dict) -> dict:
     """Runs inside the child process."""
-    split_cpu(config["cpu_devices"])
     import jax
 
     steps, num_seeds = config["steps"], config["num_seeds"]
@@ -86,7 +85,13 @@ def measure(config: dict) -> dict:
     from mirl_gymnax import Args as TrainArgs
 
     algo, variant = config["algo"].partition("-")[::2]
-    args = TrainArgs(algo=algo, num_seeds=num_seeds, total_timesteps=steps, anneal_lr=variant == "defaults")
+    args = TrainArgs(
+        algo=algo,
+        num_seeds=num_seeds,
+        total_timesteps=steps,
+        anneal_lr=variant == "defaults",
+        cpu_devices=config["cpu_devices"],
+    )
     return timed_mirl_gymnax(config, args, logged=variant != "unlogged")
 
 
