@@ -1,0 +1,153 @@
+"""Where mirl_gymnax.py's training iteration spends its time, and what bounds it.
+
+    python benchmarks/gymnax_profile.py --env-id CartPole-v1 --num-seeds 8
+    python benchmarks/gymnax_profile.py --env-id Breakout-MinAtar --num-seeds 1 --iterations 2000
+
+After a warm-up that fills the replay and passes --learning-starts, the seeds' states are advanced by
+scans of --iterations iterations of three programs, each compiled first and vmapped over the seeds as
+`run` does it: the whole iteration (`iterate`), its learning phase alone (`learn_and_sync`: the gradient
+step and the target copy) and its acting alone (`choose` and `observe`: the Q-network on the current
+observations, the environments' step, the replay write). The three alternate over --repeats; medians.
+Each program's FLOPs per iteration are XLA's cost analysis of one iteration.
+
+The learning phase's matrix products (every dot_general of its jaxpr, batched over the seeds as the loop
+runs them) are listed with their FLOPs: the share of the work that is matmuls. Their speed alone is not
+reported: the same product ran from 19 to 97 µs on this machine depending on which operand XLA fed back and
+how the result was consumed (the output layout it chose), so a lone timing is no bound on the loop.
+"""
+
+import math
+import statistics
+import time
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import tyro
+
+import mirl_gymnax as kit
+from common.loop import Chunk
+
+
+@dataclass
+class Args:
+    env_id: str = "CartPole-v1"
+    """a gymnax environment id"""
+    algo: str = "mirl"
+    """mirl, sql or dqn"""
+    num_seeds: int = 8
+    """vmapped seeds (one seed runs without the seed axis, as in the script)"""
+    iterations: int = 5_000
+    """iterations per timed scan (each steps every environment once and learns once)"""
+    repeats: int = 3
+    """rounds; each times every program once"""
+
+
+@dataclass
+class Product:
+    """One `lax.dot_general` of the learning phase: its operands' shapes, its FLOPs (two per multiply-add),
+    and how many times one iteration runs it."""
+
+    shapes: tuple[tuple[int, ...], ...]
+    flops: int
+    count: int
+
+    @staticmethod
+    def of(equation, count: int) -> "Product":
+        (contracted_dims, _), _ = equation.params["dimension_numbers"]
+        lhs = equation.invars[0].aval.shape
+        multiply_adds = math.prod(equation.outvars[0].aval.shape) * math.prod(lhs[d] for d in contracted_dims)
+        return Product(tuple(v.aval.shape for v in equation.invars), 2 * multiply_adds, count)
+
+    def describe(self) -> str:
+        return " · ".join("×".join(map(str, shape)) for shape in self.shapes)
+
+
+def matrix_products(jaxpr, count: int = 1) -> list[Product]:
+    """Every dot_general in `jaxpr` and the jaxprs nested in it (a cond's branches each counted once, a
+    scan's body times its length), with how many times one call runs it."""
+    found = []
+    for equation in jaxpr.eqns:
+        if equation.primitive.name == "dot_general":
+            found.append(Product.of(equation, count))
+        repeat = count * equation.params.get("length", 1) if equation.primitive.name == "scan" else count
+        for value in equation.params.values():
+            for sub in value if isinstance(value, tuple | list) else (value,):
+                if isinstance(sub, jax.extend.core.ClosedJaxpr):
+                    found.extend(matrix_products(sub.jaxpr, repeat))
+                elif isinstance(sub, jax.extend.core.Jaxpr):
+                    found.extend(matrix_products(sub, repeat))
+    return found
+
+
+def profile(args: Args) -> dict:
+    """The measurements as a dict: per program its median seconds per iteration and FLOPs per iteration, and
+    the learning phase's matrix products."""
+    train_args = kit.Args(env_id=args.env_id, algo=args.algo, num_seeds=args.num_seeds)
+    if kit.learn_period(train_args) != train_args.num_envs:
+        raise SystemExit("the profile assumes one learning phase per iteration (--train-frequency = --num-envs)")
+    env, env_params = kit.make_env(args.env_id)
+    setup = kit.make_setup(train_args, env, env_params)
+    trainer = kit.make_train(train_args, env, env_params)
+    states = jax.jit(jax.vmap(trainer.init))(jax.vmap(jax.random.key)(jnp.arange(args.num_seeds)))
+    first = -(-train_args.learning_starts // train_args.num_envs)  # the first iteration that learns
+    states, _ = jax.jit(trainer.run, static_argnums=2)(states, jnp.int32(0), Chunk(first, log_phase=0))
+
+    one_seed = kit.without_seed_axis(states)
+    if one_seed:
+        states = jax.tree.map(lambda x: x[0], states)
+    parts = {
+        "whole iteration": lambda state, i: kit.iterate(setup, state, i),
+        "learning phase": lambda state, i: kit.learn_and_sync(setup, state, i),
+        "acting": lambda state, i: kit.observe(setup, *kit.choose(setup, state, i), i),
+    }
+    if not one_seed:
+        parts = {name: jax.vmap(part, in_axes=(0, None)) for name, part in parts.items()}
+
+    def scanned(part):
+        iterations = first + jnp.arange(args.iterations, dtype=jnp.int32)
+        return jax.jit(lambda states: jax.lax.scan(lambda s, i: (part(s, i), None), states, iterations)[0])
+
+    iteration = jnp.int32(first)
+    flops = {
+        name: jax.jit(part).lower(states, iteration).compile().cost_analysis()["flops"] for name, part in parts.items()
+    }
+    programs = {name: scanned(part).lower(states).compile() for name, part in parts.items()}
+    for program in programs.values():
+        jax.block_until_ready(program(states))
+    seconds = {name: [] for name in parts}
+    for _ in range(args.repeats):
+        for name, program in programs.items():
+            start = time.perf_counter()
+            jax.block_until_ready(program(states))
+            seconds[name].append((time.perf_counter() - start) / args.iterations)
+
+    products = matrix_products(jax.make_jaxpr(parts["learning phase"])(states, iteration).jaxpr)
+    return {
+        "programs": {name: (statistics.median(seconds[name]), flops[name]) for name in parts},
+        "products": products,
+    }
+
+
+def report(args: Args, measured: dict) -> None:
+    programs, products = measured["programs"], measured["products"]
+    print(
+        f"{args.env_id}, {args.algo}, {args.num_seeds} seed(s), {jax.devices()[0].device_kind}, jax {jax.__version__}"
+    )
+    print("\n| program | µs per iteration | MFLOP per iteration | GFLOP/s |\n|-|-|-|-|")
+    for name, (seconds, flops) in programs.items():
+        print(f"| {name} | {seconds * 1e6:,.0f} | {flops / 1e6:.2f} | {flops / seconds / 1e9:.1f} |")
+    print("\n| matrix product of the learning phase | times per iteration | MFLOP each |\n|-|-|-|")
+    for product in products:
+        print(f"| {product.describe()} | {product.count} | {product.flops / 1e6:.2f} |")
+    (whole, _), (learning, learning_flops) = programs["whole iteration"], programs["learning phase"]
+    matmul_flops = sum(product.count * product.flops for product in products)
+    print(
+        f"\nThe learning phase takes {learning / whole:.0%} of the iteration's time; matrix products are "
+        f"{matmul_flops / learning_flops:.0%} of its FLOPs."
+    )
+
+
+if __name__ == "__main__":
+    cli = tyro.cli(Args)
+    report(cli, profile(cli))
