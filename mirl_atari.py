@@ -54,10 +54,11 @@ class Args:
     """seed of the first run; seed k of --num-seeds uses seed + k (network, exploration and its environments)"""
     num_seeds: int = 1
     """independent seeds trained at once (vmapped; sharded over devices when there are several)"""
-    cpu_devices: int = 1
-    """split this host's CPU into this many JAX devices and shard the seeds over them (it should divide
-    --num-seeds): each device runs its seeds on its own thread, which on a multi-core CPU is the fast way to run
-    seeds (8 CartPole seeds ran 1.9x faster on 2 cores as 2 devices); accelerators stay the default devices"""
+    cpu_devices: int = 0
+    """JAX devices to split this host's CPU into, the seeds sharded over them, each device running its seeds on its
+    own thread (8 CartPole seeds ran 1.9x faster on 2 cores as 2 devices). 0: one per core, as many as divide
+    the seeds evenly (so one seed runs unsplit); 1: no split. The count used is recorded with the run (float32
+    rounding depends on it) and a resume keeps it. Accelerators stay the default devices"""
     track: bool = False
     """mirror the TensorBoard logs to Weights & Biases"""
     wandb_project_name: str = "mirl-jax"
@@ -848,11 +849,11 @@ def check_args(args: Args) -> None:
     problems = out_of_range(
         args,
         positive=(
-            "num_seeds", "cpu_devices", "total_timesteps", "num_envs", "batch_size", "buffer_size", "train_frequency",
+            "num_seeds", "total_timesteps", "num_envs", "batch_size", "buffer_size", "train_frequency",
             "target_network_frequency", "checkpoint_interval", "eval_interval", "log_interval", "learning_rate",
             "td_loss_floor", "eval_episodes", "beta_max", "max_episode_steps",
         ),
-        non_negative=("keep_checkpoints",),
+        non_negative=("cpu_devices", "keep_checkpoints"),
         unit_interval=(
             "gamma", "start_e", "end_e", "alpha_rho", "alpha_beta", "eval_epsilon", "repeat_action_probability",
         ),
@@ -932,7 +933,7 @@ def main(args: Args) -> dict:
         )
         first_iteration = header["iteration"]
     check_args(args)
-    split_host_cpu(args.cpu_devices)
+    args = dataclasses.replace(args, cpu_devices=split_host_cpu(args.cpu_devices, args.num_seeds))
     run_name = header["run_name"] if header else make_run_name(args.env_id, args.exp_name or args.algo, args.seed)
     check_env_id(args.env_id)
     run_dir = Path("runs") / run_name

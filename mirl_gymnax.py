@@ -58,10 +58,12 @@ class Args:
     """independent seeds trained at once (vmapped; sharded over devices when there are several); with several
     values for the swept flags (the float flags so marked), every combination trains with these seeds, all in one
     program, one TensorBoard sub-run each"""
-    cpu_devices: int = 1
-    """split this host's CPU into this many JAX devices and shard the seeds over them (it should divide
-    --num-seeds): each device runs its seeds on its own thread, which on a multi-core CPU is the fast way to run
-    seeds (8 CartPole seeds ran 1.9x faster on 2 cores as 2 devices); accelerators stay the default devices"""
+    cpu_devices: int = 0
+    """JAX devices to split this host's CPU into, the seeds sharded over them, each device running its seeds on its
+    own thread (8 CartPole seeds ran 1.9x faster on 2 cores as 2 devices). 0: one per core, as many as divide
+    the runs (configurations × seeds) evenly, so one seed runs unsplit; 1: no split. The count used is
+    recorded with the run (float32 rounding depends on it) and a resume keeps it. Accelerators stay the
+    default devices"""
     num_processes: int = 1
     """processes that train the seeds together, each holding the seeds of its own devices (jax.distributed; the
     README's Several processes): start the same command in each, with its --process-id"""
@@ -809,11 +811,11 @@ def check_args(args: Args) -> None:
     problems = out_of_range(
         args,
         positive=(
-            "num_seeds", "cpu_devices", "num_processes", "total_timesteps", "num_envs", "batch_size", "buffer_size",
+            "num_seeds", "num_processes", "total_timesteps", "num_envs", "batch_size", "buffer_size",
             "train_frequency", "target_network_frequency", "checkpoint_interval", "log_interval", "learning_rate",
             "td_loss_floor", "eval_episodes", "beta_max",
         ),
-        non_negative=("keep_checkpoints",),
+        non_negative=("cpu_devices", "keep_checkpoints"),
         unit_interval=("gamma", "start_e", "end_e", "alpha_rho", "alpha_beta"),
         fraction=("exploration_fraction",),
         finite=("beta_init", "beta_min"),
@@ -895,7 +897,9 @@ def main(args: Args) -> dict:
             ": from here on, ε and the learning rate follow the schedules of a run of that length",
         )
     check_args(args)
-    split_host_cpu(args.cpu_devices)
+    args = dataclasses.replace(
+        args, cpu_devices=split_host_cpu(args.cpu_devices, len(grid_runs(args)), args.num_processes)
+    )
     join_processes(args.num_processes, args.process_id, args.coordinator_address)
     run_name = header["run_name"] if header else make_run_name(args.env_id, args.exp_name or args.algo, args.seed)
     first_iteration = header["iteration"] if header else 0

@@ -62,10 +62,11 @@ class Args:
     """seed of the first run; seed k of --num-seeds uses seed + k"""
     num_seeds: int = 1
     """independent seeds trained at once on the same dataset (vmapped; sharded over devices when there are several)"""
-    cpu_devices: int = 1
-    """split this host's CPU into this many JAX devices and shard the seeds over them (it should divide
-    --num-seeds): each device runs its seeds on its own thread, which on a multi-core CPU is the fast way to run
-    seeds (8 CartPole seeds ran 1.9x faster on 2 cores as 2 devices); accelerators stay the default devices"""
+    cpu_devices: int = 0
+    """JAX devices to split this host's CPU into, the seeds sharded over them, each device running its seeds on its
+    own thread (8 CartPole seeds ran 1.9x faster on 2 cores as 2 devices). 0: one per core, as many as divide
+    the seeds evenly (so one seed runs unsplit); 1: no split. The count used is recorded with the run (float32
+    rounding depends on it) and a resume keeps it. Accelerators stay the default devices"""
     num_processes: int = 1
     """processes that train the seeds together, each holding the seeds of its own devices (jax.distributed; the
     README's Several processes): start the same command in each, with its --process-id"""
@@ -880,11 +881,12 @@ def check_args(args: Args) -> None:
     problems = out_of_range(
         args,
         positive=(
-            "num_seeds", "cpu_devices", "num_processes", "total_steps", "batch_size", "hidden_size", "policy_lr",
+            "num_seeds", "num_processes", "total_steps", "batch_size", "hidden_size", "policy_lr",
             "q_lr", "num_action_samples", "eval_interval", "log_interval",
         ),
         non_negative=(
-            "keep_checkpoints", "eval_episodes", "bc_weight", "fixed_alpha", "regularizer_weight", "mcmc_weight",
+            "cpu_devices", "keep_checkpoints", "eval_episodes", "bc_weight", "fixed_alpha", "regularizer_weight",
+            "mcmc_weight",
         ),
         unit_interval=("gamma",),
         fraction=("tau",),
@@ -946,7 +948,7 @@ def main(args: Args) -> dict:
         raise UserError(
             f"--log-interval ({args.log_interval}) must divide the step this run resumes from ({first_step:,})"
         )
-    split_host_cpu(args.cpu_devices)
+    args = dataclasses.replace(args, cpu_devices=split_host_cpu(args.cpu_devices, args.num_seeds, args.num_processes))
     join_processes(args.num_processes, args.process_id, args.coordinator_address)
     run_name = header["run_name"] if header else make_run_name(args.env_id, args.exp_name or args.variant, args.seed)
     envs = make_eval_envs(info, args.num_seeds * args.eval_episodes) if args.eval_episodes > 0 else None

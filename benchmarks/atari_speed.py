@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import tyro
-from harness import child_main, compare, timed_chunks
+from harness import child_main, compare, on_devices, timed_chunks
 
 
 @dataclass
@@ -35,6 +35,8 @@ class Args:
     """replay capacity per seed (1,000,000 is the default of mirl_atari.py: 7.1 GB per seed)"""
     repeats: int = 3
     """runs per algorithm, interleaved; the table reports medians"""
+    cpu_devices: list[int] = field(default_factory=lambda: [1])
+    """JAX devices the host CPU is split into, the seeds sharded over them (mirl_atari.py --cpu-devices)"""
 
 
 def measure(config: dict) -> dict:
@@ -42,13 +44,14 @@ def measure(config: dict) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from common.devices import seed_mesh, shard_seeds
+    from common.devices import seed_mesh, seed_sharding, shard_seeds, split_host_cpu
     from common.logger import RunLogger, seed_sub_runs
     from common.loop import Chunk, chunks
     from mirl_atari import Args as TrainArgs
     from mirl_atari import log_every, make_train, open_pools, reset_pools, sharded_env_step
 
     num_seeds, steps, warmup = config["num_seeds"], config["steps"], config["learning_starts"]
+    split_host_cpu(config.get("cpu_devices", 1), num_seeds)  # as the script does, before JAX starts
     args = TrainArgs(
         env_id=config["env_id"],
         algo=config["algo"],
@@ -67,7 +70,7 @@ def measure(config: dict) -> dict:
     trainer = make_train(args, int(pools[0].action_space.n), (4, 84, 84), env_step, env_step)
     obs = shard_seeds(jnp.asarray(reset_pools(pools, num_seeds)), mesh)
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
-    states = shard_seeds(jax.jit(jax.vmap(trainer.init))(keys, obs), mesh)
+    states = jax.jit(jax.vmap(trainer.init), out_shardings=seed_sharding(mesh))(keys, obs)  # in place, as the script
     warmup_iterations, total_iterations = warmup // args.num_envs, args.total_timesteps // args.num_envs
     run = jax.jit(trainer.run, static_argnums=3, donate_argnums=0)
     warmup_chunk = Chunk.starting_at(0, warmup_iterations, log_every(args))
@@ -95,15 +98,17 @@ def main(args: Args) -> list[dict]:
             num_envs=args.num_envs,
             learning_starts=args.learning_starts,
             buffer_size=args.buffer_size,
+            cpu_devices=cpu_devices,
         )
         for num_seeds in args.seeds
+        for cpu_devices in args.cpu_devices
     ]
     return compare(
         __file__,
         groups,
         args.algos,
         args.repeats,
-        lambda g: f"{g['env_id']}, {g['num_seeds']} seeds, {g['steps']:,} steps",
+        lambda g: f"{g['env_id']}, {g['num_seeds']} seeds, {g['steps']:,} steps" + on_devices(g),
     )
 
 

@@ -5,9 +5,10 @@
 
 After a warm-up that fills the replay and passes --learning-starts, the seeds' states are advanced by
 scans of --iterations iterations of three programs, each compiled first and vmapped over the seeds as
-`run` does it: the whole iteration (`iterate`), its learning phase alone (`learn_and_sync`: the gradient
-step and the target copy) and its acting alone (`choose` and `observe`: the Q-network on the current
-observations, the environments' step, the replay write). The three alternate over --repeats; medians.
+`run` does it on one device (the script's default splits the CPU when there are several seeds): the whole
+iteration (`iterate`), its learning phase alone (`learn_and_sync`: the gradient step and the target copy)
+and its acting alone (`choose` and `observe`: the Q-network on the current observations, the environments'
+step, the replay write). The three alternate over --repeats; medians.
 Each program's FLOPs per iteration are XLA's cost analysis of one iteration.
 
 The learning phase's matrix products (every dot_general of its jaxpr, batched over the seeds as the loop
@@ -22,6 +23,7 @@ import time
 from dataclasses import dataclass
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import tyro
 
@@ -65,7 +67,7 @@ class Product:
 
 def matrix_products(jaxpr, count: int = 1) -> list[Product]:
     """Every dot_general in `jaxpr` and the jaxprs nested in it (a cond's branches each counted once, a
-    scan's body times its length), with how many times one call runs it."""
+    scan's body times its length, a while loop's body once), with how many times one call runs it."""
     found = []
     for equation in jaxpr.eqns:
         if equation.primitive.name == "dot_general":
@@ -84,13 +86,12 @@ def profile(args: Args) -> dict:
     """The measurements as a dict: per program its median seconds per iteration and FLOPs per iteration, and
     the learning phase's matrix products."""
     train_args = kit.Args(env_id=args.env_id, algo=args.algo, num_seeds=args.num_seeds)
-    if kit.learn_period(train_args) != train_args.num_envs:
-        raise SystemExit("the profile assumes one learning phase per iteration (--train-frequency = --num-envs)")
+    assert kit.learn_period(train_args) == train_args.num_envs, "one learning phase per iteration, as the defaults"
     env, env_params = kit.make_env(args.env_id)
     setup = kit.make_setup(train_args, env, env_params)
     trainer = kit.make_train(train_args, env, env_params)
     states = jax.jit(jax.vmap(trainer.init))(jax.vmap(jax.random.key)(jnp.arange(args.num_seeds)))
-    first = -(-train_args.learning_starts // train_args.num_envs)  # the first iteration that learns
+    first = -(-train_args.learning_starts // train_args.num_envs)  # learning from here on
     states, _ = jax.jit(trainer.run, static_argnums=2)(states, jnp.int32(0), Chunk(first, log_phase=0))
 
     one_seed = kit.without_seed_axis(states)

@@ -13,7 +13,7 @@ medians, so the mirl/dqn ratio is measured under the same machine load.
 from dataclasses import dataclass, field
 
 import tyro
-from harness import child_main, compare, timed_mirl_gymnax
+from harness import child_main, compare, on_devices, timed_mirl_gymnax
 
 
 @dataclass
@@ -71,10 +71,7 @@ def main(args: Args) -> list[dict]:
         groups,
         args.algos,
         args.repeats,
-        lambda g: (
-            f"{g['env_id']}, {g['num_seeds']} seeds, {g['steps']:,} steps"
-            + (f", {g['cpu_devices']} CPU devices" if g["cpu_devices"] > 1 else "")
-        ),
+        lambda g: f"{g['env_id']}, {g['num_seeds']} seeds, {g['steps']:,} steps" + on_devices(g),
     )
 
 

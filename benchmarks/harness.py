@@ -80,6 +80,12 @@ def compare(
     return results
 
 
+def on_devices(group: dict) -> str:
+    """The end of a configuration's label: the CPU devices the host was split into, where more than one (the
+    seeds use as many of them as they divide over: one seed, one device)."""
+    return f", {group['cpu_devices']} CPU devices" if group.get("cpu_devices", 1) > 1 else ""
+
+
 def rate(per_second: float) -> str:
     """Thousands separated; three significant digits for slow loops (a MISA step on a CPU takes seconds)."""
     return f"{per_second:,.0f}" if per_second >= 100 else f"{per_second:.3g}"
@@ -144,16 +150,16 @@ def timed_mirl_gymnax(config: dict, args: Any, logged: bool = True) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from common.devices import seed_mesh, shard_seeds, split_host_cpu
+    from common.devices import seed_mesh, seed_sharding, split_host_cpu
     from common.logger import RunLogger, seed_sub_runs
     from common.loop import Chunk, chunks
     from mirl_gymnax import INTERVALS_PER_CHUNK, log_every, make_env, make_train
 
-    split_host_cpu(args.cpu_devices)  # as the script does, before JAX starts
+    split_host_cpu(args.cpu_devices, args.num_seeds)  # as the script does, before JAX starts
     env, env_params = make_env(args.env_id)
     trainer = make_train(args, env, env_params)
     keys = jax.vmap(jax.random.key)(jnp.arange(args.num_seeds))
-    states = shard_seeds(jax.jit(jax.vmap(trainer.init))(keys), seed_mesh(args.num_seeds))
+    states = jax.jit(jax.vmap(trainer.init), out_shardings=seed_sharding(seed_mesh(args.num_seeds)))(keys)
     run = jax.jit(trainer.run, static_argnums=2, donate_argnums=0)
     total_iterations = args.total_timesteps // args.num_envs
     if not logged:

@@ -78,11 +78,12 @@ def latest_checkpoint(game: str, experiment: str, flags: list[str]) -> Path | No
     from common.checkpoint import read_header
 
     wanted = json.loads(json.dumps(dataclasses.asdict(tyro.cli(mirl_gymnax.Args, args=flags))))  # as headers hold it
+    ignored = {"resume": None} | ({"cpu_devices": 0} if wanted["cpu_devices"] == 0 else {})  # 0: the run's own
     found = []
     for run_dir in sorted(Path("runs").glob(f"{game}__{experiment}__*"), key=lambda p: int(p.name.split("__")[-1])):
         checkpoints = sorted(run_dir.glob("checkpoints/step_*.eqx"))
         saved = read_header(checkpoints[-1])["args"] if checkpoints else {}
-        if {**saved, "resume": None} == {**wanted, "resume": None}:
+        if {**saved, **ignored} == {**wanted, **ignored}:
             found.append(checkpoints[-1])
     return found[-1] if found else None
 

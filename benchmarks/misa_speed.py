@@ -13,7 +13,7 @@ over --repeats runs and the table gives medians.
 from dataclasses import dataclass, field
 
 import tyro
-from harness import child_main, compare, timed
+from harness import child_main, compare, on_devices, timed
 
 
 @dataclass
@@ -28,6 +28,8 @@ class Args:
     """dataset size"""
     repeats: int = 3
     """runs per variant, interleaved; the table reports medians"""
+    cpu_devices: list[int] = field(default_factory=lambda: [1])
+    """JAX devices the host CPU is split into, the seeds sharded over them (misa_d4rl.py --cpu-devices)"""
 
 
 def measure(config: dict) -> dict:
@@ -36,11 +38,12 @@ def measure(config: dict) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from common.devices import seed_mesh, shard_seeds
+    from common.devices import seed_mesh, seed_sharding, split_host_cpu
     from misa_d4rl import Args as TrainArgs
     from misa_d4rl import Batch, make_train, with_domain_defaults
 
     num_seeds, steps, size = config["num_seeds"], config["steps"], config["transitions"]
+    split_host_cpu(config.get("cpu_devices", 1), num_seeds)  # as the script does, before JAX starts
     obs_dim, act_dim = config.get("obs_dim", 11), config.get("act_dim", 3)
     args = with_domain_defaults(
         TrainArgs(variant=config["variant"], num_seeds=num_seeds, total_steps=steps, log_interval=steps), "locomotion"
@@ -56,7 +59,8 @@ def measure(config: dict) -> dict:
     mesh = seed_mesh(num_seeds)
     dataset = jax.device_put(dataset, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
     trainer = make_train(args, obs_dim, act_dim)
-    states = shard_seeds(jax.jit(jax.vmap(trainer.init))(jax.vmap(jax.random.key)(jnp.arange(num_seeds))), mesh)
+    keys = jax.vmap(jax.random.key)(jnp.arange(num_seeds))
+    states = jax.jit(jax.vmap(trainer.init), out_shardings=seed_sharding(mesh))(keys)  # in place, as the script
     run = jax.jit(trainer.run, static_argnums=3)
     return timed(
         config,
@@ -68,13 +72,17 @@ def measure(config: dict) -> dict:
 
 if __name__ == "__main__" and not child_main(measure):
     args = tyro.cli(Args)
-    groups = [dict(num_seeds=n, steps=args.steps, transitions=args.transitions) for n in args.seeds]
+    groups = [
+        dict(num_seeds=n, steps=args.steps, transitions=args.transitions, cpu_devices=devices)
+        for n in args.seeds
+        for devices in args.cpu_devices
+    ]
     compare(
         __file__,
         groups,
         args.variants,
         args.repeats,
-        lambda g: f"{g['num_seeds']} seeds, {g['steps']} steps",
+        lambda g: f"{g['num_seeds']} seeds, {g['steps']} steps" + on_devices(g),
         unit="gradient steps",
         algo_key="variant",
     )

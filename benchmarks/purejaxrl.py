@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import child_main, compare, timed, timed_mirl_gymnax
+from harness import child_main, compare, on_devices, timed, timed_mirl_gymnax
 
 PEER_CONFIG = {
     "NUM_ENVS": 10,
@@ -107,10 +107,7 @@ def main(args: Args) -> list[dict]:
         groups,
         args.algos,
         args.repeats,
-        lambda g: (
-            f"CartPole-v1, {g['num_seeds']} seed(s), {g['steps']:,} steps"
-            + (f", {g['cpu_devices']} CPU devices" if g["cpu_devices"] > 1 else "")
-        ),
+        lambda g: f"CartPole-v1, {g['num_seeds']} seed(s), {g['steps']:,} steps" + on_devices(g),
         python=lambda algo: args.peer_python if algo == "purejaxrl-dqn" else sys.executable,
     )
 

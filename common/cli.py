@@ -95,6 +95,8 @@ def start_resume(
     saved = saved_args(args_class, header, args.resume, script)
     if args == dataclasses.replace(args_class(), resume=args.resume):
         args = with_saved_flags(saved, args.resume)
+    if getattr(args, "cpu_devices", None) == 0:  # left to choose: the run's own choice, which its numbers depend on
+        args = dataclasses.replace(args, cpu_devices=saved.cpu_devices)
     try:
         step, _ = step_of(header, saved), header["run_name"]  # what every run's header holds
     except (KeyError, TypeError) as error:

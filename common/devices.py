@@ -1,6 +1,7 @@
 """Placing vmapped seeds on devices (of one process, or of several through jax.distributed), and refusing
 allocations that cannot fit."""
 
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -54,21 +55,70 @@ def join_processes(num_processes: int, process_id: int | None, coordinator_addre
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
 
 
-def split_host_cpu(num_devices: int) -> None:
-    """--cpu-devices: split this host's CPU into `num_devices` JAX devices, over which the seeds are sharded, so
-    that each device runs its seeds on its own thread (one XLA:CPU device leaves cores idle on small networks).
-    It must happen before JAX starts its backends. Accelerators, where present, stay the default devices."""
-    if num_devices == 1:
-        return
-    try:
-        jax.config.update("jax_num_cpu_devices", num_devices)
-    except RuntimeError as error:
-        if jax.device_count("cpu") == num_devices:  # already so (a library caller running main twice)
-            return
+CHOOSE_CPU_DEVICES = 0  # --cpu-devices 0: one device per core, as the runs divide
+XLA_DEVICE_COUNT_FLAG = "xla_force_host_platform_device_count"
+
+
+def usable_cores() -> int:
+    """The cores this process may use: its CPU affinity where the OS reports it (taskset, SLURM, cpusets; CPU
+    quotas, as a container's --cpus sets them, are not seen)."""
+    if hasattr(os, "process_cpu_count"):  # Python 3.13+
+        return os.process_cpu_count() or 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cpu_devices_for(runs: int, cores: int) -> int:
+    """The most devices, at most one per core, over which `runs` divide evenly (1 for a single run)."""
+    return max(count for count in range(1, min(runs, cores) + 1) if runs % count == 0)
+
+
+def split_host_cpu(requested: int, runs: int, num_processes: int = 1) -> int:
+    """--cpu-devices: split this host's CPU into JAX devices over which the `runs` (seeds) are sharded, so that
+    each device runs its seeds on its own thread (one XLA:CPU device leaves cores idle on small networks). It
+    must happen before JAX starts its backends. 1 splits nothing: JAX's CPU devices stay as they are (one, or
+    as XLA_FLAGS or JAX_NUM_CPU_DEVICES set them).
+
+    `requested` 0 (the default) chooses cpu_devices_for(runs, usable_cores()), and splits nothing where the
+    split is not the kit's to make: several processes, a device count the environment already sets, a caller
+    that has already started JAX. Returns the count to record with the run, so that a resume splits the same
+    way (float32 rounding depends on it): 1 where nothing was split, or where the seeds run on an accelerator."""
+    started = backends_started()
+    if requested == CHOOSE_CPU_DEVICES:
+        environment_sets_it = XLA_DEVICE_COUNT_FLAG in os.environ.get("XLA_FLAGS", "")
+        if num_processes > 1 or environment_sets_it or jax.config.jax_num_cpu_devices >= 0:
+            return 1
+        if started:  # a library caller running main again keeps its devices
+            return max(1, cpu_device_count()) if jax.default_backend() == "cpu" else 1
+        count = cpu_devices_for(runs, usable_cores())
+        if count > 1:
+            jax.config.update("jax_num_cpu_devices", count)
+        return count if jax.default_backend() == "cpu" else 1
+    if requested == 1 or (started and cpu_device_count() == requested):
+        return requested
+    if started:
         raise UserError(
-            f"--cpu-devices {num_devices} must be set before JAX starts: this process has already used JAX "
-            f"(it has {jax.device_count('cpu')} CPU device(s)); run the script in a fresh process"
-        ) from error
+            f"--cpu-devices {requested} must be set before JAX starts: this process has already used JAX "
+            f"(it has {cpu_device_count()} CPU device(s)); run the script in a fresh process"
+        )
+    jax.config.update("jax_num_cpu_devices", requested)
+    return requested
+
+
+def backends_started() -> bool:
+    """Whether JAX has started its backends in this process (after which its devices are fixed)."""
+    try:
+        from jax._src.xla_bridge import backends_are_initialized
+    except ImportError:  # moved in another JAX: then jax.config.update says so when it is too late
+        return False
+    return backends_are_initialized()
+
+
+def cpu_device_count() -> int:
+    """The CPU devices of a started JAX; 0 where the CPU platform is excluded (JAX_PLATFORMS)."""
+    try:
+        return jax.device_count("cpu")
+    except RuntimeError:
+        return 0
 
 
 def is_lead_process() -> bool:

@@ -16,6 +16,9 @@ sys.path.insert(0, str(ROOT))
 # compilation cache, fresh for each session, compiles each of them once.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="mirl-jax-cache-"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+# JAX starts here, on this process's usual devices: the scripts' --cpu-devices 0 (their default) then leaves them
+# as they are, so in-process runs do not split the CPU for the tests after them, whatever the order.
+jax.devices()
 
 
 @pytest.fixture(scope="module")

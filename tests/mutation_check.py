@@ -264,6 +264,22 @@ MUTANTS = [
         "sps = (steps[1] - steps[0]) / (time.perf_counter() - self.started[1])",
         ("tests/test_common.py",),
     ),
+    Mutant(
+        "common: more CPU devices than cores",
+        "common/devices.py",
+        "for count in range(1, min(runs, cores) + 1) if runs % count == 0",
+        "for count in range(1, runs + 1) if runs % count == 0",
+        ("tests/test_common.py::test_cpu_devices_for_divides_the_runs_one_device_per_core_at_most",),
+    ),
+    Mutant(
+        "gymnax: the chosen CPU split not recorded with the run",
+        "mirl_gymnax.py",
+        "args, cpu_devices=split_host_cpu(args.cpu_devices, len(grid_runs(args)), args.num_processes)",
+        "args, cpu_devices=split_host_cpu(args.cpu_devices, len(grid_runs(args)), args.num_processes) * 0",
+        (
+            "tests/test_mirl_gymnax.py::test_by_default_the_cpu_splits_one_device_per_core_as_the_seeds_divide_and_the_run_records_it",
+        ),
+    ),
     # mirl_atari: its own replay, frame stacks and learner; a change to a shared step breaks the copy test
     Mutant(
         "atari: every replay row valid",

@@ -33,13 +33,13 @@ SCRIPTS = {"mirl_gymnax": mirl_gymnax, "mirl_atari": mirl_atari, "misa_d4rl": mi
 # numeric flags for which any finite value is meaningful
 FREE_NUMBERS = {"seed", "log_alpha_prime_init", "lagrange_gap"}
 # flags for which 0 is meaningful: keep every checkpoint, no evaluation, no exploration, a term switched off, ...
-MIRL_ZERO = ("keep_checkpoints", "alpha_rho", "alpha_beta", "end_e", "start_e", "gamma")
+MIRL_ZERO = ("cpu_devices", "keep_checkpoints", "alpha_rho", "alpha_beta", "end_e", "start_e", "gamma")
 ZERO_ALLOWED = {
     "mirl_gymnax": MIRL_ZERO,
     "mirl_atari": MIRL_ZERO + ("eval_epsilon", "repeat_action_probability"),
     "misa_d4rl": (
-        "keep_checkpoints", "eval_episodes", "bc_weight", "fixed_alpha", "regularizer_weight", "mcmc_weight",
-        "hmc_burn_in", "gamma", "hmc_adaptation_steps", "hmc_target_acceptance",
+        "cpu_devices", "keep_checkpoints", "eval_episodes", "bc_weight", "fixed_alpha", "regularizer_weight",
+        "mcmc_weight", "hmc_burn_in", "gamma", "hmc_adaptation_steps", "hmc_target_acceptance",
     ),
 }  # fmt: skip
 

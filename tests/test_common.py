@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from common import plot
 from common.checkpoint import load_checkpoint, read_header, save_checkpoint, save_run_checkpoint
-from common.devices import check_fits
+from common.devices import check_fits, cpu_devices_for
 from common.errors import UserError
 from common.logger import Record, RunLogger, make_run_name, nan_mean, seed_sub_runs
 
@@ -164,6 +164,11 @@ def test_check_fits_refuses_with_the_size():
     check_fits("a small thing", 1024, jax.devices(), "no hint needed")
     with pytest.raises(MemoryError, match=r"a huge thing needs 1048576\.00 GiB .* lower it"):
         check_fits("a huge thing", 2**50, jax.devices(), "lower it")
+
+
+def test_cpu_devices_for_divides_the_runs_one_device_per_core_at_most():
+    cases = {(1, 8): 1, (8, 2): 2, (3, 2): 1, (6, 4): 3, (8, 64): 8, (12, 8): 6, (8, 1): 1}
+    assert {case: cpu_devices_for(*case) for case in cases} == cases
 
 
 def test_run_name_is_cleanrl_style_and_path_safe():

@@ -19,6 +19,7 @@ from gymnax.environments import spaces
 from common import plot
 from common.checkpoint import read_header
 from common.cli import parse
+from common.devices import cpu_devices_for, usable_cores
 from common.errors import UserError
 from mirl_gymnax import CONTINUOUS_ENV_IDS, SCRIPT, Args, Replay, main, make_env, make_train, replay_obs_dtype
 
@@ -118,10 +119,16 @@ def test_resume_reaches_the_uninterrupted_result():
     header = read_header(checkpoints[0])
     assert header["iteration"] == 1_000 // TINY["num_envs"] and header["args"]["num_seeds"] == 2
 
-    resumed = main(parse(Args, SCRIPT, ["--resume", str(checkpoints[0])]))
-    for a, b in zip(leaves(uninterrupted["states"]), leaves(resumed["states"]), strict=True):
-        np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(uninterrupted["eval_returns"], resumed["eval_returns"])
+    # on the command line, and as a library caller resumes: its flags again, --cpu-devices still 0 (choose),
+    # which keeps the count the run recorded
+    for resume_args in (
+        parse(Args, SCRIPT, ["--resume", str(checkpoints[0])]),
+        dataclasses.replace(args, resume=str(checkpoints[0])),
+    ):
+        resumed = main(resume_args)
+        for a, b in zip(leaves(uninterrupted["states"]), leaves(resumed["states"]), strict=True):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(uninterrupted["eval_returns"], resumed["eval_returns"])
 
 
 SHARDING_PROBE = """
@@ -141,6 +148,32 @@ def test_sharded_seeds_equal_unsharded(tmp_path):
     np.testing.assert_array_equal(sharded["actions"], single["actions"])
     np.testing.assert_array_equal(sharded["obs"], single["obs"])
     assert_rows_close(sharded, single, ("beta", "prior", "params"))
+
+
+CHOSEN_SPLIT_PROBE = """
+import jax
+from common.checkpoint import read_header
+from mirl_gymnax import Args, main
+result = main(Args(num_seeds=2, save_model=True, **{tiny!r}))
+recorded = read_header(result["last_checkpoint"])["args"]["cpu_devices"]
+print("devices", len(jax.devices()), "shards", len(result["states"].beta.sharding.device_set), "recorded", recorded)
+"""
+
+
+def test_by_default_the_cpu_splits_one_device_per_core_as_the_seeds_divide_and_the_run_records_it(tmp_path):
+    """--cpu-devices 0, the default, in a fresh process: two seeds take two devices where the process may use two
+    cores, and the checkpoint records the count; a device count already set in XLA_FLAGS is left as it is, and
+    the run records 1 (no split of its own)."""
+    chosen = cpu_devices_for(2, usable_cores())
+    forced = "--xla_force_host_platform_device_count=4"
+    for xla_flags, devices, recorded in ((None, chosen, chosen), (forced, 4, 1)):
+        kept = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+        env = kept | {"PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+        env |= {"XLA_FLAGS": xla_flags} if xla_flags else {}
+        command = [sys.executable, "-c", CHOSEN_SPLIT_PROBE.format(tiny=TINY)]
+        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert f"devices {devices} shards {min(devices, 2)} recorded {recorded}" in done.stdout
 
 
 SWEEP = dict(learning_rate=(2.5e-4, 1e-3), alpha_rho=(1e-3, 1e-2))  # in the order of SWEPT_FLAGS
