@@ -31,6 +31,7 @@ from common.checkpoint import init_or_restore, non_finite_stop
 from common.cli import run_script, start_resume
 from common.devices import (
     SEED_AXIS,
+    announce_placement,
     check_fits,
     seed_mesh,
     seed_sharding,
@@ -939,6 +940,7 @@ def main(args: Args) -> dict:
     run_dir = Path("runs") / run_name
     seeds = [args.seed + k for k in range(args.num_seeds)]
     mesh = seed_mesh(args.num_seeds)
+    announce_placement(mesh, args.num_seeds)
 
     obs_shape = (4, 84, 84)
     transition_bytes = FrameReplay.bytes_per_transition(obs_shape)

@@ -31,6 +31,7 @@ import optax
 from common.checkpoint import init_or_restore, non_finite_stop
 from common.cli import run_script, start_resume
 from common.devices import (
+    announce_placement,
     check_fits,
     host_value,
     is_lead_process,
@@ -909,6 +910,7 @@ def main(args: Args) -> dict:
     num_configs = len(runs) // args.num_seeds
     run_labels = [run.name for run in runs] if swept(args) else [run.seed for run in runs]  # in error messages
     mesh = seed_mesh(len(runs))
+    announce_placement(mesh, len(runs))
 
     obs_shape = env.observation_space(env_params).shape
     obs_bytes = int(np.prod(obs_shape)) * np.dtype(replay_obs_dtype(args.env_id, env, env_params)).itemsize

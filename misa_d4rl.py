@@ -37,6 +37,7 @@ from common.datasets import (
     normalized_score,
 )
 from common.devices import (
+    announce_placement,
     check_fits,
     host_value,
     is_lead_process,
@@ -971,6 +972,7 @@ def main(args: Args) -> dict:
     obs_dim = dataset.observations.shape[1]
 
     mesh = seed_mesh(args.num_seeds)
+    announce_placement(mesh, args.num_seeds)
     devices = list(mesh.devices.flat)
     dataset_bytes = sum(x.nbytes for x in dataset)
     check_fits(f"the dataset ({len(dataset.rewards):,} transitions)", dataset_bytes * len(devices), devices, "")

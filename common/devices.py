@@ -180,6 +180,13 @@ def seed_mesh(num_seeds: int) -> jax.sharding.Mesh:
     return jax.make_mesh((count,), (SEED_AXIS,), axis_types=(AxisType.Auto,), devices=devices[:count])
 
 
+def announce_placement(mesh: jax.sharding.Mesh, num_seeds: int) -> None:
+    """Say where the seeds run (process 0), when they are split over several devices."""
+    if mesh.size > 1 and is_lead_process():
+        platform = mesh.devices.flat[0].platform.upper()
+        print(f"{num_seeds} seeds on {mesh.size} {platform} devices, {num_seeds // mesh.size} each", flush=True)
+
+
 def seed_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
     """Every array's leading (seed) axis split over the mesh."""
     return NamedSharding(mesh, PartitionSpec(SEED_AXIS))

@@ -174,6 +174,7 @@ def test_by_default_the_cpu_splits_one_device_per_core_as_the_seeds_divide_and_t
         done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]
         assert f"devices {devices} shards {min(devices, 2)} recorded {recorded}" in done.stdout
+        assert ("2 seeds on 2 CPU devices, 1 each" in done.stdout) == (devices > 1)  # the run says where they are
 
 
 SWEEP = dict(learning_rate=(2.5e-4, 1e-3), alpha_rho=(1e-3, 1e-2))  # in the order of SWEPT_FLAGS
