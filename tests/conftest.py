@@ -4,7 +4,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-import jax
+# The tests build the same networks and loops many times (and in subprocesses): a persistent
+# compilation cache, fresh for each session, compiles each of them once.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="mirl-jax-cache-"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+
+import jax  # after the cache settings above, which JAX reads when it is imported
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -12,10 +17,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# The tests build the same networks and loops many times (and in subprocesses): a persistent
-# compilation cache, fresh for each session, compiles each of them once.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="mirl-jax-cache-"))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 # JAX starts here, on this process's usual devices: the scripts' --cpu-devices 0 (their default) then leaves them
 # as they are, so in-process runs do not split the CPU for the tests after them, whatever the order.
 jax.devices()
