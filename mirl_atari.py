@@ -1,82 +1,45 @@
-"""MIRL on Atari from pixels: soft Q-learning with a learned marginal action prior ρ and an adaptive
-inverse temperature β (Grau-Moya, Leibfried & Vrancx, ICLR 2019), with SQL and DQN as `--algo`
-special cases, on envpool's Atari environments with the DeepMind preprocessing.
+"""MIRL on Atari from pixels: soft Q-learning with a learned marginal action prior ρ and an adaptive inverse
+temperature β (Grau-Moya, Leibfried & Vrancx, ICLR 2019), with SQL and DQN as `--algo` special cases, on envpool's
+Atari games with the DeepMind preprocessing.
 
-envpool's XLA interface puts the environment step inside the compiled program, so acting, storing,
-sampling, gradient updates, target syncs, ρ, β and ε are one `jax.lax.scan` under one `jit`; Python
-drives it in chunks of one logging interval (ending at every evaluation and checkpoint) and writes each
-chunk's metrics to TensorBoard. `--num-seeds N` trains N independent seeds
-in one process: one envpool of N × --num-envs environments per device, the agents vmapped over seeds.
-
-The replay stores each frame once (84·84 bytes per transition instead of two 4-frame stacks) and
-rebuilds the stacks and next observations when it samples.
+The equations are mirl_gymnax.py's, line for line (a test keeps them so): the soft value V(s) = logsumexp_a(log ρ(a)
++ β Q(s, a)) / β in the TD target, the policy π ∝ ρ exp(βQ), the prior update ρ ← ρ + α_ρ (π − ρ) and the
+temperature update β ← β + α_β (1/L − β). envpool's XLA interface puts the environment step inside the compiled
+program, so acting, storing, sampling, learning, ρ, β and ε are one `jax.lax.scan`; `--num-seeds N` trains N seeds
+from one envpool of N × --num-envs games per device. The replay stores each frame once (84·84 bytes per transition
+instead of two 4-frame stacks) and rebuilds the stacks when it samples. Reading order: flags, network, equations,
+replay, state, steps, `make_train`; the run around it (pools, checkpoints, devices, logging) at the end.
 """
 
 import dataclasses
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import NamedSharding, PartitionSpec
 
-from common.checkpoint import init_or_restore, non_finite_stop
-from common.cli import run_script, start_resume
-from common.devices import (
-    SEED_AXIS,
-    announce_placement,
-    check_fits,
-    seed_mesh,
-    seed_sharding,
-    shard_seeds,
-    split_host_cpu,
-    unroll_threefry_on_cpu,
-)
-from common.errors import UserError, flag, out_of_range, plural
-from common.logger import Record, RunLogger, make_run_name, nan_mean, seed_sub_runs, start_tracking
-from common.loop import Chunk, chunks, scan_logged
+from common.atari import EnvStep, check_env_id, open_pools, reset_pools, sharded_env_step
+from common.cli import RunFlags, run_script
+from common.cpu import Dense, PatchConv, unroll_threefry_on_cpu
+from common.devices import shard_seeds
+from common.errors import not_multiples, out_of_range
+from common.experiment import Evaluation, Experiment, MemoryNeed, Start, run_experiment
+from common.logger import Record, live_seeds_only, nan_mean
+from common.loop import Chunk, scan_logged
 
 SCRIPT = os.path.basename(__file__)
 unroll_threefry_on_cpu()  # the same random bits, faster on a CPU
 
 
 @dataclass(frozen=True)
-class Args:
-    exp_name: str | None = None
-    """the name of this experiment: runs go to runs/{env_id}__{exp_name}__{seed}__{time} (default: the --algo)"""
-    seed: int = 1
-    """seed of the first run; seed k of --num-seeds uses seed + k (network, exploration and its environments)"""
-    num_seeds: int = 1
-    """independent seeds trained at once (vmapped; sharded over devices when there are several)"""
-    cpu_devices: int = 0
-    """JAX devices to split this host's CPU into, the seeds sharded over them, each device running its seeds on its
-    own thread (8 CartPole seeds ran 1.9x faster on 2 cores as 2 devices). 0: one per core, as many as divide
-    the seeds evenly (so one seed runs unsplit); 1: no split. The count used is recorded with the run (float32
-    rounding depends on it) and a resume keeps it. Accelerators stay the default devices"""
-    track: bool = False
-    """mirror the TensorBoard logs to Weights & Biases"""
-    wandb_project_name: str = "mirl-jax"
-    """the Weights & Biases project"""
-    wandb_entity: str | None = None
-    """the Weights & Biases entity (team)"""
-    save_model: bool = False
-    """write a checkpoint (parameters, optimiser, ρ, β, replay, RNG, step, Args) every --checkpoint-interval steps"""
+class Args(RunFlags):
     checkpoint_interval: int = 1_000_000
-    """environment steps (per seed) between checkpoints; also how often a non-finite loss is checked for"""
-    keep_checkpoints: int = 1
-    """how many of the newest checkpoints to keep (0 keeps all)"""
-    resume: str | None = None
-    """continue the run saved in this checkpoint file with its flags (the games restart); only --total-timesteps
-    (see the README's Resuming) and the logging, checkpoint and evaluation flags may be changed"""
-    log_interval: int = 10_000
-    """environment steps (per seed) between TensorBoard writes"""
+    """environment steps (per seed) between checkpoints (with --save-model); the games restart on --resume"""
     eval_interval: int = 1_000_000
     """environment steps (per seed) between evaluations; there is always one at the end"""
     eval_episodes: int = 10
@@ -140,153 +103,24 @@ class Args:
     td_loss_floor: float = 1e-3
     """β moves towards 1/max(L, floor): a near-zero loss (sparse rewards) must not send β to infinity"""
 
+    RESUMABLE: ClassVar = ("checkpoint_interval", "eval_interval", "eval_episodes", "eval_epsilon")
+    EXTENSION_NOTE: ClassVar = ": from here on, ε and the learning rate follow the schedules of a run of that length"
 
-# ----------------------------------------------------------------------------------------------
-# Environment: envpool Atari pools, one per device
-# ----------------------------------------------------------------------------------------------
+    def steps_per_iteration(self) -> int:
+        return self.num_envs
 
-
-def atari_env_ids() -> list[str]:
-    try:
-        from envpool.registration import registry
-    except ImportError as error:
-        raise UserError('mirl_atari.py needs envpool: pip install -e ".[atari]"') from error
-    return sorted(env_id for env_id, (module, *_) in registry.specs.items() if module == "envpool.atari")
-
-
-def check_env_id(env_id: str) -> None:
-    valid = atari_env_ids()
-    if env_id not in valid:
-        close = [v for v in valid if v.lower().startswith(env_id.lower()[:3])][:10] or valid[:10]
-        raise UserError(f"{env_id!r} is not an envpool Atari game ({len(valid)} are, for example {', '.join(close)})")
-
-
-def make_pool(args: Args, env_seeds: list[int], training: bool):
-    """An envpool of len(env_seeds) Atari environments with the DeepMind preprocessing: up to 30
-    no-ops at reset, frame skip 4 with max-pooling, 84×84 gray, 4-frame stack, fire at reset. Training
-    pools end an episode at a lost life and clip rewards (--episodic-life, --reward-clip); evaluation
-    pools play whole games with true scores. envpool auto-resets on the step after a `done`."""
-    import envpool
-
-    return envpool.make(
-        args.env_id,
-        env_type="gymnasium",
-        num_envs=len(env_seeds),
-        batch_size=len(env_seeds),
-        env_seed=env_seeds,
-        episodic_life=args.episodic_life and training,
-        reward_clip=args.reward_clip and training,
-        noop_max=30,
-        frame_skip=4,
-        stack_num=4,
-        img_height=84,
-        img_width=84,
-        gray_scale=True,
-        use_fire_reset=True,
-        repeat_action_probability=args.repeat_action_probability,
-        max_episode_steps=args.max_episode_steps,
-    )
-
-
-def pool_seeds(seeds: list[int], envs_per_seed: int, offset: int = 0) -> list[int]:
-    """Distinct environment seeds that depend only on the agent's seed, not on the other seeds in the pool."""
-    return [offset + seed * envs_per_seed + index for seed in seeds for index in range(envs_per_seed)]
-
-
-class EnvStep(NamedTuple):
-    """One envpool step, per seed and environment."""
-
-    obs: jax.Array  # (stack, 84, 84) uint8, the newest frame last
-    reward: jax.Array  # clipped in training pools
-    terminated: jax.Array  # a lost life also terminates in training pools with --episodic-life
-    truncated: jax.Array
-    score: jax.Array  # the unclipped reward
-    game_over: jax.Array  # the game is over (not just a life)
-    elapsed: jax.Array  # agent steps into the game; 0 for a fresh reset
-
-
-def sharded_env_step(pool_steps: list[Callable], mesh: jax.sharding.Mesh, envs_per_seed: int) -> Callable:
-    """`(handles, actions (seeds, envs)) -> (handles, EnvStep (seeds, envs, ...))`, with one pool per
-    device (`pool_steps[d]`, `handles[d]`). A pool cannot be vmapped, and envpool binds each XLA step
-    function to its own pool (the handle array only orders the calls), so each device picks its pool's
-    step by its index on the seed axis and steps it with its own seeds' actions."""
-
-    def step_with(pool_step: Callable) -> Callable:
-        def step(handle, actions):
-            handle, (obs, reward, terminated, truncated, info) = pool_step(handle, actions.reshape(-1))
-            result = EnvStep(
-                obs,
-                reward,
-                terminated,
-                truncated,
-                info["reward"],
-                info["terminated"].astype(jnp.bool_),
-                info["elapsed_step"],
-            )
-            return handle, jax.tree.map(lambda x: x.reshape(-1, envs_per_seed, *x.shape[1:]), result)
-
-        return step
-
-    def step_local(handles, actions):
-        device = jax.lax.axis_index(SEED_AXIS)
-        handle, result = jax.lax.switch(device, [step_with(s) for s in pool_steps], handles[0], actions)
-        return handle[None], result
-
-    spec = PartitionSpec(SEED_AXIS)
-    return jax.shard_map(step_local, mesh=mesh, in_specs=(spec, spec), out_specs=(spec, spec))
+    def problems(self) -> list[str]:
+        return flag_problems(self, super().problems())  # at the end, with the command line
 
 
 # ----------------------------------------------------------------------------------------------
-# Network: the Nature DQN CNN, its convolutions written as patch matmuls
+# Network: the Nature DQN CNN (common.cpu: its convolutions as patch matmuls, the same functions)
 # ----------------------------------------------------------------------------------------------
 
 
 def scale_pixels(obs: jax.Array) -> jax.Array:
     """envpool's (stack, height, width) uint8 frames to (height, width, stack) floats in [0, 1]."""
     return jnp.transpose(obs.astype(jnp.float32) / 255.0, (1, 2, 0))
-
-
-class Dense(eqx.Module):
-    """x @ W + b with W stored (in, out), as flax stores it. equinox's Linear stores (out, in), and XLA:CPU runs the
-    batched weight-gradient products of that layout on a slower kernel (the README's PureJaxRL comparison)."""
-
-    weight: jax.Array
-    bias: jax.Array
-
-    def __init__(self, in_size: int, out_size: int, key: jax.Array):
-        # equinox's and PyTorch's default initialisation: weights and biases uniform in ±1/√in_size
-        weight_key, bias_key = jax.random.split(key)
-        bound = 1.0 / math.sqrt(in_size)
-        self.weight = jax.random.uniform(weight_key, (in_size, out_size), minval=-bound, maxval=bound)
-        self.bias = jax.random.uniform(bias_key, (out_size,), minval=-bound, maxval=bound)
-
-    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
-        return x @ self.weight + self.bias
-
-
-class PatchConv(eqx.Module):
-    """A valid k×k convolution with stride s on one (height, width, channels) image, written as a matmul
-    over its k×k patches: the same function as a convolution, and faster on XLA:CPU, whose native
-    convolution gradient makes a whole Breakout-MinAtar run 2.2× slower (benchmarks/cpu_workarounds.py)."""
-
-    linear: Dense  # weights in patch order: (row, column, channel) × out_channels
-    size: int = eqx.field(static=True)
-    stride: int = eqx.field(static=True)
-
-    def __init__(self, in_channels: int, out_channels: int, size: int, key: jax.Array, stride: int = 1):
-        self.linear = Dense(size * size * in_channels, out_channels, key=key)
-        self.size, self.stride = size, stride
-
-    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
-        rows = (x.shape[0] - self.size) // self.stride + 1
-        cols = (x.shape[1] - self.size) // self.stride + 1
-        row_span, col_span = self.stride * (rows - 1) + 1, self.stride * (cols - 1) + 1
-        shifts = [
-            x[i : i + row_span : self.stride, j : j + col_span : self.stride]
-            for i in range(self.size)
-            for j in range(self.size)
-        ]
-        return self.linear(jnp.concatenate(shifts, axis=-1))
 
 
 class QNetwork(eqx.Module):
@@ -320,7 +154,7 @@ class QNetwork(eqx.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# The algorithm's math (the same functions as in mirl_gymnax.py; tests/test_mirl_math.py checks both)
+# The algorithm's math (mirl_gymnax.py's; tests/test_mirl_math.py checks both)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -495,12 +329,16 @@ class IntervalStats(eqx.Module):
 
     @staticmethod
     def zeros() -> "IntervalStats":
-        return IntervalStats(*(jnp.zeros((), jnp.float32) for _ in range(8)))
+        return IntervalStats(**{field.name: jnp.zeros((), jnp.float32) for field in dataclasses.fields(IntervalStats)})
+
+    def add(self, **increments: jax.Array) -> "IntervalStats":
+        return dataclasses.replace(self, **{name: getattr(self, name) + value for name, value in increments.items()})
 
 
 class Hypers(eqx.Module):
-    """The hyper-parameters a sweep varies (mirl_gymnax.py takes several values of each), as float32 arrays in the
-    state rather than constants of the program, vmapped over like the seeds: one compiled program trains a grid."""
+    """The swept flags' values of one run, as float32 arrays in the state rather than constants of the program,
+    vmapped over like the seeds: one compiled program trains a grid. A new swept flag: a field here, a tuple in
+    Args."""
 
     learning_rate: jax.Array
     end_e: jax.Array
@@ -576,20 +414,6 @@ def learn_period(args: Args) -> int:
     return max(args.train_frequency, args.num_envs)
 
 
-def log_every(args: Args) -> int:
-    """Iterations between TensorBoard writes."""
-    return max(1, args.log_interval // args.num_envs)
-
-
-def live_seeds_only(states: AgentState, scalars: dict, bar_charts: dict) -> tuple[dict, dict]:
-    """The interval's metrics with NaN for seeds whose TD loss has gone non-finite (the logger writes nothing
-    for NaN): their learner no longer counts, and their curves end where the run will stop."""
-    dead = states.nan_step >= 0
-    return jax.tree.map(
-        lambda x: jnp.where(dead.reshape((-1,) + (1,) * (x.ndim - 1)), jnp.nan, x), (scalars, bar_charts)
-    )
-
-
 def make_optimizer(args: Args) -> Callable[[jax.Array], optax.GradientTransformation]:
     """Adam at a run's learning rate (a traced value: it may be swept), decaying linearly to 0 over the run's
     gradient steps with --anneal-lr. Its state's structure does not depend on the rate."""
@@ -629,11 +453,10 @@ def choose(setup: Setup, state: AgentState, iteration: jax.Array) -> tuple[Agent
     prior, stats = state.prior, state.stats
     if args.algo != "dqn":  # one log-softmax serves ρ's update and the logged I(S; A)
         log_policy = jax.nn.log_softmax(logits, axis=-1)
-        stats = eqx.tree_at(lambda s: s.kl_sum, stats, stats.kl_sum + jnp.sum(kl_to_prior(log_policy, log_prior)))
+        stats = stats.add(kl_sum=jnp.sum(kl_to_prior(log_policy, log_prior)))
         if args.algo == "mirl":  # sql and dqn keep ρ uniform
             prior = update_prior(prior, jnp.exp(log_policy).mean(axis=0), state.hypers.alpha_rho, args.num_envs)
-    stats = eqx.tree_at(lambda s: s.acting_states, stats, stats.acting_states + args.num_envs)
-    return dataclasses.replace(state, prior=prior, key=key, stats=stats), actions
+    return dataclasses.replace(state, prior=prior, key=key, stats=stats.add(acting_states=args.num_envs)), actions
 
 
 def observe(setup: Setup, state: AgentState, actions: jax.Array, step: EnvStep, iteration: jax.Array) -> AgentState:
@@ -649,15 +472,10 @@ def observe(setup: Setup, state: AgentState, actions: jax.Array, step: EnvStep, 
     )
     game_return = state.game_return + step.score
     game_end = step.game_over | step.truncated
-    stats = state.stats
-    stats = eqx.tree_at(
-        lambda s: (s.return_sum, s.length_sum, s.episodes),
-        stats,
-        (
-            stats.return_sum + jnp.sum(jnp.where(game_end, game_return, 0.0)),
-            stats.length_sum + jnp.sum(jnp.where(game_end, step.elapsed, 0)),
-            stats.episodes + jnp.sum(game_end),
-        ),
+    stats = state.stats.add(
+        return_sum=jnp.sum(jnp.where(game_end, game_return, 0.0)),
+        length_sum=jnp.sum(jnp.where(game_end, step.elapsed, 0)),
+        episodes=jnp.sum(game_end),
     )
     return dataclasses.replace(
         state,
@@ -691,11 +509,7 @@ def apply_td_step(setup: Setup, state: AgentState, grads, loss: jax.Array, q_mea
         beta = update_beta(beta, loss, hypers.alpha_beta, args.td_loss_floor, hypers.beta_min, args.beta_max)
     env_steps = (iteration + 1) * args.num_envs
     nan_step = jnp.where((state.nan_step < 0) & ~jnp.isfinite(loss), env_steps, state.nan_step)
-    stats = eqx.tree_at(
-        lambda s: (s.td_loss_sum, s.q_sum, s.updates),
-        state.stats,
-        (state.stats.td_loss_sum + loss, state.stats.q_sum + q_mean, state.stats.updates + 1),
-    )
+    stats = state.stats.add(td_loss_sum=loss, q_sum=q_mean, updates=1)
     return dataclasses.replace(state, params=params, opt_state=opt_state, beta=beta, stats=stats, nan_step=nan_step)
 
 
@@ -761,7 +575,7 @@ def interval_metrics(setup: Setup, states: AgentState, iteration: jax.Array) -> 
 
 class Trainer(NamedTuple):
     init: Callable  # (key, first obs (envs, ...)) -> AgentState (one seed)
-    run: Callable  # (states, handles, first_iteration, Chunk) -> ((states, handles), Records)
+    run: Callable  # (states, handles, first_iteration, Chunk) -> (states, Records)
     evaluate: Callable  # (states, handles, first obs (seeds, episodes, ...), key) -> (returns, handles)
 
 
@@ -795,21 +609,26 @@ def make_train(
         return learn_and_sync(setup, observe(setup, state, actions, step, iteration), iteration)
 
     def run(states: AgentState, handles: jax.Array, first_iteration: jax.Array, chunk: Chunk):
-        """Advance all seeds (leading axis of `states`) by `chunk.length` steps of their environments."""
+        """Advance all seeds (leading axis of `states`) by `chunk.length` steps of their environments, whose pools
+        `handles` name."""
 
         def iterate(carry, iteration):
             states, handles = carry
             states, actions = jax.vmap(choose, in_axes=(None, 0, None))(setup, states, iteration)
             handles, step = env_step(handles, actions)
-            return jax.vmap(observe_and_learn, in_axes=(0, 0, 0, None))(states, actions, step, iteration), handles
+            states = jax.vmap(observe_and_learn, in_axes=(0, 0, 0, None))(states, actions, step, iteration)
+            return (states, handles), None
 
-        def end_interval(carry, iteration):
+        def end_interval(carry, iteration, _):
             states, handles = carry
-            scalars, bar_charts = live_seeds_only(states, *interval_metrics(setup, states, iteration))
+            scalars, bar_charts = live_seeds_only(states.nan_step, interval_metrics(setup, states, iteration))
             states = dataclasses.replace(states, stats=jax.vmap(lambda _: IntervalStats.zeros())(states.nan_step))
             return (states, handles), Record((iteration + 1) * args.num_envs, scalars, bar_charts)
 
-        return scan_logged(iterate, (states, handles), first_iteration, chunk, log_every(args), end_interval)
+        (states, _), records = scan_logged(
+            iterate, (states, handles), first_iteration, chunk, args.log_every(), end_interval
+        )
+        return states, records
 
     def evaluate(states: AgentState, handles: jax.Array, obs: jax.Array, key: jax.Array):
         """One whole game per evaluation environment (--eval-episodes per seed), ε-greedy on argmax π
@@ -841,42 +660,36 @@ def make_train(
 
 
 # ----------------------------------------------------------------------------------------------
-# Command line
+# The run around the algorithm: flag checks, and what common.experiment needs (common.atari: envpool's pools)
 # ----------------------------------------------------------------------------------------------
 
 
-def check_args(args: Args) -> None:
-    """Refuse, before anything is built, flags that cannot make a run."""
-    problems = out_of_range(
+def flag_problems(args: Args, problems: list[str]) -> list[str]:
+    """What makes the flags unable to make a run, added to the run flags' `problems`."""
+    problems += out_of_range(
         args,
         positive=(
-            "num_seeds", "total_timesteps", "num_envs", "batch_size", "buffer_size", "train_frequency",
-            "target_network_frequency", "checkpoint_interval", "eval_interval", "log_interval", "learning_rate",
-            "td_loss_floor", "eval_episodes", "beta_max", "max_episode_steps",
+            "total_timesteps", "num_envs", "batch_size", "buffer_size", "train_frequency", "target_network_frequency",
+            "checkpoint_interval", "eval_interval", "learning_rate", "td_loss_floor", "eval_episodes", "beta_max",
+            "max_episode_steps",
         ),
-        non_negative=("cpu_devices", "keep_checkpoints"),
         unit_interval=(
             "gamma", "start_e", "end_e", "alpha_rho", "alpha_beta", "eval_epsilon", "repeat_action_probability",
         ),
         fraction=("exploration_fraction",),
     )  # fmt: skip
     if problems:  # the rules below assume these
-        raise UserError("; ".join(problems))
-    if args.total_timesteps % args.num_envs:
-        problems.append(
-            f"--total-timesteps ({args.total_timesteps}) must be a multiple of --num-envs ({args.num_envs})"
-        )
+        return problems
+    if args.num_processes > 1:
+        problems.append("mirl_atari.py trains in one process (its envpools live there): use --num-processes 1")
+    names = ("total_timesteps", "buffer_size", "checkpoint_interval", "eval_interval")
+    problems += not_multiples(args, names, of="num_envs")
     if args.train_frequency % args.num_envs and args.num_envs % args.train_frequency:
         problems.append(
             f"--train-frequency ({args.train_frequency}) and --num-envs ({args.num_envs}) must divide one another"
         )
-    if args.buffer_size % args.num_envs:
-        problems.append(f"--buffer-size ({args.buffer_size}) must be a multiple of --num-envs ({args.num_envs})")
     if args.buffer_size // args.num_envs <= 4:
         problems.append("--buffer-size must hold more than 4 steps of every environment (a frame stack and its next)")
-    for name in ("checkpoint_interval", "eval_interval"):
-        if getattr(args, name) % args.num_envs:
-            problems.append(f"{flag(name)} ({getattr(args, name)}) must be a multiple of --num-envs")
     if args.learning_starts < args.batch_size or args.learning_starts < 2 * args.num_envs:
         problems.append(
             f"--learning-starts ({args.learning_starts}) must be at least --batch-size and two steps of every env"
@@ -890,127 +703,51 @@ def check_args(args: Args) -> None:
         problems.append("need 0 < --beta-min <= --beta-init <= --beta-max")
     if args.repeat_action_probability == 1:
         problems.append("--repeat-action-probability must be below 1: at 1 the agent's actions are never taken")
-    if problems:
-        raise UserError("; ".join(problems))
+    return problems
 
 
-# what a resumed run may change besides the logging and checkpoint flags (common.cli)
-RESUMABLE = ("checkpoint_interval", "eval_interval", "eval_episodes", "eval_epsilon")
+def build(start: Start) -> Experiment:
+    """The seeds' agents and their envpools (one training and one evaluation pool per device) for common.experiment."""
+    args, mesh = start.args, start.mesh
+    check_env_id(args.env_id)
+    seeds = [args.seed + k for k in range(args.num_seeds)]
+    obs_shape = (4, 84, 84)
+    pools, pool_steps, handles = open_pools(args, seeds, mesh, training=True)
+    eval_pools, eval_pool_steps, eval_handles = open_pools(args, seeds, mesh, training=False)
+    env_step = sharded_env_step(pool_steps, mesh, args.num_envs)
+    eval_step = sharded_env_step(eval_pool_steps, mesh, args.eval_episodes)
+    trainer = make_train(args, int(pools[0].action_space.n), obs_shape, env_step, eval_step)
+    # envpool cannot save its emulators: a resumed run starts new games, everything else is restored
+    obs = reset_pools(pools, args.num_seeds)
+    evaluate_games = jax.jit(trainer.evaluate)
 
+    def evaluate(states: AgentState, iteration: int) -> Evaluation:
+        eval_obs = shard_seeds(jnp.asarray(reset_pools(eval_pools, args.num_seeds)), mesh)
+        returns, _ = evaluate_games(states, eval_handles, eval_obs, jax.random.key(args.seed + iteration))
+        returns = np.asarray(returns)
+        return Evaluation({"eval/episodic_return": returns.mean(axis=1)}, {"eval_returns": returns})
 
-def open_pools(args: Args, seeds: list[int], mesh: jax.sharding.Mesh, training: bool):
-    """One pool per device for that device's seeds. Returns the pools, their step functions for jit,
-    and their handles as a (devices, handle bytes) array with a row on each device."""
-    per_seed = args.num_envs if training else args.eval_episodes
-    per_device = len(seeds) // mesh.size
-    offset = 0 if training else 1_000_000_007  # evaluation games differ from training games
-    pools = [
-        make_pool(args, pool_seeds(seeds[d * per_device : (d + 1) * per_device], per_seed, offset), training)
-        for d in range(mesh.size)
-    ]
-    xla = [pool.xla() for pool in pools]
-    handles = jax.device_put(np.stack([handle for handle, *_ in xla]), NamedSharding(mesh, PartitionSpec(SEED_AXIS)))
-    return pools, [step for *_, step in xla], handles
-
-
-def reset_pools(pools, num_seeds: int) -> np.ndarray:
-    """Reset every pool; the first observations per seed, (seeds, envs per seed, stack, 84, 84)."""
-    obs = np.concatenate([pool.reset()[0] for pool in pools])
-    return obs.reshape(num_seeds, -1, *obs.shape[1:])
+    return Experiment(
+        name=args.algo,
+        runs=[f"seed_{seed}" for seed in seeds],
+        init=jax.vmap(lambda seed, obs: trainer.init(jax.random.key(seed), obs)),
+        init_inputs=(np.asarray(seeds, np.int32), obs),
+        run=trainer.run,
+        run_inputs=(handles,),
+        evaluate=evaluate,
+        evaluate_every=args.eval_interval // args.num_envs,
+        checkpoint_every=args.checkpoint_interval // args.num_envs,
+        memory=(MemoryNeed.replays(args.num_seeds, 1, args.buffer_size, FrameReplay.bytes_per_transition(obs_shape)),),
+        restored=lambda states: dataclasses.replace(
+            states, **jax.vmap(fresh_games)(shard_seeds(jnp.asarray(obs), mesh))
+        ),
+        score_label=f"eval/episodic_return (true game score) over {args.eval_episodes} games per seed",
+    )
 
 
 def main(args: Args) -> dict:
-    """Train (or resume) with evaluations; returns the final states and the last evaluation's returns."""
-    first_iteration, header = 0, None
-    if args.resume:
-        args, header, _ = start_resume(
-            Args,
-            args,
-            SCRIPT,
-            RESUMABLE,
-            "total_timesteps",
-            lambda header, saved: header["iteration"] * saved.num_envs,
-            ": from here on, ε and the learning rate follow the schedules of a run of that length",
-        )
-        first_iteration = header["iteration"]
-    check_args(args)
-    args = dataclasses.replace(args, cpu_devices=split_host_cpu(args.cpu_devices, args.num_seeds))
-    run_name = header["run_name"] if header else make_run_name(args.env_id, args.exp_name or args.algo, args.seed)
-    check_env_id(args.env_id)
-    run_dir = Path("runs") / run_name
-    seeds = [args.seed + k for k in range(args.num_seeds)]
-    mesh = seed_mesh(args.num_seeds)
-    announce_placement(mesh, args.num_seeds)
-
-    obs_shape = (4, 84, 84)
-    transition_bytes = FrameReplay.bytes_per_transition(obs_shape)
-    check_fits(
-        f"the replay buffers ({plural(args.num_seeds, 'seed')} × {args.buffer_size} transitions × "
-        f"{transition_bytes} bytes)",
-        args.num_seeds * args.buffer_size * transition_bytes,
-        list(mesh.devices.flat),
-        "lower --buffer-size or --num-seeds",
-    )
-
-    pools, pool_steps, handles = open_pools(args, seeds, mesh, training=True)
-    eval_pools, eval_pool_steps, eval_handles = open_pools(args, seeds, mesh, training=False)
-    num_actions = int(pools[0].action_space.n)
-    env_step = sharded_env_step(pool_steps, mesh, args.num_envs)
-    eval_step = sharded_env_step(eval_pool_steps, mesh, args.eval_episodes)
-    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
-    # envpool cannot save its emulators: a resumed run starts new games, everything else is restored
-    obs = shard_seeds(jnp.asarray(reset_pools(pools, args.num_seeds)), mesh)
-    trainer = make_train(args, num_actions, obs_shape, env_step, eval_step)
-    init = jax.vmap(trainer.init)
-    states = init_or_restore(init, args.resume, shard_seeds(keys, mesh), obs, sharding=seed_sharding(mesh))
-    if args.resume:
-        states = dataclasses.replace(states, **jax.vmap(fresh_games)(obs))
-
-    if args.track:
-        start_tracking(args, run_name, args.wandb_project_name, args.wandb_entity)
-    total_iterations = args.total_timesteps // args.num_envs
-    logger = RunLogger(run_dir, args, seed_sub_runs(seeds), args.total_timesteps, first_iteration * args.num_envs)
-
-    run = jax.jit(trainer.run, static_argnums=3, donate_argnums=0)
-    evaluate = jax.jit(trainer.evaluate)
-    eval_every = args.eval_interval // args.num_envs
-    checkpoint_every = args.checkpoint_interval // args.num_envs
-    last_checkpoint = args.resume
-    iteration = first_iteration
-
-    def run_evaluation(iteration: int, eval_handles: jax.Array):
-        eval_obs = shard_seeds(jnp.asarray(reset_pools(eval_pools, args.num_seeds)), mesh)
-        returns, eval_handles = evaluate(states, eval_handles, eval_obs, jax.random.key(args.seed + iteration))
-        returns = np.asarray(returns)
-        for writer, seed_returns in zip(logger.writers, returns, strict=True):
-            writer.add_scalar("eval/episodic_return", float(seed_returns.mean()), iteration * args.num_envs)
-        return returns, eval_handles
-
-    # one logging interval per chunk: an interval takes seconds at least, so the host writes each record at once
-    schedule = chunks(first_iteration, total_iterations, log_every(args), 1, (eval_every, checkpoint_every))
-    for first, chunk in schedule:
-        iteration = first + chunk.length
-        steps = (first * args.num_envs, iteration * args.num_envs)
-        states, handles = logger.run_chunk(run, steps, states, handles, jnp.asarray(first, jnp.int32), chunk)
-        stop = non_finite_stop(
-            states.nan_step, seeds, "the TD loss", "environment step", last_checkpoint, args.save_model
-        )
-        if stop is not None:
-            logger.close()
-            raise stop
-        if args.save_model and (iteration % checkpoint_every == 0 or iteration == total_iterations):
-            header = {"script": SCRIPT, "args": dataclasses.asdict(args), "run_name": run_name, "iteration": iteration}
-            last_checkpoint = logger.save_checkpoint(iteration * args.num_envs, states, header, args.keep_checkpoints)
-        if iteration % eval_every == 0 and iteration < total_iterations:
-            eval_returns, eval_handles = run_evaluation(iteration, eval_handles)
-    eval_returns, eval_handles = run_evaluation(iteration, eval_handles)
-    logger.close()
-    means = eval_returns.mean(axis=1)
-    print(
-        f"{run_name}: eval/episodic_return (true game score) over {args.eval_episodes} games per seed: "
-        f"{means.mean():.1f} ± {means.std():.1f} (seeds {seeds}: {np.round(means.astype(float), 1).tolist()})"
-    )
-    return {"states": states, "eval_returns": eval_returns, "run_dir": run_dir, "last_checkpoint": last_checkpoint}
+    """Train (or resume) with evaluations; returns the final states, the last evaluation's returns and run directory."""
+    return run_experiment(args, SCRIPT, build)
 
 
 if __name__ == "__main__":

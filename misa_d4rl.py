@@ -1,23 +1,28 @@
-"""MISA on D4RL and Minari datasets: offline actor-critic regularized by a lower bound on the mutual
-information between dataset states and actions (Ma, Kang, Xu, Lin & Yan, "Mutual Information
-Regularized Offline Reinforcement Learning", NeurIPS 2023), with the biased-gradient ablation, CQL(H)
-and behaviour cloning as `--variant` special cases of one learner.
+"""MISA on D4RL and Minari datasets: offline actor-critic regularized by a lower bound on the mutual information
+between dataset states and actions (Ma, Kang, Xu, Lin & Yan, "Mutual Information Regularized Offline Reinforcement
+Learning", NeurIPS 2023), with the biased-gradient ablation, CQL(H) and behaviour cloning as `--variant`s of one
+learner. Defaults follow the authors' official code (sail-sg/MISA, JAX/Flax on JaxCQL), per-domain settings included;
+every deviation is a flag.
 
-Defaults follow the authors' official code (sail-sg/MISA, JAX/Flax on JaxCQL) as described in
-`shared/specs/misa.md`, including its per-domain settings; every deviation is a flag. Gradient steps
-run in chunks of one `jax.lax.scan` per logging interval (the host writes each chunk's metrics, and
-evaluates every --eval-interval steps), with the dataset on the device once and
-`--num-seeds N` seeds vmapped over it (sharded over devices when there are several).
+The equations, each a pure function below:
+- critics   L_Q = mean (Q(s, a) − y)² + w · (logsumexp_j Q(s, a_j) − log B − Q(s, a)), a_j ~ π(·|s), with
+            y = r + γ (1 − d) min_k Q̄_k(s', a'), a' ~ π(·|s')  (cql: its importance-weighted set instead)
+- actor     L_π = w_bc · mean(α log π(ã|s) − log π(a|s)) − mean min_k Q(s, ã) + 0.1 · mean log π(x|s), the x drawn
+            by Hamiltonian Monte Carlo from p(x|s) ∝ π(x|s) exp(min_k Q(s, x))  (the unbiased gradient of the bound)
+- α         L_α = −log α · mean(log π(ã|s) − |A|); Polyak targets; optionally a Lagrange multiplier on the bound
+
+The dataset sits on the device once and `--num-seeds N` seeds are vmapped over it; gradient steps run in one
+`jax.lax.scan`. Reading order: flags, equations, networks, HMC, one gradient step, `make_train`; the run around it
+(data, evaluation, checkpoints, devices, logging) at the end.
 """
 
 import dataclasses
 import math
 import os
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import ClassVar, Literal, NamedTuple
 
 import equinox as eqx
 import jax
@@ -25,74 +30,39 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from common.checkpoint import init_or_restore, load_checkpoint, non_finite_stop, read_header
-from common.cli import run_script, saved_args, start_resume
+from common.checkpoint import load_checkpoint, read_header
+from common.cli import RunFlags, run_script, saved_args
+from common.cpu import unroll_threefry_on_cpu
 from common.datasets import (
+    ActionBox,
     DatasetInfo,
+    ObsScaler,
     Transitions,
-    action_bounds,
+    action_box,
     check_against_env,
+    dataset_domain,
+    evaluate_policies,
+    evaluation_seeds,
     load_dataset,
     make_eval_envs,
     normalized_score,
 )
-from common.devices import (
-    announce_placement,
-    check_fits,
-    host_value,
-    is_lead_process,
-    join_processes,
-    seed_mesh,
-    seed_sharding,
-    split_host_cpu,
-    unroll_threefry_on_cpu,
-)
+from common.devices import host_value, is_lead_process
 from common.errors import UserError, out_of_range
-from common.logger import Record, RunLogger, make_run_name, seed_sub_runs, start_tracking
-from common.loop import chunks
+from common.experiment import Evaluation, Experiment, MemoryNeed, Start, run_experiment
+from common.flax_layers import Dense, LayerNorm, output_init
+from common.logger import Record
+from common.loop import Chunk, scan_logged
 
 SCRIPT = os.path.basename(__file__)
 unroll_threefry_on_cpu()  # the same random bits, faster on a CPU
 
 
 @dataclass(frozen=True)
-class Args:
-    exp_name: str | None = None
-    """the name of this experiment: runs go to runs/{env_id}__{exp_name}__{seed}__{time} (default: the --variant)"""
-    seed: int = 1
-    """seed of the first run; seed k of --num-seeds uses seed + k"""
-    num_seeds: int = 1
-    """independent seeds trained at once on the same dataset (vmapped; sharded over devices when there are several)"""
-    cpu_devices: int = 0
-    """JAX devices to split this host's CPU into, the seeds sharded over them, each device running its seeds on its
-    own thread (8 CartPole seeds ran 1.9x faster on 2 cores as 2 devices). 0: one per core, as many as divide
-    the seeds evenly (so one seed runs unsplit); 1: no split. The count used is recorded with the run (float32
-    rounding depends on it) and a resume keeps it. Accelerators stay the default devices"""
-    num_processes: int = 1
-    """processes that train the seeds together, each holding the seeds of its own devices (jax.distributed; the
-    README's Several processes): start the same command in each, with its --process-id"""
-    process_id: int | None = None
-    """this process's index, 0 to --num-processes − 1 (default: from SLURM or Open MPI, where JAX detects them)"""
-    coordinator_address: str | None = None
-    """host:port of process 0, which the others connect to (default: from SLURM or Open MPI)"""
-    track: bool = False
-    """mirror the TensorBoard logs to Weights & Biases"""
-    wandb_project_name: str = "mirl-jax"
-    """the Weights & Biases project"""
-    wandb_entity: str | None = None
-    """the Weights & Biases entity (team)"""
-    save_model: bool = False
-    """write a checkpoint (parameters, optimisers, RNG, step, Args) after every evaluation"""
-    keep_checkpoints: int = 1
-    """how many of the newest checkpoints to keep (0 keeps all)"""
-    resume: str | None = None
-    """continue the run saved in this checkpoint file with its flags; only --total-steps and the logging,
-    checkpoint and evaluation flags may be changed"""
+class Args(RunFlags):
     log_interval: int | None = None
-    """gradient steps between TensorBoard writes of the training losses; must divide --eval-interval and
-    --total-steps (default: their greatest common divisor with 1000)"""
-
-    # Data
+    """gradient steps between TensorBoard writes; must divide --eval-interval and --total-steps (default: their gcd
+    with 1000)"""
     env_id: str = "hopper-medium-v2"
     """a D4RL dataset (hopper-medium-v2, antmaze-umaze-v2, pen-human-v1, ...) or Minari id (mujoco/hopper/medium-v0)"""
     dataset_path: str | None = None
@@ -100,10 +70,7 @@ class Args:
     action_clip: float = 0.999
     """dataset actions are clipped to ±this, so that their tanh-Gaussian log-probability is finite"""
     normalize_obs: bool = False
-    """standardise each observation dimension with the dataset's mean and standard deviation (+1e-3);
-    not the official code's obs_norm (one scalar mean and std, clipped to ±10), and off by default as there"""
-
-    # Algorithm
+    """standardise each observation dimension by the dataset's mean and std + 1e-3 (not the official obs_norm)"""
     variant: Literal["misa", "misa-biased", "cql", "bc"] = "misa"
     """misa: MI regulariser with the HMC gradient term; misa-biased: without it; cql: CQL(H); bc: behaviour cloning"""
     total_steps: int | None = None
@@ -133,11 +100,9 @@ class Args:
     num_action_samples: int = 50
     """policy samples per state in the regulariser's logsumexp (cql: this many from each of its three sources)"""
     lagrange: bool | None = None
-    """tune the regulariser's weight α' by dual descent towards --lagrange-gap (the official `lagrange`);
-    default by domain: on for antmaze only"""
+    """tune the regulariser's weight α' by dual descent to --lagrange-gap (official `lagrange`; default: antmaze)"""
     add_positive: bool | None = None
-    """misa variants: put the data action's Q(s, a) in the regulariser's logsumexp set (the official
-    `add_positive`); default by domain: on for antmaze only; refused with --variant cql or bc"""
+    """misa: the data action's Q(s, a) joins the logsumexp set (official `add_positive`; default: antmaze)"""
     lagrange_gap: float = 3.0
     """target value of the regulariser when --lagrange is on"""
     log_alpha_prime_init: float = 1.0
@@ -153,134 +118,87 @@ class Args:
     hmc_step_size: float = 1.0
     """initial leapfrog step size"""
     hmc_adaptation_steps: int | None = None
-    """first transitions during which the step size is multiplied or divided by 1.01 towards
-    --hmc-target-acceptance (default: int(0.8 · --hmc-burn-in), as the official code derives it)"""
+    """first transitions whose step size moves ×/÷ 1.01 towards the target acceptance (default: int(0.8·burn-in))"""
     hmc_target_acceptance: float = 0.75
     """the acceptance rate the step size adapts towards"""
     hmc_diagnostics: bool = False
-    """log misa/hmc_grad_ratio, the norm of the HMC term's policy gradient over that of the rest of the actor's
-    loss (one more backward pass through the policy on every HMC sample per step)"""
-
-    # Evaluation
+    """log misa/hmc_grad_ratio: ‖the HMC term's policy gradient‖ / ‖the rest's‖ (one more backward pass per sample)"""
     eval_interval: int | None = None
-    """gradient steps between evaluations (default by domain: 10k, antmaze 50k); also the checkpoint interval"""
+    """gradient steps between evaluations, and checkpoints with --save-model (default by domain: 10k, antmaze 50k)"""
     eval_episodes: int | None = None
     """deterministic evaluation episodes per seed (default by domain: 10, antmaze 100); 0 skips evaluation"""
 
+    BUDGET: ClassVar = "total_steps"
+    RESUMABLE: ClassVar = ("eval_interval", "eval_episodes", "dataset_path", "hmc_diagnostics")
 
-# Per-domain settings of the official launch scripts (shared/specs/misa.md); a flag left at None takes these
-DOMAIN_DEFAULTS = {
-    "locomotion": dict(total_steps=1_200_000, q_lr=3e-4, layer_norm=False, bc_weight=0.5, auto_alpha=True),
-    "antmaze": dict(total_steps=2_000_000, q_lr=1e-4, layer_norm=True, bc_weight=0.5, auto_alpha=True),
-    "kitchen": dict(total_steps=1_000_000, q_lr=1e-4, layer_norm=True, bc_weight=3.0, auto_alpha=True),
-    "adroit": dict(total_steps=1_000_000, q_lr=3e-4, layer_norm=True, bc_weight=5.0, auto_alpha=False),
-}
+    def __post_init__(self):
+        """Resolve the flags left at None from the dataset's domain, so that parsed Args hold no None."""
+        for name, value in domain_defaults(self, dataset_domain(self.env_id, self.dataset_path)).items():
+            object.__setattr__(self, name, value)
 
-
-def with_domain_defaults(args: Args, domain: str) -> Args:
-    """Fill the flags left at None from the dataset's domain."""
-    defaults = dict(
-        DOMAIN_DEFAULTS[domain],
-        lagrange=domain == "antmaze" and args.variant != "bc",
-        add_positive=domain == "antmaze" and args.variant in ("misa", "misa-biased"),
-        hmc_adaptation_steps=int(0.8 * args.hmc_burn_in),
-        eval_interval=50_000 if domain == "antmaze" else 10_000,
-        eval_episodes=100 if domain == "antmaze" else 10,
-    )
-    args = dataclasses.replace(args, **{name: value for name, value in defaults.items() if getattr(args, name) is None})
-    if args.log_interval is None:
-        args = dataclasses.replace(args, log_interval=math.gcd(1_000, args.eval_interval, args.total_steps))
-    return args
+    def problems(self) -> list[str]:
+        return flag_problems(self, super().problems())  # at the end, with the command line
 
 
 # ----------------------------------------------------------------------------------------------
-# Data
+# The equations: the tanh-Gaussian policy's log-density and the losses' terms
 # ----------------------------------------------------------------------------------------------
 
 
-class Batch(NamedTuple):
-    observations: jax.Array
-    actions: jax.Array
-    rewards: jax.Array
-    next_observations: jax.Array
-    terminals: jax.Array
+def log_one_minus_tanh_squared(pre_tanh: jax.Array) -> jax.Array:
+    """log(1 − tanh(u)²) = 2(log 2 − u − softplus(−2u)), finite for every u."""
+    return 2.0 * (math.log(2.0) - pre_tanh - jax.nn.softplus(-2.0 * pre_tanh))
 
 
-def transform_rewards(rewards: np.ndarray, domain: str) -> np.ndarray:
-    """The official code's reward shaping: antmaze (r − 0.5)·4; kitchen and adroit rescaled to [−1, 1]."""
-    if domain == "antmaze":
-        return (rewards - 0.5) * 4.0
-    if domain in ("kitchen", "adroit"):
-        unit = (rewards - rewards.min()) / max(rewards.max() - rewards.min(), 1e-8)
-        return (unit - 0.5) * 2.0
-    return rewards
+def tanh_gaussian_log_prob(pre_tanh: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
+    """log π(tanh(u)) for the pre-tanh value u, summed over the action axis (change of variables)."""
+    gaussian = -0.5 * jnp.square((pre_tanh - mean) / jnp.exp(log_std)) - log_std - 0.5 * math.log(2.0 * math.pi)
+    return jnp.sum(gaussian - log_one_minus_tanh_squared(pre_tanh), axis=-1)
 
 
-class ObsScaler(NamedTuple):
-    """Observation standardisation fitted on the dataset; evaluation and saved policies apply it too."""
-
-    mean: np.ndarray
-    std: np.ndarray
-
-    @classmethod
-    def fit(cls, observations: np.ndarray, standardise: bool) -> "ObsScaler":
-        if not standardise:
-            dim = observations.shape[1]
-            return cls(np.zeros(dim, np.float32), np.ones(dim, np.float32))
-        return cls(observations.mean(axis=0), observations.std(axis=0) + 1e-3)
-
-    def __call__(self, observations: np.ndarray) -> np.ndarray:
-        return ((observations - self.mean) / self.std).astype(np.float32)
+def log_prob_of_actions(actions: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
+    """log π(a) of given actions; non-finite where |a| ≥ 1 (outside tanh's range)."""
+    return tanh_gaussian_log_prob(jnp.arctanh(actions), mean, log_std)
 
 
-def prepare_dataset(data: Transitions, info: DatasetInfo, args: Args) -> tuple[Batch, ObsScaler]:
-    """The training arrays (actions clipped, rewards transformed, observations optionally standardised) and
-    the observation scaler that evaluation must apply too."""
-    scale = ObsScaler.fit(data.observations, args.normalize_obs)
-    dataset = Batch(
-        observations=scale(data.observations),
-        actions=np.clip(data.actions, -args.action_clip, args.action_clip),
-        rewards=transform_rewards(data.rewards, info.domain),
-        next_observations=scale(data.next_observations),
-        terminals=data.terminals,
-    )
-    return jax.tree.map(lambda x: np.asarray(x, np.float32), dataset), scale
+def policy_sample(noise: jax.Array, mean: jax.Array, log_std: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Reparameterised tanh-Gaussian samples from standard normal `noise` (any leading axes broadcast
+    against mean and log std), and their log-probabilities."""
+    pre_tanh = mean + jnp.exp(log_std) * noise
+    return jnp.tanh(pre_tanh), tanh_gaussian_log_prob(pre_tanh, mean, log_std)
+
+
+def logsumexp_regularizer(scores: jax.Array, q_data: jax.Array, shift: float) -> jax.Array:
+    """mean_b(logsumexp_j scores[..., j, b] − shift − Q(s_b, a_b)): the critic's push-down on the sampled
+    actions' values against the data action's. For MISA it is minus the MI lower bound's critic term.
+    The official code subtracts shift = log B (its batch size) in every variant: a constant, so the
+    critics' gradients do not see it, but the Lagrange multiplier compares the shifted value with its gap."""
+    return jnp.mean(jax.nn.logsumexp(scores, axis=-2) - shift - q_data, axis=-1)
+
+
+def cql_scores(q_uniform, q_next, next_log_pi, q_current, current_log_pi, action_dim: int) -> jax.Array:
+    """CQL(H)'s importance-weighted set along the sample axis (−2): Q − log density of uniform actions
+    (density 0.5^|A| on [−1, 1]^|A|), of π(·|s') samples and of π(·|s) samples, all scored at the state s."""
+    uniform_log_density = action_dim * math.log(0.5)
+    return jnp.concatenate([q_uniform - uniform_log_density, q_next - next_log_pi, q_current - current_log_pi], axis=-2)
+
+
+def actor_objective(alpha, log_pi, q_new, data_log_pi: jax.Array | None, bc_weight: float) -> jax.Array:
+    """MISA: w·mean(α log π(ã|s) − log π(a|s)) − mean Q(s, ã), the entropy term inside the behaviour-cloning
+    weight as in the official code; CQL (no data term): mean(α log π(ã|s) − Q(s, ã))."""
+    if data_log_pi is None:
+        return jnp.mean(alpha * log_pi - q_new)
+    return bc_weight * jnp.mean(alpha * log_pi - data_log_pi) - jnp.mean(q_new)
+
+
+def lagrange_multiplier(log_alpha_prime: jax.Array) -> jax.Array:
+    """α' = clip(exp(log α'), 0, 1e6), as the official code bounds it."""
+    return jnp.clip(jnp.exp(log_alpha_prime), 0.0, 1e6)
 
 
 # ----------------------------------------------------------------------------------------------
 # Networks, initialised like Flax's defaults (the official code's)
 # ----------------------------------------------------------------------------------------------
-
-hidden_init = jax.nn.initializers.lecun_normal()  # truncated normal, fan-in, scale 1 (flax.linen.Dense)
-output_init = jax.nn.initializers.variance_scaling(1e-2, "fan_in", "uniform")
-
-
-class Dense(eqx.Module):
-    weight: jax.Array  # [in, out]: works on any leading batch axes
-    bias: jax.Array
-
-    def __init__(self, in_size: int, out_size: int, key: jax.Array, init: Callable = hidden_init):
-        self.weight = init(key, (in_size, out_size), jnp.float32)
-        self.bias = jnp.zeros(out_size)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return x @ self.weight + self.bias
-
-
-class LayerNorm(eqx.Module):
-    """flax.linen.LayerNorm over the last axis (ε = 1e-6, learned scale and bias)."""
-
-    scale: jax.Array
-    bias: jax.Array
-
-    def __init__(self, size: int):
-        self.scale = jnp.ones(size)
-        self.bias = jnp.zeros(size)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        mean = x.mean(axis=-1, keepdims=True)
-        variance = jnp.square(x - mean).mean(axis=-1, keepdims=True)
-        return (x - mean) * jax.lax.rsqrt(variance + 1e-6) * self.scale + self.bias
 
 
 class MLP(eqx.Module):
@@ -338,67 +256,6 @@ class Critic(eqx.Module):
 def twin_q(critics: Critic, obs: jax.Array, actions: jax.Array) -> jax.Array:
     """Q1 and Q2 (stacked on a leading axis of size 2 in `critics`) → [2, ...]."""
     return eqx.filter_vmap(lambda critic: critic(obs, actions))(critics)
-
-
-# ----------------------------------------------------------------------------------------------
-# The tanh-Gaussian distribution
-# ----------------------------------------------------------------------------------------------
-
-
-def log_one_minus_tanh_squared(pre_tanh: jax.Array) -> jax.Array:
-    """log(1 − tanh(u)²) = 2(log 2 − u − softplus(−2u)), finite for every u."""
-    return 2.0 * (math.log(2.0) - pre_tanh - jax.nn.softplus(-2.0 * pre_tanh))
-
-
-def tanh_gaussian_log_prob(pre_tanh: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
-    """log π(tanh(u)) for the pre-tanh value u, summed over the action axis (change of variables)."""
-    gaussian = -0.5 * jnp.square((pre_tanh - mean) / jnp.exp(log_std)) - log_std - 0.5 * math.log(2.0 * math.pi)
-    return jnp.sum(gaussian - log_one_minus_tanh_squared(pre_tanh), axis=-1)
-
-
-def log_prob_of_actions(actions: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
-    """log π(a) of given actions; non-finite where |a| ≥ 1 (outside tanh's range)."""
-    return tanh_gaussian_log_prob(jnp.arctanh(actions), mean, log_std)
-
-
-def policy_sample(noise: jax.Array, mean: jax.Array, log_std: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Reparameterised tanh-Gaussian samples from standard normal `noise` (any leading axes broadcast
-    against mean and log std), and their log-probabilities."""
-    pre_tanh = mean + jnp.exp(log_std) * noise
-    return jnp.tanh(pre_tanh), tanh_gaussian_log_prob(pre_tanh, mean, log_std)
-
-
-# ----------------------------------------------------------------------------------------------
-# The losses' terms
-# ----------------------------------------------------------------------------------------------
-
-
-def logsumexp_regularizer(scores: jax.Array, q_data: jax.Array, shift: float) -> jax.Array:
-    """mean_b(logsumexp_j scores[..., j, b] − shift − Q(s_b, a_b)): the critic's push-down on the sampled
-    actions' values against the data action's. For MISA it is minus the MI lower bound's critic term.
-    The official code subtracts shift = log B (its batch size) in every variant: a constant, so the
-    critics' gradients do not see it, but the Lagrange multiplier compares the shifted value with its gap."""
-    return jnp.mean(jax.nn.logsumexp(scores, axis=-2) - shift - q_data, axis=-1)
-
-
-def cql_scores(q_uniform, q_next, next_log_pi, q_current, current_log_pi, action_dim: int) -> jax.Array:
-    """CQL(H)'s importance-weighted set along the sample axis (−2): Q − log density of uniform actions
-    (density 0.5^|A| on [−1, 1]^|A|), of π(·|s') samples and of π(·|s) samples, all scored at the state s."""
-    uniform_log_density = action_dim * math.log(0.5)
-    return jnp.concatenate([q_uniform - uniform_log_density, q_next - next_log_pi, q_current - current_log_pi], axis=-2)
-
-
-def actor_objective(alpha, log_pi, q_new, data_log_pi: jax.Array | None, bc_weight: float) -> jax.Array:
-    """MISA: w·mean(α log π(ã|s) − log π(a|s)) − mean Q(s, ã), the entropy term inside the behaviour-cloning
-    weight as in the official code; CQL (no data term): mean(α log π(ã|s) − Q(s, ã))."""
-    if data_log_pi is None:
-        return jnp.mean(alpha * log_pi - q_new)
-    return bc_weight * jnp.mean(alpha * log_pi - data_log_pi) - jnp.mean(q_new)
-
-
-def lagrange_multiplier(log_alpha_prime: jax.Array) -> jax.Array:
-    """α' = clip(exp(log α'), 0, 1e6), as the official code bounds it."""
-    return jnp.clip(jnp.exp(log_alpha_prime), 0.0, 1e6)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -472,19 +329,20 @@ def adapt_step_size(step_size: jax.Array, log_ratio: jax.Array, index: jax.Array
 
 
 def hmc_config(args: Args) -> HMCConfig:
-    return HMCConfig(
-        args.hmc_burn_in,
-        args.hmc_samples,
-        args.hmc_leapfrog_steps,
-        args.hmc_step_size,
-        args.hmc_adaptation_steps,
-        args.hmc_target_acceptance,
-    )
+    return HMCConfig(*(getattr(args, f"hmc_{name}") for name in HMCConfig._fields))
 
 
 # ----------------------------------------------------------------------------------------------
 # One gradient step: pure functions of (Args, parameters, batch, random draws)
 # ----------------------------------------------------------------------------------------------
+
+
+class Batch(NamedTuple):
+    observations: jax.Array
+    actions: jax.Array
+    rewards: jax.Array
+    next_observations: jax.Array
+    terminals: jax.Array
 
 
 class Params(eqx.Module):
@@ -752,8 +610,8 @@ class Trainer(NamedTuple):
 
 
 def make_train(args: Args, obs_dim: int, action_dim: int) -> Trainer:
-    """The learner for resolved Args (no None left). `run` returns each seed's training metrics averaged over
-    every --log-interval steps (common.logger.Record)."""
+    """The learner: `run` returns each seed's training metrics averaged over every --log-interval steps (a
+    common.logger.Record)."""
 
     def init(key: jax.Array) -> TrainState:
         policy_key, critic_key, loop_key = jax.random.split(key, 3)
@@ -787,24 +645,17 @@ def make_train(args: Args, obs_dim: int, action_dim: int) -> Trainer:
         nan_step = jnp.where((state.nan_step < 0) & ~finite, step, state.nan_step)
         return TrainState(params, target_critics, opt_state, key, nan_step), {**metrics, **loss_metrics}
 
-    def run(states: TrainState, dataset: Batch, first_step: jax.Array, num_steps: int) -> tuple[TrainState, Record]:
-        """Advance all seeds (leading axis of `states`) by `num_steps` gradient steps (a multiple of
-        --log-interval), with a Record of the metrics' means over each interval."""
-        if num_steps % args.log_interval:
-            raise ValueError(f"a chunk of {num_steps} steps is not whole --log-interval ({args.log_interval}) blocks")
-        update_seeds = jax.vmap(update, in_axes=(0, None, None))
+    def run(states: TrainState, dataset: Batch, first_step: jax.Array, chunk: Chunk) -> tuple[TrainState, Record]:
+        """Advance all seeds (leading axis of `states`) by `chunk.length` gradient steps, with a Record of the
+        metrics' means over each --log-interval steps."""
 
-        def log_block(states, block_first_step):
-            def step(states, step_index):
-                return update_seeds(states, dataset, step_index)
+        def step(states: TrainState, step_index: jax.Array) -> tuple[TrainState, dict]:
+            return jax.vmap(update, in_axes=(0, None, None))(states, dataset, step_index)
 
-            steps = block_first_step + jnp.arange(args.log_interval, dtype=jnp.int32)
-            states, metrics = jax.lax.scan(step, states, steps)
-            means = jax.tree.map(lambda m: m.mean(axis=0), metrics)
-            return states, Record(block_first_step + args.log_interval, means, {})
+        def end_interval(states: TrainState, last_step: jax.Array, metrics: dict) -> tuple[TrainState, Record]:
+            return states, Record(last_step + 1, jax.tree.map(lambda m: m.mean(axis=0), metrics), {})
 
-        blocks = first_step + args.log_interval * jnp.arange(num_steps // args.log_interval, dtype=jnp.int32)
-        return jax.lax.scan(log_block, states, blocks)
+        return scan_logged(step, states, first_step, chunk, args.log_interval, end_interval)
 
     def actions(policies: Policy, obs: jax.Array) -> jax.Array:
         """Deterministic actions tanh(mean) for every seed: policies [seeds, ...], obs [seeds, n, obs_dim]."""
@@ -814,44 +665,58 @@ def make_train(args: Args, obs_dim: int, action_dim: int) -> Trainer:
 
 
 # ----------------------------------------------------------------------------------------------
-# Evaluation
+# The run around the algorithm: data, evaluation, flag checks, and what common.experiment needs
 # ----------------------------------------------------------------------------------------------
 
 
-class ActionBox(NamedTuple):
-    """The environment's action bounds: the learner works in [−1, 1] (tanh), the environment in its box."""
-
-    low: np.ndarray
-    high: np.ndarray
-
-    def to_unit(self, actions: np.ndarray) -> np.ndarray:
-        return 2.0 * (actions - self.low) / (self.high - self.low) - 1.0
-
-    def from_unit(self, actions: np.ndarray) -> np.ndarray:
-        return self.low + 0.5 * (actions + 1.0) * (self.high - self.low)
+# Per-domain settings of the official launch scripts; a flag left at None takes these
+DOMAIN_DEFAULTS = {
+    "locomotion": dict(total_steps=1_200_000, q_lr=3e-4, layer_norm=False, bc_weight=0.5, auto_alpha=True),
+    "antmaze": dict(total_steps=2_000_000, q_lr=1e-4, layer_norm=True, bc_weight=0.5, auto_alpha=True),
+    "kitchen": dict(total_steps=1_000_000, q_lr=1e-4, layer_norm=True, bc_weight=3.0, auto_alpha=True),
+    "adroit": dict(total_steps=1_000_000, q_lr=3e-4, layer_norm=True, bc_weight=5.0, auto_alpha=False),
+}
 
 
-def evaluation_seeds(seeds: list[int], step: int, episodes: int) -> list[int]:
-    """The environment seeds of each seed's evaluation episodes at `step`: the same for every variant, and
-    for a seed whichever seeds it is trained with."""
-    return [int(s) for seed in seeds for s in np.random.default_rng([seed, step]).integers(2**31, size=episodes)]
+def domain_defaults(args: Args, domain: str) -> dict:
+    """Values for the flags left at None, from the dataset's domain."""
+    defaults = dict(
+        DOMAIN_DEFAULTS[domain],
+        lagrange=domain == "antmaze" and args.variant != "bc",
+        add_positive=domain == "antmaze" and args.variant in ("misa", "misa-biased"),
+        hmc_adaptation_steps=int(0.8 * args.hmc_burn_in),
+        eval_interval=50_000 if domain == "antmaze" else 10_000,
+        eval_episodes=100 if domain == "antmaze" else 10,
+    )
+    defaults = {name: value for name, value in defaults.items() if getattr(args, name) is None}
+    if args.log_interval is None:
+        eval_interval = defaults.get("eval_interval", args.eval_interval)
+        defaults["log_interval"] = math.gcd(1_000, eval_interval, defaults.get("total_steps", args.total_steps))
+    return defaults
 
 
-def evaluate(
-    act: Callable, policies: Policy, envs, scale_obs: ObsScaler, box: ActionBox, env_seeds: list[int]
-) -> np.ndarray:
-    """Returns [seeds, episodes] of one deterministic episode in each of the vector env's copies, all
-    seeds' episodes stepped together (copy i belongs to seed i // episodes; `env_seeds[i]` starts it)."""
-    num_seeds = jax.tree.leaves(policies)[0].shape[0]
-    obs, _ = envs.reset(seed=env_seeds)
-    returns = np.zeros(envs.num_envs)
-    running = np.ones(envs.num_envs, bool)
-    while running.any():
-        unit_actions = np.asarray(act(policies, scale_obs(obs).reshape(num_seeds, -1, obs.shape[-1])))
-        obs, rewards, terminated, truncated, _ = envs.step(box.from_unit(unit_actions.reshape(envs.num_envs, -1)))
-        returns += np.where(running, rewards, 0.0)
-        running &= ~(terminated | truncated)  # finished copies auto-reset; their later rewards are not counted
-    return returns.reshape(num_seeds, -1)
+def transform_rewards(rewards: np.ndarray, domain: str) -> np.ndarray:
+    """The official code's reward shaping: antmaze (r − 0.5)·4; kitchen and adroit rescaled to [−1, 1]."""
+    if domain == "antmaze":
+        return (rewards - 0.5) * 4.0
+    if domain in ("kitchen", "adroit"):
+        unit = (rewards - rewards.min()) / max(rewards.max() - rewards.min(), 1e-8)
+        return (unit - 0.5) * 2.0
+    return rewards
+
+
+def prepare_dataset(data: Transitions, info: DatasetInfo, args: Args) -> tuple[Batch, ObsScaler]:
+    """The training arrays (actions clipped, rewards transformed, observations optionally standardised) and
+    the observation scaler that evaluation must apply too."""
+    scale = ObsScaler.fit(data.observations, args.normalize_obs)
+    dataset = Batch(
+        observations=scale(data.observations),
+        actions=np.clip(data.actions, -args.action_clip, args.action_clip),
+        rewards=transform_rewards(data.rewards, info.domain),
+        next_observations=scale(data.next_observations),
+        terminals=data.terminals,
+    )
+    return jax.tree.map(lambda x: np.asarray(x, np.float32), dataset), scale
 
 
 def load_policy(path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
@@ -872,27 +737,24 @@ def load_policy(path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
     return policy_fn
 
 
-# ----------------------------------------------------------------------------------------------
-# Command line
-# ----------------------------------------------------------------------------------------------
-
-
-def check_args(args: Args) -> None:
-    """Refuse, before anything is built, flags that cannot make a run (domain defaults filled in)."""
-    problems = out_of_range(
+def flag_problems(args: Args, problems: list[str]) -> list[str]:
+    """What makes the flags unable to make a run, added to the run flags' `problems` (domain defaults filled in)."""
+    problems += out_of_range(
         args,
         positive=(
-            "num_seeds", "num_processes", "total_steps", "batch_size", "hidden_size", "policy_lr",
-            "q_lr", "num_action_samples", "eval_interval", "log_interval",
+            "total_steps",
+            "batch_size",
+            "hidden_size",
+            "policy_lr",
+            "q_lr",
+            "num_action_samples",
+            "eval_interval",
         ),
-        non_negative=(
-            "cpu_devices", "keep_checkpoints", "eval_episodes", "bc_weight", "fixed_alpha", "regularizer_weight",
-            "mcmc_weight",
-        ),
+        non_negative=("eval_episodes", "bc_weight", "fixed_alpha", "regularizer_weight", "mcmc_weight"),
         unit_interval=("gamma",),
         fraction=("tau",),
         finite=("lagrange_gap", "log_alpha_prime_init"),
-    )  # fmt: skip
+    )
     if args.variant == "misa":
         problems += out_of_range(
             args,
@@ -901,15 +763,11 @@ def check_args(args: Args) -> None:
             unit_interval=("hmc_target_acceptance",),
         )
     if problems:  # the rules below assume these
-        raise UserError("; ".join(problems))
+        return problems
     if args.eval_interval % args.log_interval or args.total_steps % args.log_interval:
         problems.append(
             f"--eval-interval ({args.eval_interval}) and --total-steps ({args.total_steps}) must be multiples "
             f"of --log-interval ({args.log_interval})"
-        )
-    if args.process_id is not None and not 0 <= args.process_id < args.num_processes:
-        problems.append(
-            f"--process-id ({args.process_id}) must lie in 0 … --num-processes − 1 ({args.num_processes - 1})"
         )
     if not 0.0 < args.action_clip < 1.0:
         problems.append("--action-clip must lie in (0, 1): tanh-Gaussian log-probabilities are infinite at ±1")
@@ -920,140 +778,78 @@ def check_args(args: Args) -> None:
             f"--add-positive puts the data action in the misa regulariser's set; --variant {args.variant} has no "
             "such set (the official code applies it to misa only)"
         )
-    if problems:
-        raise UserError("; ".join(problems))
+    return problems
 
 
-# what a resumed run may change besides the logging and checkpoint flags (common.cli)
-RESUMABLE = (
-    "eval_interval", "eval_episodes", "dataset_path", "hmc_diagnostics", "num_processes", "process_id",
-    "coordinator_address",
-)  # fmt: skip
-
-
-def main(args: Args) -> dict:
-    """Train (or resume), evaluating every --eval-interval steps; returns the final states and scores."""
-    first_step, best_scores, header = 0, None, None
-    if args.resume:
-        args, header, _ = start_resume(Args, args, SCRIPT, RESUMABLE, "total_steps", lambda header, _: header["step"])
-        first_step, best_scores = header["step"], header["best_scores"]
+def build(start: Start) -> Experiment:
+    """The seeds' learners on the dataset, evaluated every --eval-interval steps, for common.experiment."""
+    args, header = start.args, start.header
     data, info = load_dataset(args.env_id, args.dataset_path)
-    if args.resume and len(data.rewards) != header.get("dataset_rows", len(data.rewards)):
+    if header and len(data.rewards) != header.get("dataset_rows", len(data.rewards)):
         raise UserError(
             f"the dataset has {len(data.rewards):,} transitions, the run in {args.resume} trained on "
             f"{header['dataset_rows']:,}: resume it with its own dataset"
         )
-    args = with_domain_defaults(args, info.domain)
-    check_args(args)
-    if first_step % args.log_interval:
+    if header and header["step"] % args.log_interval:
         raise UserError(
-            f"--log-interval ({args.log_interval}) must divide the step this run resumes from ({first_step:,})"
+            f"--log-interval ({args.log_interval}) must divide the step this run resumes from ({header['step']:,})"
         )
-    args = dataclasses.replace(args, cpu_devices=split_host_cpu(args.cpu_devices, args.num_seeds, args.num_processes))
-    join_processes(args.num_processes, args.process_id, args.coordinator_address)
-    run_name = header["run_name"] if header else make_run_name(args.env_id, args.exp_name or args.variant, args.seed)
     envs = make_eval_envs(info, args.num_seeds * args.eval_episodes) if args.eval_episodes > 0 else None
     if envs is not None:
         check_against_env(data, info, envs)
-    box = ActionBox(*action_bounds(info, data.actions.shape[1]))
-    outside = ((data.actions < box.low) | (data.actions > box.high)).any(axis=1)
-    if outside.any():
-        excess = np.maximum(box.low - data.actions, data.actions - box.high).max()
-        warnings.warn(
-            f"{outside.sum()} of the dataset's {len(outside)} actions lie outside the action box "
-            f"[{box.low.min()}, {box.high.max()}] (by up to {excess:.3g}): the learner clips them to "
-            f"±{args.action_clip} of the box",
-            stacklevel=1,
-        )
+    box = action_box(info, data.actions, args.action_clip)
     seeds = [args.seed + k for k in range(args.num_seeds)]
     action_dim = data.actions.shape[1]
-    data = dataclasses.replace(data, actions=box.to_unit(data.actions))
-    dataset, scale_obs = prepare_dataset(data, info, args)
+    dataset, scale_obs = prepare_dataset(dataclasses.replace(data, actions=box.to_unit(data.actions)), info, args)
     obs_dim = dataset.observations.shape[1]
-
-    mesh = seed_mesh(args.num_seeds)
-    announce_placement(mesh, args.num_seeds)
-    devices = list(mesh.devices.flat)
-    dataset_bytes = sum(x.nbytes for x in dataset)
-    check_fits(f"the dataset ({len(dataset.rewards):,} transitions)", dataset_bytes * len(devices), devices, "")
-    dataset = jax.device_put(dataset, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-
     trainer = make_train(args, obs_dim, action_dim)
-
-    def init(seed: jax.Array):
-        return trainer.init(jax.random.key(seed))
-
-    # the seeds are host values, the same in every process: each process's devices build their own
-    states = init_or_restore(jax.vmap(init), args.resume, np.asarray(seeds, np.int32), sharding=seed_sharding(mesh))
-
-    if args.track and is_lead_process():
-        start_tracking(args, run_name, args.wandb_project_name, args.wandb_entity)
-    run_dir = Path("runs") / run_name
-    logger = RunLogger(run_dir, args, seed_sub_runs(seeds), args.total_steps, first_step)
-
-    run = jax.jit(trainer.run, static_argnums=3, donate_argnums=0)
     act = jax.jit(trainer.actions)
 
-    last_checkpoint = args.resume
-    step, scores, returns = first_step, None, None
-    # one logging interval per chunk: an interval takes seconds at least, so the host writes each record at once
-    for first, chunk in chunks(first_step, args.total_steps, args.log_interval, 1, (args.eval_interval,)):
-        step = first + chunk.length
-        states = logger.run_chunk(run, (first, step), states, dataset, np.int32(first), chunk.length)
-        nan_steps = host_value(states.nan_step)
-        stop = non_finite_stop(nan_steps, seeds, "a loss", "gradient step", last_checkpoint, args.save_model)
-        if stop is not None:
-            logger.close()
-            raise stop
-        if step % args.eval_interval and step < args.total_steps:
-            continue  # evaluations and checkpoints come every --eval-interval steps, and at the end
-        if envs is not None:  # each process holds only its seeds' policies: process 0 evaluates them all
-            policies = states.params.policy
-            if jax.process_count() > 1:
-                policies = jax.tree.map(host_value, policies)  # a gather every process takes part in
-        if envs is not None and is_lead_process():
-            env_seeds = evaluation_seeds(seeds, step, args.eval_episodes)
-            returns = evaluate(act, policies, envs, scale_obs, box, env_seeds).mean(axis=1)
-            normalized = normalized_score(info, returns)
-            scores = returns if normalized is None else normalized
-            best_scores = scores.tolist() if best_scores is None else np.maximum(best_scores, scores).tolist()
-            kind = "episodic_return" if normalized is None else "normalized_score"
-            for index, writer in enumerate(logger.writers):
-                writer.add_scalar("eval/episodic_return", returns[index], step)
-                if normalized is not None:
-                    writer.add_scalar("eval/normalized_score", scores[index], step)
-                writer.add_scalar(f"eval/best_{kind}", best_scores[index], step)
-            logger.set_headline(kind, float(scores.mean()))
-        if args.save_model:
-            header = {
-                "script": SCRIPT,
-                "args": dataclasses.asdict(args),
-                "run_name": run_name,
-                "step": step,
-                "best_scores": best_scores,
-                "obs_dim": obs_dim,
-                "action_dim": action_dim,
-                "dataset_rows": len(dataset.rewards),
-                "obs_mean": scale_obs.mean.tolist(),
-                "obs_std": scale_obs.std.tolist(),
-                "action_low": box.low.tolist(),
-                "action_high": box.high.tolist(),
-            }
-            last_checkpoint = logger.save_checkpoint(step, states, header, args.keep_checkpoints)
-    logger.close()
-    if scores is not None:
-        print(
-            f"{run_name}: {args.variant} last {kind} {scores.mean():.1f} ± {scores.std():.1f}, "
-            f"best {np.mean(best_scores):.1f} (seeds {seeds}: last {np.round(scores, 1).tolist()})"
-        )
-    return {
-        "states": states,
-        "scores": scores,
-        "returns": returns,
-        "best_scores": best_scores,
-        "run_dir": run_dir,
-        "last_checkpoint": last_checkpoint,
-    }
+    def evaluate(states: TrainState, step: int) -> Evaluation | None:
+        if envs is None:
+            return None
+        policies = states.params.policy  # each process holds its seeds' policies: process 0 evaluates them all
+        if jax.process_count() > 1:
+            policies = jax.tree.map(host_value, policies)  # a gather every process takes part in
+        if not is_lead_process():
+            return None
+        env_seeds = evaluation_seeds(seeds, step, args.eval_episodes)
+        returns = evaluate_policies(act, policies, len(seeds), envs, scale_obs, box, env_seeds).mean(axis=1)
+        normalized = normalized_score(info, returns)
+        scores = {"eval/episodic_return": returns}
+        if normalized is not None:
+            scores = {"eval/normalized_score": normalized, **scores}
+        return Evaluation(scores, {"returns": returns})
+
+    kind = "episodic_return" if normalized_score(info, np.zeros(1)) is None else "normalized_score"
+    dataset_bytes = sum(x.nbytes for x in dataset)
+    return Experiment(
+        name=args.variant,
+        runs=[f"seed_{seed}" for seed in seeds],
+        init=jax.vmap(lambda seed: trainer.init(jax.random.key(seed))),
+        init_inputs=(np.asarray(seeds, np.int32),),
+        run=trainer.run,
+        run_inputs=(dataset,),
+        evaluate=evaluate,
+        evaluate_every=args.eval_interval,
+        memory=(
+            MemoryNeed(f"the dataset ({len(dataset.rewards):,} transitions)", dataset_bytes * start.mesh.size, ""),
+        ),
+        header={
+            **{"obs_dim": obs_dim, "action_dim": action_dim, "dataset_rows": len(dataset.rewards)},
+            **{"obs_mean": scale_obs.mean.tolist(), "obs_std": scale_obs.std.tolist()},
+            **{"action_low": box.low.tolist(), "action_high": box.high.tolist()},
+        },
+        loss="a loss",
+        step_unit="gradient step",
+        score_label=f"{args.variant} last {kind}",
+        keep_best=True,
+    )
+
+
+def main(args: Args) -> dict:
+    """Train (or resume), evaluating every --eval-interval steps; returns the final states, scores and run directory."""
+    return run_experiment(args, SCRIPT, build)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Atari learning runs for the README (a GPU job): mirl and dqn on Breakout and Pong, seeds vmapped in
+# Atari learning runs for docs/results.md (a GPU job): mirl and dqn on Breakout and Pong, seeds vmapped in
 # one envpool each, then the curves and the final-score table with common.plot.
 #   bash benchmarks/atari_learning.sh [STEPS] [SEEDS]     # defaults: 10M steps (CleanRL's budget), 4 seeds
 # 4 seeds × 1M-transition replay need 28 GB of device memory.

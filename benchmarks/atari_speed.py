@@ -48,7 +48,7 @@ def measure(config: dict) -> dict:
     from common.logger import RunLogger, seed_sub_runs
     from common.loop import Chunk, chunks
     from mirl_atari import Args as TrainArgs
-    from mirl_atari import log_every, make_train, open_pools, reset_pools, sharded_env_step
+    from mirl_atari import make_train, open_pools, reset_pools, sharded_env_step
 
     num_seeds, steps, warmup = config["num_seeds"], config["steps"], config["learning_starts"]
     split_host_cpu(config.get("cpu_devices", 1), num_seeds)  # as the script does, before JAX starts
@@ -73,16 +73,16 @@ def measure(config: dict) -> dict:
     states = jax.jit(jax.vmap(trainer.init), out_shardings=seed_sharding(mesh))(keys, obs)  # in place, as the script
     warmup_iterations, total_iterations = warmup // args.num_envs, args.total_timesteps // args.num_envs
     run = jax.jit(trainer.run, static_argnums=3, donate_argnums=0)
-    warmup_chunk = Chunk.starting_at(0, warmup_iterations, log_every(args))
-    (states, handles), _ = jax.block_until_ready(run(states, handles, jnp.int32(0), warmup_chunk))
+    warmup_chunk = Chunk.starting_at(0, warmup_iterations, args.log_every())
+    states, _ = jax.block_until_ready(run(states, handles, jnp.int32(0), warmup_chunk))
     ends_every = (args.eval_interval // args.num_envs, args.checkpoint_interval // args.num_envs)
     result = timed_chunks(
         config,
         logger,
         run,
-        (states, handles),
-        list(chunks(warmup_iterations, total_iterations, log_every(args), 1, ends_every)),
-        lambda carry, first, chunk: (*carry, first, chunk),
+        states,
+        list(chunks(warmup_iterations, total_iterations, args.log_every(), 1, ends_every)),
+        lambda states, first, chunk: (states, handles, first, chunk),
         args.num_envs,
     )
     logger.close()

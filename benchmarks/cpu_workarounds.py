@@ -1,7 +1,7 @@
 """Do the kit's CPU workarounds still pay on the installed XLA? Each is timed against the plain version it
 replaces, after compilation, the cases interleaved over the repeats; medians.
 
-- `without_seed_axis`: one seed runs without its seed axis (against vmap over a batch of one), CartPole-v1;
+- `scan_logged_over_seeds`: one seed runs without its seed axis (against vmap over a batch of one), CartPole-v1;
 - `unroll_threefry_on_cpu`: JAX's threefry hash as straight-line code (against JAX's CPU loop), CartPole-v1;
 - `PatchConv`: the MinAtar convolution as a matmul over patches (against equinox's Conv2d), Breakout-MinAtar.
 
@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import tyro
 
 import mirl_gymnax
-from common.devices import unroll_threefry_on_cpu
+from common.cpu import unroll_threefry_on_cpu
+from common.loop import scan_logged
 
 
 class NativeConv(eqx.Module):
@@ -38,9 +39,9 @@ def compiled_run(env_id: str, steps: int, plain_vmap=False, threefry_loop=False,
     swapped for the plain versions while the program is built."""
     args = mirl_gymnax.Args(env_id=env_id, total_timesteps=steps, learning_starts=10_000, buffer_size=10_000)
     env, env_params = mirl_gymnax.make_env(env_id)
-    kept = mirl_gymnax.without_seed_axis, mirl_gymnax.PatchConv
+    kept = mirl_gymnax.scan_logged_over_seeds, mirl_gymnax.PatchConv
     if plain_vmap:
-        mirl_gymnax.without_seed_axis = lambda states: False
+        mirl_gymnax.scan_logged_over_seeds = lambda step, *rest: scan_logged(jax.vmap(step, in_axes=(0, None)), *rest)
     if native_conv:
         mirl_gymnax.PatchConv = NativeConv
     unroll_threefry_on_cpu(unrolled=not threefry_loop)
@@ -50,7 +51,7 @@ def compiled_run(env_id: str, steps: int, plain_vmap=False, threefry_loop=False,
         chunk = mirl_gymnax.Chunk(steps // args.num_envs, log_phase=0)
         compiled = jax.jit(trainer.run, static_argnums=2).lower(states, jnp.int32(0), chunk).compile()
     finally:
-        mirl_gymnax.without_seed_axis, mirl_gymnax.PatchConv = kept
+        mirl_gymnax.scan_logged_over_seeds, mirl_gymnax.PatchConv = kept
         unroll_threefry_on_cpu()
     return lambda: jax.block_until_ready(compiled(states, jnp.int32(0)))
 
@@ -68,7 +69,7 @@ class Args:
 def main(args: Args) -> None:
     cartpole, minatar = ("CartPole-v1", args.cartpole_steps), ("Breakout-MinAtar", args.minatar_steps)
     pairs = {
-        "without_seed_axis (CartPole-v1, 1 seed)": (compiled_run(*cartpole), compiled_run(*cartpole, plain_vmap=True)),
+        "one seed without its axis (CartPole-v1)": (compiled_run(*cartpole), compiled_run(*cartpole, plain_vmap=True)),
         "unroll_threefry_on_cpu (CartPole-v1, 1 seed)": (
             compiled_run(*cartpole),
             compiled_run(*cartpole, threefry_loop=True),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The learning results in the README: mirl, sql and dqn with vmapped seeds, then the plots and tables.
+# The learning results in docs/results.md: mirl, sql and dqn with vmapped seeds, then the plots and tables.
 #   bash benchmarks/gymnax_learning.sh [CartPole-v1|Acrobot-v1|Breakout-MinAtar ...]
 # On a 2-core CPU: about 8 minutes per algo on CartPole-v1 (30 seeds), 3 on Acrobot-v1 (10), 7 on Breakout-MinAtar (5).
 set -euo pipefail

@@ -94,7 +94,7 @@ def profile(args: Args) -> dict:
     first = -(-train_args.learning_starts // train_args.num_envs)  # learning from here on
     states, _ = jax.jit(trainer.run, static_argnums=2)(states, jnp.int32(0), Chunk(first, log_phase=0))
 
-    one_seed = kit.without_seed_axis(states)
+    one_seed = args.num_seeds == 1  # run without the seed axis, as common.loop.scan_logged_over_seeds does
     if one_seed:
         states = jax.tree.map(lambda x: x[0], states)
     parts = {

@@ -121,21 +121,26 @@ def timed_chunks(
     arguments: Callable[[Any, int, Any], tuple],
     steps_per_iteration: int,
 ) -> dict:
-    """In the child: a script's training loop as its main loop runs it, `carry = logger.run_chunk(run, steps,
-    *arguments(carry, first, chunk))` for each (first, chunk) of `schedule` (common.loop.chunks), its records
+    """In the child: a script's training loop as common.experiment runs it, `carry, records, seconds =
+    runner(*arguments(carry, first, chunk))` for each (first, chunk) of `schedule` (common.loop.chunks), its records
     written to TensorBoard; every distinct chunk compiled first (timed apart), then the whole loop timed."""
     import numpy as np
 
+    from common.experiment import ChunkRunner
+
+    runner = ChunkRunner(run)
+
     def compile():
         for first, chunk in schedule:
-            logger.compile(run, *arguments(carry, np.int32(first), chunk))
+            runner.compile(*arguments(carry, np.int32(first), chunk))
 
     def execute(_):
-        programs, state = len(logger.compiled), carry
+        programs, state = len(runner.compiled), carry
         for first, chunk in schedule:
             steps = (first * steps_per_iteration, (first + chunk.length) * steps_per_iteration)
-            state = logger.run_chunk(run, steps, *arguments(state, np.int32(first), chunk))
-        assert len(logger.compiled) == programs, "a chunk compiled inside the timed loop"
+            state, records, seconds = runner(*arguments(state, np.int32(first), chunk))
+            logger.write_chunk(records, steps, seconds)
+        assert len(runner.compiled) == programs, "a chunk compiled inside the timed loop"
         return state
 
     first, last = schedule[0][0], schedule[-1][0] + schedule[-1][1].length
@@ -153,7 +158,7 @@ def timed_mirl_gymnax(config: dict, args: Any, logged: bool = True) -> dict:
     from common.devices import seed_mesh, seed_sharding, split_host_cpu
     from common.logger import RunLogger, seed_sub_runs
     from common.loop import Chunk, chunks
-    from mirl_gymnax import INTERVALS_PER_CHUNK, log_every, make_env, make_train
+    from mirl_gymnax import INTERVALS_PER_CHUNK, make_env, make_train
 
     split_host_cpu(args.cpu_devices, args.num_seeds)  # as the script does, before JAX starts
     env, env_params = make_env(args.env_id)
@@ -173,7 +178,7 @@ def timed_mirl_gymnax(config: dict, args: Any, logged: bool = True) -> dict:
     run_dir = Path("/tmp/mirl_benchmark_runs") / f"{args.env_id}_{config['algo']}_{args.num_seeds}"
     logger = RunLogger(run_dir, args, seed_sub_runs(range(args.num_seeds)), args.total_timesteps, 0, status_every=None)
     checkpoint_every = args.checkpoint_interval // args.num_envs
-    schedule = list(chunks(0, total_iterations, log_every(args), INTERVALS_PER_CHUNK, (checkpoint_every,)))
+    schedule = list(chunks(0, total_iterations, args.log_every(), INTERVALS_PER_CHUNK, (checkpoint_every,)))
     result = timed_chunks(
         config, logger, run, states, schedule, lambda states, first, chunk: (states, first, chunk), args.num_envs
     )

@@ -40,7 +40,7 @@ class Args:
             # Young & Tian (2019): a replay of 100k transitions, a target copy every 1000 steps, ε from 1 to
             # its end value over the first 100k steps (see exploration_fraction below); the kit's defaults else
             "--buffer-size", "100000", "--target-network-frequency", "1000",
-            # α_ρ and α_β from the sweep on Breakout-MinAtar (README, MinAtar study)
+            # α_ρ and α_β from the sweep on Breakout-MinAtar (docs/results.md, MinAtar study)
             "--alpha-rho", "1e-5", "--alpha-beta", "2e-5",
         ]
     )  # fmt: skip

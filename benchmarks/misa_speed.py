@@ -39,15 +39,14 @@ def measure(config: dict) -> dict:
     import numpy as np
 
     from common.devices import seed_mesh, seed_sharding, split_host_cpu
+    from common.loop import Chunk
     from misa_d4rl import Args as TrainArgs
-    from misa_d4rl import Batch, make_train, with_domain_defaults
+    from misa_d4rl import Batch, make_train
 
     num_seeds, steps, size = config["num_seeds"], config["steps"], config["transitions"]
     split_host_cpu(config.get("cpu_devices", 1), num_seeds)  # as the script does, before JAX starts
     obs_dim, act_dim = config.get("obs_dim", 11), config.get("act_dim", 3)
-    args = with_domain_defaults(
-        TrainArgs(variant=config["variant"], num_seeds=num_seeds, total_steps=steps, log_interval=steps), "locomotion"
-    )
+    args = TrainArgs(variant=config["variant"], num_seeds=num_seeds, total_steps=steps, log_interval=steps)
     rng = np.random.default_rng(0)
     dataset = Batch(
         observations=rng.normal(size=(size, obs_dim)).astype(np.float32),
@@ -64,7 +63,7 @@ def measure(config: dict) -> dict:
     run = jax.jit(trainer.run, static_argnums=3)
     return timed(
         config,
-        lambda: run.lower(states, dataset, jnp.int32(0), steps).compile(),
+        lambda: run.lower(states, dataset, jnp.int32(0), Chunk(steps, 0)).compile(),
         lambda compiled: compiled(states, dataset, jnp.int32(0)),
         num_seeds * steps,
     )

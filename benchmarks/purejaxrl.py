@@ -7,7 +7,7 @@ every 500, learning from 10k steps, ε from 1 to 0.05 over the first half of 500
 PUREJAXRL is a checkout of PureJaxRL with its dqn.py patched only as gymnax 1.x needs: `env.step` returns
 (obs, state, reward, terminated, truncated, info), where PureJaxRL reads a `done` = terminated or truncated,
 and `jax.tree_map` is `jax.tree.map`. PYTHON is an interpreter with the same JAX as this kit's plus
-PureJaxRL's flax, flashbax, chex and wandb (the README's speed section shows one way). The peer's code stays
+PureJaxRL's flax, flashbax, chex and wandb (docs/benchmarks.md shows one way). The peer's code stays
 in its checkout: this script only imports its `make_train`.
 
 Every measurement runs in its own process (harness.py): the jitted loop is compiled first, then the whole run

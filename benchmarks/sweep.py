@@ -27,7 +27,8 @@ def measure(config: dict) -> dict:
     import jax.numpy as jnp
 
     from common.loop import Chunk
-    from mirl_gymnax import Args, grid_runs, make_env, make_train, stacked_hypers
+    from common.sweep import grid_runs
+    from mirl_gymnax import SWEPT_FLAGS, Args, make_env, make_train, stacked_hypers
 
     args = Args(num_seeds=config["seeds_per_configuration"], total_timesteps=config["steps"])
     if config["mode"] == "grid":
@@ -40,7 +41,7 @@ def measure(config: dict) -> dict:
     env, env_params = make_env(args.env_id)
     compile_seconds = seconds = 0.0
     for program in programs:
-        runs = grid_runs(program)
+        runs = grid_runs(program, SWEPT_FLAGS)
         trainer = make_train(program, env, env_params)
         keys = jax.vmap(jax.random.key)(jnp.asarray([run.seed for run in runs]))
         states = jax.jit(jax.vmap(trainer.init))(keys, stacked_hypers(runs))

@@ -13,18 +13,109 @@ import dataclasses
 import os
 import sys
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import tyro
 
 from common.checkpoint import read_header
-from common.errors import UserError, flag
+from common.errors import UserError, flag, out_of_range
 
 A = TypeVar("A")
 
-# the flags every script lets a resumed run change: where and how often it logs and checkpoints
-RESUMABLE_EVERYWHERE = ("save_model", "keep_checkpoints", "log_interval", "track", "wandb_project_name", "wandb_entity")
+
+@dataclass(frozen=True)
+class RunFlags:
+    """The flags of a run rather than of its algorithm, shared by the three scripts: each script's Args extends this
+    class with its algorithm's flags (which must include `env_id`, the first part of the run's name)."""
+
+    exp_name: str | None = None
+    """the name of this experiment: runs go to runs/{env_id}__{exp_name}__{seed}__{time} (default: the algorithm)"""
+    seed: int = 1
+    """seed of the first run; seed k of --num-seeds uses seed + k"""
+    num_seeds: int = 1
+    """independent seeds trained at once (vmapped; sharded over devices when there are several), one TensorBoard
+    sub-run each"""
+    cpu_devices: int = 0
+    """JAX devices to split this host's CPU into, the seeds sharded over them, each device running its seeds on its
+    own thread (8 CartPole seeds ran 1.9x faster on 2 cores as 2 devices). 0: one per core, as many as divide the
+    runs evenly, so one seed runs unsplit; 1: no split. The count used is recorded with the run (float32 rounding
+    depends on it) and a resume keeps it. Accelerators stay the default devices"""
+    num_processes: int = 1
+    """processes that train the seeds together, each holding the seeds of its own devices (jax.distributed; see
+    docs/runs.md): start the same command in each, with its --process-id"""
+    process_id: int | None = None
+    """this process's index, 0 to --num-processes − 1 (default: from SLURM or Open MPI, where JAX detects them)"""
+    coordinator_address: str | None = None
+    """host:port of process 0, which the others connect to (default: from SLURM or Open MPI)"""
+    track: bool = False
+    """mirror the TensorBoard logs to Weights & Biases"""
+    wandb_project_name: str = "mirl-jax"
+    """the Weights & Biases project"""
+    wandb_entity: str | None = None
+    """the Weights & Biases entity (team)"""
+    save_model: bool = False
+    """write checkpoints of the whole training state (parameters, optimisers, RNG, step, flags, and the algorithm's
+    own state), from which --resume continues the run"""
+    keep_checkpoints: int = 1
+    """how many of the newest checkpoints to keep (0 keeps all)"""
+    resume: str | None = None
+    """continue the run saved in this checkpoint file with its flags; only the budget and the logging, checkpoint and
+    evaluation flags may be changed (docs/runs.md, Resuming)"""
+    log_interval: int = 10_000
+    """steps (per seed) between TensorBoard writes"""
+
+    BUDGET: ClassVar[str] = "total_timesteps"  # the flag that sets the run's length
+    RESUMABLE: ClassVar[tuple[str, ...]] = ()  # what a resumed run may change besides its logging and checkpoints
+    EXTENSION_NOTE: ClassVar[str] = ""  # said when a resumed run's budget grows
+
+    def steps_per_iteration(self) -> int:
+        """Steps of the budget's unit that one iteration of the training loop makes (per seed)."""
+        return 1
+
+    def total_iterations(self) -> int:
+        """Iterations of the training loop in the whole run."""
+        return getattr(self, self.BUDGET) // self.steps_per_iteration()
+
+    def log_every(self) -> int:
+        """Iterations between TensorBoard writes."""
+        return max(1, self.log_interval // self.steps_per_iteration())
+
+    def num_runs(self) -> int:
+        """Agents the program trains: the seeds (times the configurations of a sweep)."""
+        return self.num_seeds
+
+    def problems(self) -> list[str]:
+        """What is wrong with the run flags; each script's Args adds its own rules (refused before any work)."""
+        problems = out_of_range(
+            self,
+            positive=("num_seeds", "num_processes", "log_interval"),
+            non_negative=("cpu_devices", "keep_checkpoints"),
+        )
+        if self.process_id is not None and not 0 <= self.process_id < self.num_processes:
+            problems.append(
+                f"--process-id ({self.process_id}) must lie in 0 … --num-processes − 1 ({self.num_processes - 1})"
+            )
+        return problems
+
+
+def check_flags(args: RunFlags) -> None:
+    """Refuse, before any work, flags that cannot make a run: one UserError naming every problem."""
+    problems = args.problems()
+    if problems:
+        raise UserError("; ".join(problems))
+
+
+# run flags added after some checkpoints were written, with the value that reproduces those runs
+RUN_FLAGS_ADDED = {"num_processes": 1, "process_id": None, "coordinator_address": None}
+
+# the flags every script lets a resumed run change: where and how often it logs and checkpoints, and how many processes
+# share its seeds
+RESUMABLE_EVERYWHERE = (
+    *("save_model", "keep_checkpoints", "log_interval", "track", "wandb_project_name", "wandb_entity"),
+    *("num_processes", "process_id", "coordinator_address"),
+)
 
 
 def with_saved_flags(saved: A, resume: str) -> A:
@@ -45,6 +136,7 @@ def saved_args(args_class: type[A], header: dict, path: str | Path, script: str)
     names = {field.name for field in dataclasses.fields(args_class)}
     if not isinstance(saved, dict) or (written_by is None and not names & set(saved)):
         raise UserError(f"{path} is not a checkpoint of {script} (its header holds no {script} flags)")
+    saved = {**{name: value for name, value in RUN_FLAGS_ADDED.items() if name in names}, **saved}
     unknown, missing = sorted(set(saved) - names), sorted(names - set(saved))
     if unknown or missing:
         differences = ", ".join(

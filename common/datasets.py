@@ -20,7 +20,10 @@ import difflib
 import json
 import os
 import urllib.request
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import h5py
@@ -150,8 +153,24 @@ def load_dataset(env_id: str, dataset_path: str | None = None) -> tuple[Transiti
         return _qlearning_transitions(arrays), _custom_file_info(env_id, path)
     if "/" in env_id:
         return _load_minari(env_id)
+    raise unknown_dataset(env_id)
+
+
+def dataset_domain(env_id: str, dataset_path: str | None = None) -> str:
+    """The domain (one of DOMAINS) that load_dataset reports for these arguments, without reading the data: a
+    custom file's comes from its attributes."""
+    if env_id in D4RL_DATASETS:
+        return D4RL_DATASETS[env_id].domain
+    if dataset_path is not None or env_id.endswith((".hdf5", ".h5")):
+        return _custom_file_info(env_id, Path(dataset_path if dataset_path is not None else env_id)).domain
+    if "/" in env_id:
+        return _minari_domain(env_id)
+    raise unknown_dataset(env_id)
+
+
+def unknown_dataset(env_id: str) -> DatasetError:
     close = difflib.get_close_matches(env_id, D4RL_DATASETS, n=3)
-    raise DatasetError(
+    return DatasetError(
         f"unknown dataset {env_id!r}"
         + (f" (did you mean {', '.join(close)}?)" if close else "")
         + ". Use a D4RL name such as hopper-medium-v2, halfcheetah-medium-replay-v2, walker2d-medium-expert-v2, "
@@ -215,6 +234,22 @@ def check_against_env(data: Transitions, info: DatasetInfo, envs: gym.vector.Vec
             f"{data.actions.shape[1]}, but its evaluation environment ({info.minari_id or info.eval_env_id}) has "
             f"{obs_size} and {action_size}: is the file another task's? (--eval-episodes 0 trains without evaluating)"
         )
+
+
+def action_box(info: DatasetInfo, actions: np.ndarray, clip: float) -> "ActionBox":
+    """The box of the dataset's actions (action_bounds), warning with their count and the largest excess where
+    actions lie outside it (the learner clips them to ±`clip` of the box)."""
+    box = ActionBox(*action_bounds(info, actions.shape[1]))
+    outside = ((actions < box.low) | (actions > box.high)).any(axis=1)
+    if outside.any():
+        excess = np.maximum(box.low - actions, actions - box.high).max()
+        warnings.warn(
+            f"{outside.sum()} of the dataset's {len(outside)} actions lie outside the action box "
+            f"[{box.low.min()}, {box.high.max()}] (by up to {excess:.3g}): the learner clips them to ±{clip} of the "
+            "box",
+            stacklevel=2,
+        )
+    return box
 
 
 def action_bounds(info: DatasetInfo, action_dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -463,3 +498,59 @@ def _flatten_batch(space: gym.Space, batch) -> np.ndarray:
         indices = np.asarray(batch).reshape(-1) - space.start
         return np.eye(space.n, dtype=np.float32)[indices]
     raise DatasetError(f"cannot flatten observations of space {space} (supported: Box, Dict, Tuple, Discrete)")
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+
+
+class ObsScaler(NamedTuple):
+    """Observation standardisation fitted on the dataset; evaluation and saved policies apply it too."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, observations: np.ndarray, standardise: bool) -> "ObsScaler":
+        if not standardise:
+            dim = observations.shape[1]
+            return cls(np.zeros(dim, np.float32), np.ones(dim, np.float32))
+        return cls(observations.mean(axis=0), observations.std(axis=0) + 1e-3)
+
+    def __call__(self, observations: np.ndarray) -> np.ndarray:
+        return ((observations - self.mean) / self.std).astype(np.float32)
+
+
+class ActionBox(NamedTuple):
+    """The environment's action bounds: the learner works in [−1, 1] (tanh), the environment in its box."""
+
+    low: np.ndarray
+    high: np.ndarray
+
+    def to_unit(self, actions: np.ndarray) -> np.ndarray:
+        return 2.0 * (actions - self.low) / (self.high - self.low) - 1.0
+
+    def from_unit(self, actions: np.ndarray) -> np.ndarray:
+        return self.low + 0.5 * (actions + 1.0) * (self.high - self.low)
+
+
+def evaluation_seeds(seeds: list[int], step: int, episodes: int) -> list[int]:
+    """The environment seeds of each seed's evaluation episodes at `step`: the same for every variant, and
+    for a seed whichever seeds it is trained with."""
+    return [int(s) for seed in seeds for s in np.random.default_rng([seed, step]).integers(2**31, size=episodes)]
+
+
+def evaluate_policies(
+    act: Callable, policies: Any, num_seeds: int, envs, scale_obs: Callable, box: ActionBox, env_seeds: list[int]
+) -> np.ndarray:
+    """Returns [seeds, episodes] of one deterministic episode in each of the vector env's copies, all seeds'
+    episodes stepped together (copy i belongs to seed i // episodes; `env_seeds[i]` starts it). `act(policies,
+    observations [seeds, n, obs_dim])` gives actions in [−1, 1]; `scale_obs` standardises the observations."""
+    obs, _ = envs.reset(seed=env_seeds)
+    returns = np.zeros(envs.num_envs)
+    running = np.ones(envs.num_envs, bool)
+    while running.any():
+        unit_actions = np.asarray(act(policies, scale_obs(obs).reshape(num_seeds, -1, obs.shape[-1])))
+        obs, rewards, terminated, truncated, _ = envs.step(box.from_unit(unit_actions.reshape(envs.num_envs, -1)))
+        returns += np.where(running, rewards, 0.0)
+        running &= ~(terminated | truncated)  # finished copies auto-reset; their later rewards are not counted
+    return returns.reshape(num_seeds, -1)

@@ -18,32 +18,6 @@ SEED_AXIS = "seeds"
 T = TypeVar("T")
 
 
-def unroll_threefry_on_cpu(unrolled: bool = True) -> bool:
-    """Lower JAX's threefry hash on the CPU as straight-line code instead of JAX's default CPU lowering, a
-    five-trip `while` loop (chosen upstream for compile time). The hash and its bits are the same; the loop's
-    per-trip bookkeeping made a CartPole run 1.14× slower (benchmarks/cpu_workarounds.py). Other
-    platforms already use the straight-line form. It applies to the whole process: importing any of the
-    kit's scripts registers it. `unrolled=False` puts JAX's loop back (to measure it).
-    Returns False, changing nothing, where this JAX version keeps the lowering elsewhere."""
-    import importlib
-
-    try:
-        from jax._src.interpreters import mlir
-    except ImportError:
-        return False
-    for module_name in ("jax._src.random.threefry2x32", "jax._src.prng"):  # newer JAX, then JAX before 0.9
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        primitive = getattr(module, "threefry2x32_p", None)
-        rule = getattr(module, "_threefry2x32_lowering_rule" if unrolled else "_threefry2x32_cpu_lowering_rule", None)
-        if primitive is not None and rule is not None:
-            mlir.register_lowering(primitive, rule, platform="cpu")
-            return True
-    return False
-
-
 def join_processes(num_processes: int, process_id: int | None, coordinator_address: str | None) -> None:
     """Join JAX's multi-controller runtime (jax.distributed) when several processes train the seeds together,
     before anything touches a device; from then on jax.devices() lists every process's devices. Values left

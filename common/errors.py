@@ -39,3 +39,13 @@ def out_of_range(args, positive=(), non_negative=(), unit_interval=(), fraction=
                 if not (holds(x) and math.isfinite(x)):
                     problems.append(f"{flag(name)} ({x}) {rule}")
     return problems
+
+
+def not_multiples(args, names: tuple[str, ...], of: str) -> list[str]:
+    """The flags among `names` whose value is not a multiple of flag `of`'s."""
+    base = getattr(args, of)
+    return [
+        f"{flag(n)} ({getattr(args, n)}) must be a multiple of {flag(of)} ({base})"
+        for n in names
+        if getattr(args, n) % base
+    ]

@@ -1,4 +1,5 @@
-"""TensorBoard logging for vmapped seeds, fed with the records a jitted training chunk returns.
+"""TensorBoard logging for vmapped seeds, fed with the records a jitted training chunk returns (common.experiment
+compiles and runs the chunks; this module only writes).
 
 One sub-run per seed under `runs/{run_name}/seed_{seed}` (in a sweep, `runs/{run_name}/{configuration}/seed_{seed}`),
 so that TensorBoard overlays the seeds and `common.plot` can aggregate them. Values are reduced on the device over a
@@ -8,7 +9,6 @@ value means "nothing to report" (for example no episode ended during the interva
 
 import dataclasses
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -19,7 +19,7 @@ from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 from common.checkpoint import save_run_checkpoint
-from common.devices import agreed_time, host_value, is_lead_process
+from common.devices import agreed_time, is_lead_process
 
 
 class Record(NamedTuple):
@@ -73,7 +73,6 @@ class RunLogger:
         self.last_status = time.perf_counter()
         self.started: tuple[int, float] | None = None  # (step, time) when the first chunk started
         self.headline: tuple[str, float] | None = None  # the latest result to show: (name, value)
-        self.compiled: dict = {}
 
     @property
     def writers(self) -> list[SummaryWriter]:
@@ -124,47 +123,18 @@ class RunLogger:
             parts.append(f"ETA {format_duration(remaining)}")
         print(" | ".join(parts), flush=True)
 
-    def compile(self, jitted: Callable, *args) -> Callable:
-        """`jitted` compiled ahead of time for `args`, whose last is static (a chunk's length, or its
-        common.loop.Chunk): once per static argument and input types."""
-        leaves, structure = jax.tree.flatten(args[:-1])
-        # what the compiled program depends on: shapes, dtypes and each device's part (two shardings that split an
-        # array the same way, such as replicated and seed-split on one device, share a program)
-        avals = tuple(
-            (
-                x.shape,
-                x.dtype,
-                getattr(x, "weak_type", False),
-                x.sharding.shard_shape(x.shape),
-                frozenset(x.sharding.device_set),
-            )
-            if isinstance(x, jax.Array)
-            else (np.shape(x), np.result_type(x))  # a host value (the same in every process)
-            for x in leaves
-        )
-        key = (args[-1], structure, avals)
-        if key not in self.compiled:
-            start = time.perf_counter()
-            if self.status_every is not None:
-                length = getattr(args[-1], "length", args[-1])
-                print(f"compiling a chunk of {length:,} iterations", flush=True)
-            self.compiled[key] = jitted.lower(*args).compile()
-            if self.status_every is not None:
-                print(f"compiled in {time.perf_counter() - start:.1f} s", flush=True)
-        return self.compiled[key]
+    @property
+    def announces_compiles(self) -> bool:
+        """Whether compilations should be announced: off a terminal, where no progress bar shows the wait."""
+        return self.status_every is not None
 
-    def run_chunk(self, jitted: Callable, steps: tuple[int, int], *args):
-        """Run one training chunk from step `steps[0]` to `steps[1]`: `jitted(*args)`, compiled on first use (see
-        compile), returns (result, Records stacked over its logging intervals). Write the records (process 0)
-        and return the result. The chunk's SPS is timed from its start to its records' arrival: training only,
-        not compilation, nor the evaluations and checkpoints between chunks."""
-        compiled = self.compile(jitted, *args)
-        start = time.perf_counter()
+    def write_chunk(self, records: Record, steps: tuple[int, int], seconds: float):
+        """Write a training chunk's records (stacked over its logging intervals, on the host) with the chunk's speed:
+        it ran from step `steps[0]` to `steps[1]` in `seconds` (training only: not compilation, nor the evaluations
+        and checkpoints between chunks). Then show the progress."""
         if self.started is None:
-            self.started = (steps[0], start)
-        result, records = compiled(*args[:-1])
-        records = jax.tree.map(host_value, records)  # waits for the chunk; a gather every process takes part in
-        sps = (steps[1] - steps[0]) / (time.perf_counter() - start)
+            self.started = (steps[0], time.perf_counter() - seconds)
+        sps = (steps[1] - steps[0]) / seconds
         if is_lead_process():
             for index, step in enumerate(records.step):
                 scalars = {tag: values[index] for tag, values in records.scalars.items()}
@@ -172,7 +142,6 @@ class RunLogger:
                 self.write(int(step), scalars, bar_charts, sps=sps)
         self.progress.update(steps[1] - self.progress.n)
         self.status(steps[1], sps)
-        return result
 
     def write(
         self,
@@ -226,6 +195,14 @@ def add_bar_chart(writer: SummaryWriter, tag: str, weights: np.ndarray, step: in
         bucket_counts=weights.tolist(),
         global_step=step,
     )
+
+
+def live_seeds_only(nan_step: jax.Array, metrics: Any) -> Any:
+    """`metrics` (arrays with the seeds on their leading axis) with NaN for the seeds whose loss has gone non-finite
+    (`nan_step` ≥ 0; the logger writes nothing for NaN): their learner no longer counts, and their curves end where
+    the run will stop."""
+    dead = nan_step >= 0
+    return jax.tree.map(lambda x: jnp.where(dead.reshape((-1,) + (1,) * (x.ndim - 1)), jnp.nan, x), metrics)
 
 
 def nan_mean(total: jax.Array, count: jax.Array) -> jax.Array:

@@ -36,16 +36,17 @@ def chunks(
 
 
 def scan_logged(
-    step: Callable[[Any, jax.Array], Any],
+    step: Callable[[Any, jax.Array], tuple[Any, Any]],
     carry: Any,
     first_iteration: jax.Array,
     chunk: Chunk,
     log_every: int,
-    at_boundary: Callable[[Any, jax.Array], tuple[Any, Any]],
+    at_boundary: Callable[[Any, jax.Array, Any], tuple[Any, Any]],
 ) -> tuple[Any, Any]:
-    """`carry = step(carry, i)` for i = first_iteration, ..., first_iteration + chunk.length − 1, and after every i
-    that ends a logging interval ((i + 1) % log_every == 0), `carry, record = at_boundary(carry, i)`. Returns the
-    last carry and the chunk's records, stacked in order on a new leading axis (empty if no interval ends).
+    """`carry, out = step(carry, i)` for i = first_iteration, ..., first_iteration + chunk.length − 1, and after every
+    i that ends a logging interval ((i + 1) % log_every == 0), `carry, record = at_boundary(carry, i, outs)`, `outs`
+    being the interval's `out`s (those of its iterations in this chunk) stacked on a leading axis. Returns the last
+    carry and the chunk's records, stacked in order on a new leading axis (empty if no interval ends).
 
     The iterations split statically into a head up to the first boundary, whole intervals (a scan over
     intervals of an inner scan) and a tail, so the per-iteration loop has no branch on the iteration (that
@@ -56,26 +57,58 @@ def scan_logged(
 
     def advance(carry, first, length: int):
         if length == 0:
-            return carry
+            return carry, None
         iterations = first + jnp.arange(length, dtype=jnp.int32)
-        return jax.lax.scan(lambda carry, i: (step(carry, i), None), carry, iterations)[0]
+        return jax.lax.scan(step, carry, iterations)
 
     def interval(carry, first):
-        return at_boundary(advance(carry, first, log_every), first + log_every - 1)
+        carry, outs = advance(carry, first, log_every)
+        return at_boundary(carry, first + log_every - 1, outs)
 
     head = min(chunk.length, (log_every - chunk.log_phase) % log_every)
     periods, tail = divmod(chunk.length - head, log_every)
     records = []
-    carry = advance(carry, first_iteration, head)
+    carry, outs = advance(carry, first_iteration, head)
     if head and (chunk.log_phase + head) % log_every == 0:
-        carry, record = at_boundary(carry, first_iteration + head - 1)
+        carry, record = at_boundary(carry, first_iteration + head - 1, outs)
         records.append(jax.tree.map(lambda x: x[None], record))
     if periods:
         starts = first_iteration + head + log_every * jnp.arange(periods, dtype=jnp.int32)
         carry, stacked = jax.lax.scan(interval, carry, starts)
         records.append(stacked)
-    carry = advance(carry, first_iteration + head + periods * log_every, tail)
+    carry, _ = advance(carry, first_iteration + head + periods * log_every, tail)
     if not records:  # no boundary: an empty stack of the records' shapes
-        shapes = jax.eval_shape(at_boundary, carry, first_iteration)[1]
+        outs = jax.eval_shape(lambda c: advance(c, first_iteration, 1)[1], carry)
+        shapes = jax.eval_shape(at_boundary, carry, first_iteration, outs)[1]
         return carry, jax.tree.map(lambda s: jnp.zeros((0, *s.shape), s.dtype), shapes)
     return carry, jax.tree.map(lambda *parts: jnp.concatenate(parts), *records)
+
+
+def scan_logged_over_seeds(
+    step: Callable[[Any, jax.Array], tuple[Any, Any]],
+    states: Any,
+    first_iteration: jax.Array,
+    chunk: Chunk,
+    log_every: int,
+    at_boundary: Callable[[Any, jax.Array, Any], tuple[Any, Any]],
+) -> tuple[Any, Any]:
+    """scan_logged of one seed's `step` vmapped over the seeds on the leading axis of `states`; `at_boundary` takes
+    all seeds. One seed runs without the seed axis for the whole chunk: vmap over a batch of one is slower on
+    XLA:CPU, and taking the seed out and back in every iteration makes it copy a replay buffer every iteration
+    (benchmarks/cpu_workarounds.py)."""
+    if jax.tree.leaves(states)[0].shape[0] != 1:
+        seeds_step = jax.vmap(step, in_axes=(0, None))
+        return scan_logged(seeds_step, states, first_iteration, chunk, log_every, at_boundary)
+
+    def take_seed(tree):
+        return jax.tree.map(lambda x: x[0], tree)
+
+    def put_seed(tree):
+        return jax.tree.map(lambda x: x[None], tree)
+
+    def at_boundary_one(state, iteration, outs):
+        states, record = at_boundary(put_seed(state), iteration, jax.tree.map(lambda x: x[:, None], outs))
+        return take_seed(states), record
+
+    state, records = scan_logged(step, take_seed(states), first_iteration, chunk, log_every, at_boundary_one)
+    return put_seed(state), records

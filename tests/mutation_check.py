@@ -162,15 +162,15 @@ MUTANTS = [
     Mutant(
         "gymnax: next observation of a finished episode is the reset one",
         "mirl_gymnax.py",
-        '        info["final_observation"],\n        terminated,\n    )',
-        "        obs,\n        terminated,\n    )",
+        'state.obs, actions, rewards, info["final_observation"], terminated)',
+        "state.obs, actions, rewards, obs, terminated)",
         GYMNAX_STEPS,
     ),
     Mutant(
         "gymnax: truncation stored as termination",
         "mirl_gymnax.py",
-        '        info["final_observation"],\n        terminated,\n    )',
-        '        info["final_observation"],\n        terminated | truncated,\n    )',
+        'state.obs, actions, rewards, info["final_observation"], terminated)',
+        'state.obs, actions, rewards, info["final_observation"], terminated | truncated)',
         GYMNAX_STEPS,
     ),
     Mutant(
@@ -209,8 +209,8 @@ MUTANTS = [
         GYMNAX_STEPS,
     ),
     Mutant(
-        "gymnax: a sweep's configurations given to the wrong runs",
-        "mirl_gymnax.py",
+        "common: a sweep's configurations given to the wrong runs",
+        "common/sweep.py",
         "[run.config[name] for run in runs]",
         "[run.config[name] for run in runs[::-1]]",
         ("tests/test_mirl_gymnax.py", "-k", "a_sweep"),
@@ -260,7 +260,7 @@ MUTANTS = [
     Mutant(
         "common: SPS timed from the first chunk's start",
         "common/logger.py",
-        "sps = (steps[1] - steps[0]) / (time.perf_counter() - start)",
+        "sps = (steps[1] - steps[0]) / seconds",
         "sps = (steps[1] - steps[0]) / (time.perf_counter() - self.started[1])",
         ("tests/test_common.py",),
     ),
@@ -272,10 +272,10 @@ MUTANTS = [
         ("tests/test_common.py::test_cpu_devices_for_divides_the_runs_one_device_per_core_at_most",),
     ),
     Mutant(
-        "gymnax: the chosen CPU split not recorded with the run",
-        "mirl_gymnax.py",
-        "args, cpu_devices=split_host_cpu(args.cpu_devices, len(grid_runs(args)), args.num_processes)",
-        "args, cpu_devices=split_host_cpu(args.cpu_devices, len(grid_runs(args)), args.num_processes) * 0",
+        "common: the chosen CPU split not recorded with the run",
+        "common/experiment.py",
+        "args, cpu_devices=split_host_cpu(args.cpu_devices, args.num_runs(), args.num_processes)",
+        "args, cpu_devices=split_host_cpu(args.cpu_devices, args.num_runs(), args.num_processes) * 0",
         (
             "tests/test_mirl_gymnax.py::test_by_default_the_cpu_splits_one_device_per_core_as_the_seeds_divide_and_the_run_records_it",
         ),

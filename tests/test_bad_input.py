@@ -1,4 +1,4 @@
-"""Every class of bad input in the README's table gets one `error:` line before any work: no traceback, no run
+"""Every class of bad input in docs/runs.md's table gets one `error:` line before any work: no traceback, no run
 folder, a non-zero exit. The checks are tested in-process; a few subprocesses per script test the wiring."""
 
 import dataclasses
@@ -23,9 +23,10 @@ import mirl_gymnax
 import misa_d4rl
 from common import plot
 from common.checkpoint import read_header, save_checkpoint
-from common.cli import parse
+from common.cli import check_flags, parse
 from common.datasets import DatasetError, load_dataset
 from common.errors import UserError
+from common.experiment import ChunkRunner
 from common.logger import Record, RunLogger
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,9 +60,7 @@ def copy_dataset(source: str, target: Path, **replaced: np.ndarray) -> str:
 
 
 def filled_args(name: str):
-    """Each script's default Args, with misa's domain defaults filled in as its check sees them."""
-    if name == "misa_d4rl":
-        return misa_d4rl.with_domain_defaults(misa_d4rl.Args(), "locomotion")
+    """Each script's default Args (misa's domain defaults filled in when they are made)."""
     return SCRIPTS[name].Args()
 
 
@@ -89,28 +88,28 @@ def with_value(args, field: str, value):
 def test_every_number_is_checked(name):
     """Each size, count, interval, rate and weight refuses −1, naming its flag; those that must be positive
     refuse 0 too; the defaults pass."""
-    module, defaults = SCRIPTS[name], filled_args(name)
-    module.check_args(defaults)
+    defaults = filled_args(name)
+    check_flags(defaults)
     for field in numeric_fields(defaults):
         for bad in (-1, 0):
             args = with_value(defaults, field, bad)
             if bad == 0 and field in ZERO_ALLOWED[name]:
                 continue
             with pytest.raises(UserError, match="--" + field.replace("_", "-")):
-                module.check_args(args)
+                check_flags(args)
         if isinstance(flag_value(defaults, field), float):
             for bad in (float("nan"), float("inf")):
                 with pytest.raises(UserError, match="--" + field.replace("_", "-")):
-                    module.check_args(with_value(defaults, field, bad))
+                    check_flags(with_value(defaults, field, bad))
     for field in FREE_NUMBERS & {f.name for f in dataclasses.fields(defaults) if f.name != "seed"}:
         with pytest.raises(UserError, match=f"--{field.replace('_', '-')} \\(nan\\) must be finite"):
-            module.check_args(dataclasses.replace(defaults, **{field: float("nan")}))
+            check_flags(dataclasses.replace(defaults, **{field: float("nan")}))
 
 
 def test_zero_allowed_lists_only_flags_that_accept_zero():
     for name, fields in ZERO_ALLOWED.items():
         for field in fields:
-            SCRIPTS[name].check_args(with_value(filled_args(name), field, 0))
+            check_flags(with_value(filled_args(name), field, 0))
 
 
 def run_folders() -> list[Path]:
@@ -145,8 +144,8 @@ def test_misa_sizes_are_refused_before_anything_is_built(dataset_path):
 
 
 def test_misa_derives_the_log_interval_and_names_the_rule(dataset_path):
-    args = misa_d4rl.Args(**{**MISA_TINY, "dataset_path": dataset_path, "log_interval": None})
-    result = misa_d4rl.main(dataclasses.replace(args, total_steps=14, eval_interval=6))
+    args = misa_d4rl.Args(**{**MISA_TINY, "dataset_path": dataset_path, "log_interval": None, "total_steps": 14})
+    result = misa_d4rl.main(dataclasses.replace(args, eval_interval=6, log_interval=None))
     assert result["run_dir"].name.split("__")[1] == "misa"  # runs are named after the variant by default
     steps = {step for step, _ in scalars(result["run_dir"], 1)["losses/qf1_loss"]}
     assert steps == {2, 4, 6, 8, 10, 12, 14}  # gcd(1000, 6, 14) = 2
@@ -308,7 +307,7 @@ def test_resume_refuses_flags_it_cannot_change_and_names_them(gymnax_checkpoint)
 
 def test_resume_extends_the_run_with_the_schedules_of_the_new_total(gymnax_checkpoint, capsys):
     """The ε and learning-rate schedules are defined on the total: after an extension, they are those of a run
-    started with the new total, from the resume step on (the README's Resuming)."""
+    started with the new total, from the resume step on (docs/runs.md, Resuming)."""
     first = gymnax_checkpoint["checkpoints"][0]  # step 1000 of 2000
     extended = resume(mirl_gymnax, first, "--total-timesteps", "3000", "--log-interval", "100")
     assert (
@@ -381,7 +380,8 @@ def test_off_a_terminal_a_status_line_reports_progress(tmp_path, capsys):
     def chunk(returns, length):  # a chunk of one logging interval
         return returns, Record(jnp.full(1, 20), {"charts/episodic_return": returns[None]}, {})
 
-    logger.run_chunk(jax.jit(chunk, static_argnums=1), (0, 20), jnp.asarray([17.0]), 1)
+    _, records, seconds = ChunkRunner(jax.jit(chunk, static_argnums=1))(jnp.asarray([17.0]), 1)
+    logger.write_chunk(records, (0, 20), seconds)
     logger.close()
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("step 20/100 (20%) | ") and "SPS | episodic_return 17.0 | ETA 4" in line

@@ -18,6 +18,7 @@ from common import plot
 from common.checkpoint import load_checkpoint, read_header, save_checkpoint, save_run_checkpoint
 from common.devices import check_fits, cpu_devices_for
 from common.errors import UserError
+from common.experiment import ChunkRunner
 from common.logger import Record, RunLogger, make_run_name, nan_mean, seed_sub_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,11 +42,11 @@ def test_logger_writes_one_sub_run_per_seed_and_skips_nan(tmp_path):
     accumulator.Reload()
     assert [e.value for e in accumulator.Scalars("charts/episodic_return")] == [2.0, 3.0, 4.0]
     assert "losses/td_loss" not in accumulator.Tags()["scalars"]  # NaN = nothing to report
-    assert "charts/SPS" not in accumulator.Tags()["scalars"]  # timed by run_chunk only (see the next test)
+    assert "charts/SPS" not in accumulator.Tags()["scalars"]  # timed by the chunks only (see the next test)
     assert "hyperparameters/text_summary" in accumulator.Tags()["tensors"]
 
 
-def test_run_chunk_writes_the_records_a_chunk_returns_with_its_speed(tmp_path):
+def test_a_chunk_s_records_are_written_with_its_speed(tmp_path):
     """Two chunks of two 100-step intervals for two seeds, with a 1 s pause between them (an evaluation, a
     checkpoint): every interval's record reaches its seed's curves at its step, and its SPS is its chunk's,
     without the pause or the compilation."""
@@ -61,9 +62,10 @@ def test_run_chunk_writes_the_records_a_chunk_returns_with_its_speed(tmp_path):
 
         return jax.lax.scan(interval, x, jnp.arange(num_intervals))
 
-    jitted, x = jax.jit(run, static_argnums=2), jnp.zeros(1000)
+    runner, x = ChunkRunner(jax.jit(run, static_argnums=2)), jnp.zeros(1000)
     for chunk in range(2):
-        x = logger.run_chunk(jitted, (200 * chunk, 200 * chunk + 200), x, jnp.int32(200 * chunk), 2)
+        x, records, seconds = runner(x, jnp.int32(200 * chunk), 2)
+        logger.write_chunk(records, (200 * chunk, 200 * chunk + 200), seconds)
         time.sleep(1.0)
     logger.close()
     curves = []

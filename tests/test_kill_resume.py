@@ -1,6 +1,6 @@
 """A run killed with SIGKILL right after a checkpoint, then resumed from it on the command line: its TensorBoard
 curves reach that checkpoint, and the resumed run ends with the uninterrupted run's numbers, bit for bit
-(mirl_atari: envpool cannot save its emulators, so the resumed run plays new games; see the README)."""
+(mirl_atari: envpool cannot save its emulators, so the resumed run plays new games; see docs/runs.md, Resuming)."""
 
 import os
 import subprocess

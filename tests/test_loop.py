@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from common.devices import unroll_threefry_on_cpu
+from common.cpu import unroll_threefry_on_cpu
 from common.loop import Chunk, chunks, scan_logged
 
 
@@ -18,16 +18,17 @@ from common.loop import Chunk, chunks, scan_logged
 @pytest.mark.parametrize("length", [0, 1, 2, 5, 6, 11])
 def test_scan_logged_steps_every_iteration_and_ends_intervals_where_the_plain_loop_does(log_every, first, length):
     """The carry records each step's iteration and each boundary's, and the records come out in order with the
-    boundary's iteration and the carry it saw; all must match a plain Python loop's."""
+    boundary's iteration, the carry it saw and the outputs of its interval's steps in this chunk; all must match a
+    plain Python loop's."""
     slots = 64
 
     def step(carry, i):
         history, n = carry
-        return history.at[n].set(i), n + 1
+        return (history.at[n].set(i), n + 1), 10 * i
 
-    def at_boundary(carry, i):
+    def at_boundary(carry, i, outs):
         history, n = carry
-        return (history.at[n].set(-1000 - i), n + 1), {"iteration": i, "entries": n}
+        return (history.at[n].set(-1000 - i), n + 1), {"iteration": i, "entries": n, "outs": outs.sum()}
 
     run = jax.jit(
         lambda carry, first_iteration, chunk: scan_logged(step, carry, first_iteration, chunk, log_every, at_boundary),
@@ -36,16 +37,19 @@ def test_scan_logged_steps_every_iteration_and_ends_intervals_where_the_plain_lo
     (history, n), records = run(
         (jnp.full(slots, 7777), jnp.int32(0)), jnp.int32(first), Chunk.starting_at(first, length, log_every)
     )
-    expected, expected_records = [], []
+    expected, expected_records, outs = [], [], []
     for i in range(first, first + length):
         expected.append(i)
+        outs.append(10 * i)
         if (i + 1) % log_every == 0:
-            expected_records.append((i, len(expected)))
+            expected_records.append((i, len(expected), sum(outs)))
             expected.append(-1000 - i)
+            outs = []
     assert int(n) == len(expected)
     assert np.asarray(history[: len(expected)]).tolist() == expected
     assert records["iteration"].dtype == jnp.int32 and records["iteration"].shape == (len(expected_records),)
-    assert list(zip(records["iteration"].tolist(), records["entries"].tolist(), strict=True)) == expected_records
+    got = zip(records["iteration"].tolist(), records["entries"].tolist(), records["outs"].tolist(), strict=True)
+    assert list(got) == expected_records
 
 
 @pytest.mark.parametrize(

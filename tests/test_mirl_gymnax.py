@@ -20,8 +20,9 @@ from common import plot
 from common.checkpoint import read_header
 from common.cli import parse
 from common.devices import cpu_devices_for, usable_cores
+from common.envs import CONTINUOUS_ENV_IDS
 from common.errors import UserError
-from mirl_gymnax import CONTINUOUS_ENV_IDS, SCRIPT, Args, Replay, main, make_env, make_train, replay_obs_dtype
+from mirl_gymnax import SCRIPT, Args, Replay, main, make_env, make_train, replay_obs_dtype
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(

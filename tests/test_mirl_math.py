@@ -242,8 +242,6 @@ def test_patch_conv_is_a_valid_convolution(size, stride, image_size, channels):
         "PatchConv",
         "updates_per_learn",
         "learn_period",
-        "log_every",
-        "live_seeds_only",
         "Hypers",
         "make_optimizer",
         "q_values",

@@ -3,7 +3,6 @@ values computed by hand from the state they are given. mirl_atari runs the same 
 them identical); its own observe is tested in test_frame_replay.py."""
 
 import dataclasses
-from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 
 import mirl_gymnax as mg
+from common.logger import live_seeds_only
 
 SMALL = dict(num_envs=2, buffer_size=64, batch_size=8, learning_starts=8, train_frequency=2, total_timesteps=1_000)
 
@@ -157,10 +157,10 @@ def test_learn_and_sync_follow_the_schedule():
 def test_seeds_whose_loss_went_non_finite_log_nothing_more():
     """After a seed's first non-finite loss its metrics are NaN (the logger writes nothing for NaN); the
     others' are untouched."""
-    states = SimpleNamespace(nan_step=jnp.asarray([-1, 40, -1]))
+    nan_step = jnp.asarray([-1, 40, -1])
     scalars = {"charts/episodic_return": jnp.asarray([1.0, 2.0, 3.0])}
     bars = {"mirl/prior": jnp.asarray([[0.5, 0.5], [0.2, 0.8], [0.1, 0.9]])}
-    scalars, bars = mg.live_seeds_only(states, scalars, bars)
+    scalars, bars = live_seeds_only(nan_step, (scalars, bars))
     np.testing.assert_array_equal(scalars["charts/episodic_return"], [1.0, np.nan, 3.0])
     np.testing.assert_array_equal(
         bars["mirl/prior"], np.asarray([[0.5, 0.5], [np.nan, np.nan], [0.1, 0.9]], np.float32)

@@ -11,6 +11,8 @@ import optax
 import pytest
 
 import misa_d4rl as misa
+from common.datasets import ActionBox, evaluation_seeds
+from common.loop import Chunk
 
 
 def gaussian_density(x, mean, std):
@@ -184,7 +186,7 @@ def test_observation_scaler_and_action_box():
     np.testing.assert_allclose(scaled.std(axis=0), 1.0, atol=1e-3)  # std + 1e-3 in the denominator
     np.testing.assert_array_equal(misa.ObsScaler.fit(observations, standardise=False)(observations), observations)
 
-    box = misa.ActionBox(np.asarray([-2.0, 0.0]), np.asarray([2.0, 1.0]))
+    box = ActionBox(np.asarray([-2.0, 0.0]), np.asarray([2.0, 1.0]))
     np.testing.assert_allclose(
         box.to_unit(np.asarray([[-2.0, 0.0], [2.0, 1.0], [1.0, 0.75]])), [[-1, -1], [1, 1], [0.5, 0.5]]
     )
@@ -193,10 +195,10 @@ def test_observation_scaler_and_action_box():
 
 
 def test_evaluation_seeds_belong_to_each_seed_and_step():
-    together = misa.evaluation_seeds([1, 2], step=1000, episodes=3)
-    assert together[3:] == misa.evaluation_seeds([2], step=1000, episodes=3)  # seed 2 alone or second
+    together = evaluation_seeds([1, 2], step=1000, episodes=3)
+    assert together[3:] == evaluation_seeds([2], step=1000, episodes=3)  # seed 2 alone or second
     assert len(set(together)) == 6
-    assert misa.evaluation_seeds([1], step=2000, episodes=3) != together[:3]
+    assert evaluation_seeds([1], step=2000, episodes=3) != together[:3]
 
 
 def test_flax_initialisation():
@@ -212,17 +214,23 @@ def test_flax_initialisation():
     assert float(policy.log_std_multiplier) == 1.0 and float(policy.log_std_offset) == -1.0
 
 
-def test_domain_defaults_fill_only_unset_flags():
-    args = misa.with_domain_defaults(misa.Args(q_lr=5e-4), "antmaze")
+def test_domain_defaults_fill_only_unset_flags_when_the_flags_are_made():
+    antmaze = "antmaze-umaze-v2"
+    args = misa.Args(env_id=antmaze, q_lr=5e-4)
     assert (args.q_lr, args.layer_norm, args.lagrange, args.total_steps) == (5e-4, True, True, 2_000_000)
-    assert (args.eval_interval, args.eval_episodes) == (50_000, 100)
-    adroit = misa.with_domain_defaults(misa.Args(), "adroit")
+    assert (args.eval_interval, args.eval_episodes, args.log_interval) == (50_000, 100, 1_000)
+    adroit = misa.Args(env_id="pen-human-v1")
     assert (adroit.auto_alpha, adroit.bc_weight, adroit.lagrange) == (False, 5.0, False)
     assert (args.add_positive, args.hmc_adaptation_steps) == (True, 4)  # int(0.8 · 5 burn-in steps)
-    assert misa.with_domain_defaults(misa.Args(variant="cql"), "antmaze").add_positive is False
-    assert misa.with_domain_defaults(misa.Args(hmc_burn_in=20), "antmaze").hmc_adaptation_steps == 16
-    locomotion = misa.with_domain_defaults(misa.Args(), "locomotion")
+    assert misa.Args(env_id=antmaze, variant="cql").add_positive is False
+    assert misa.Args(env_id=antmaze, hmc_burn_in=20).hmc_adaptation_steps == 16
+    locomotion = misa.Args()
     assert (locomotion.q_lr, locomotion.layer_norm, locomotion.total_steps) == (3e-4, False, 1_200_000)
+    assert misa.Args(env_id="mujoco/hopper/medium-v0").total_steps == 1_200_000  # a Minari id, not downloaded
+    assert misa.Args(total_steps=14, eval_interval=4).log_interval == 2  # gcd(1000, 4, 14)
+    kitchen = misa.Args(env_id="kitchen-partial-v0")
+    derived = ("lagrange", "add_positive", "hmc_adaptation_steps", "eval_interval", "eval_episodes", "log_interval")
+    assert all(getattr(kitchen, name) is not None for name in (*misa.DOMAIN_DEFAULTS["kitchen"], *derived))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -246,14 +254,14 @@ def dataset():
 
 
 def small_args(**overrides):
-    args = misa.Args(hidden_size=16, batch_size=8, num_action_samples=4, hmc_burn_in=1, hmc_samples=3, log_interval=2)
-    return misa.with_domain_defaults(dataclasses.replace(args, **overrides), "locomotion")
+    small = dict(hidden_size=16, batch_size=8, num_action_samples=4, hmc_burn_in=1, hmc_samples=3, log_interval=2)
+    return misa.Args(**{**small, **overrides})
 
 
 def one_step(args, dataset, seed=0):
     trainer = misa.make_train(args, OBS_DIM, ACTION_DIM)
     states = jax.vmap(trainer.init)(jax.random.key(seed)[None])
-    return states, jax.jit(trainer.run, static_argnums=3)(states, dataset, jnp.asarray(0, jnp.int32), 2)[0]
+    return states, jax.jit(trainer.run, static_argnums=3)(states, dataset, jnp.asarray(0, jnp.int32), Chunk(2, 0))[0]
 
 
 def leaves(tree):
@@ -275,7 +283,7 @@ def test_targets_are_polyak_averages_of_the_new_critics(dataset):
     args = small_args(variant="cql", log_interval=1)
     trainer = misa.make_train(args, OBS_DIM, ACTION_DIM)
     before = jax.vmap(trainer.init)(jax.random.key(0)[None])
-    after, _ = jax.jit(trainer.run, static_argnums=3)(before, dataset, jnp.asarray(0, jnp.int32), 1)
+    after, _ = jax.jit(trainer.run, static_argnums=3)(before, dataset, jnp.asarray(0, jnp.int32), Chunk(1, 0))
     for new, target, old in zip(
         leaves(after.params.critics), leaves(after.target_critics), leaves(before.target_critics), strict=True
     ):
@@ -304,7 +312,7 @@ def test_the_training_chunk_compiles_once(dataset):
     states = jax.vmap(trainer.init)(jax.random.key(0)[None])
     run = jax.jit(trainer.run, static_argnums=3)
     for first_step in (0, 2):
-        states, _ = run(states, dataset, jnp.asarray(first_step, jnp.int32), 2)
+        states, _ = run(states, dataset, jnp.asarray(first_step, jnp.int32), Chunk(2, 0))
     assert run._cache_size() == 1
 
 

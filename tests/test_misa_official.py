@@ -153,7 +153,7 @@ def official_mcmc(reference: Reference, config: str) -> jax.Array | None:
 
 
 def args_for(flags: str) -> misa.Args:
-    return misa.with_domain_defaults(tyro.cli(misa.Args, args=flags.split()), "locomotion")
+    return tyro.cli(misa.Args, args=flags.split())  # hopper-medium-v2's domain (locomotion) fills the rest
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,45 @@
+"""gymnax environments for the MIRL script: ids checked against gymnax's registry (discrete actions only), and the
+dtype in which a replay stores each environment's observations without loss."""
+
+import jax
+import jax.numpy as jnp
+
+from common.errors import UserError
+
+# gymnax environments with a continuous action space; a test keeps this in step with gymnax
+CONTINUOUS_ENV_IDS = ("Pendulum-v1", "MountainCarContinuous-v0", "PointRobot-misc", "Reacher-misc", "Swimmer-misc")
+
+
+def make_env(env_id: str, full_action_set: bool = False):
+    # imported here, not at the top: gymnax makes arrays as it is imported, which starts JAX's devices, and a run
+    # of several processes must join them first (common.devices.join_processes)
+    import gymnax
+    from gymnax.environments import spaces
+
+    discrete = [name for name in gymnax.registered_envs if name not in CONTINUOUS_ENV_IDS]
+    if env_id not in gymnax.registered_envs:
+        raise UserError(f"unknown env id {env_id!r}; discrete-action gymnax environments: {', '.join(discrete)}")
+    minatar = [name for name in gymnax.registered_envs if name.endswith("-MinAtar")]
+    if full_action_set and env_id not in minatar:
+        raise UserError(f"--full-action-set applies to the MinAtar games only: {', '.join(minatar)}")
+    env, env_params = gymnax.make(env_id, **({"use_minimal_action_set": False} if full_action_set else {}))
+    if not isinstance(env.action_space(env_params), spaces.Discrete):
+        raise UserError(f"{env_id} has a continuous action space; MIRL needs discrete actions: {', '.join(discrete)}")
+    return env, env_params
+
+
+# Environments whose observations are 0/1 grids by construction: gymnax 1.0's `get_obs` of each writes only
+# 0, 1, True or False into a zero array before casting it to float32. They are stored as uint8, a quarter of
+# float32's memory, without loss; every other environment in its own dtype (a test round-trips them all).
+BYTE_GRID_ENV_IDS = (
+    *("Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar", "Seaquest-MinAtar", "SpaceInvaders-MinAtar"),
+    *("Catch-bsuite", "DeepSea-bsuite", "Pong-misc"),
+)
+
+
+def replay_obs_dtype(env_id: str, env, env_params) -> jnp.dtype:
+    """The dtype the replay stores observations in: uint8 for the 0/1 grids above, else the environment's own."""
+    if env_id in BYTE_GRID_ENV_IDS:
+        return jnp.dtype(jnp.uint8)
+    obs, _ = jax.eval_shape(env.reset, jax.random.key(0), env_params)
+    return obs.dtype

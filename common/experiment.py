@@ -1,0 +1,269 @@
+"""The run around a training loop, the same for the three scripts: each `main` is one call,
+
+    run_experiment(args, SCRIPT, build)
+
+which resumes a run from its checkpoint (or names a new one), refuses bad flags, splits the CPU into devices and joins
+the other processes, and then asks the script to `build` its Experiment: how to make the states of its runs (seeds, or
+configurations × seeds), advance them by a chunk of iterations and evaluate them. The harness then checks that the
+states fit in memory, builds or restores them on their devices, runs the chunks (compiling each chunk shape once),
+writes their records, stops on a non-finite loss, saves checkpoints, evaluates, and ends with one line per
+configuration.
+"""
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from common.checkpoint import init_or_restore, non_finite_stop
+from common.cli import RunFlags, check_flags, start_resume
+from common.devices import (
+    announce_placement,
+    check_fits,
+    host_value,
+    is_lead_process,
+    join_processes,
+    seed_mesh,
+    seed_sharding,
+    split_host_cpu,
+)
+from common.errors import plural
+from common.logger import RunLogger, make_run_name, start_tracking
+from common.loop import Chunk, chunks
+
+
+class Start(NamedTuple):
+    """What `build` is given: the run's final flags, its checkpoint's header when it resumes, and the devices."""
+
+    args: RunFlags
+    header: dict | None  # None for a new run
+    mesh: jax.sharding.Mesh  # one axis over the devices the runs are split over
+
+
+class Evaluation(NamedTuple):
+    """One evaluation of every run: `scores[tag]` holds one value per run and is written to TensorBoard (the first
+    tag is the headline: the progress shows it and the final line reports it); `details` go into main's result."""
+
+    scores: dict[str, np.ndarray]
+    details: dict[str, Any] = {}
+
+
+class MemoryNeed(NamedTuple):
+    """Arrays the run will allocate, checked against the devices' free memory before anything is allocated."""
+
+    what: str  # e.g. "the replay buffers (2 seeds × 10000 transitions × 45 bytes)"
+    bytes: int  # over all devices
+    hint: str  # what to change when it does not fit
+
+    @staticmethod
+    def replays(runs: int, configurations: int, capacity: int, transition_bytes: int) -> "MemoryNeed":
+        """Each run's replay buffer of `capacity` transitions (a sweep's runs are configurations × seeds)."""
+        return MemoryNeed(
+            f"the replay buffers ({plural(runs, 'seed' if configurations == 1 else 'run')} × {capacity} transitions "
+            f"× {transition_bytes} bytes)",
+            runs * capacity * transition_bytes,
+            "lower --buffer-size or --num-seeds" + (", or sweep fewer values" if configurations > 1 else ""),
+        )
+
+
+@dataclasses.dataclass
+class Experiment:
+    """What a script's `build` hands the harness. Iterations are the loop's steps (an iteration steps all of a seed's
+    environments once, or makes one gradient step: Args.steps_per_iteration); states hold every run on their leading
+    axis."""
+
+    name: str  # the default --exp-name: the algorithm or variant
+    runs: list[str]  # one TensorBoard sub-run per trained agent, in the states' order: seed_1, or config/seed_1
+    init: Callable  # (*init_inputs) -> states
+    init_inputs: tuple  # host arrays, one row per run
+    run: Callable  # (states, *run_inputs, first_iteration, Chunk) -> (states, Records): jitted here
+    evaluate: Callable[[Any, int], Evaluation | None]  # (states, iteration) -> scores, in every process
+    evaluate_every: int | None = None  # iterations between evaluations; there is always one at the end
+    checkpoint_every: int | None = None  # iterations between checkpoints; None: with every evaluation
+    intervals_per_chunk: int = 1  # logging intervals a chunk may hold before the host writes their records
+    run_inputs: tuple = ()  # arrays every run reads (a dataset), put on every device once
+    memory: tuple[MemoryNeed, ...] = ()
+    restored: Callable[[Any], Any] = lambda states: states  # applied to states read from a checkpoint
+    header: dict = dataclasses.field(default_factory=dict)  # what the checkpoints record besides the state
+    loss: str = "the TD loss"  # what `states.nan_step` watches, in the stop message
+    step_unit: str = "environment step"
+    score_label: str = ""  # how the final line names the headline score
+    keep_best: bool = False  # also log and report each run's best headline score so far
+
+
+def run_experiment(args: RunFlags, script: str, build: Callable[[Start], Experiment]) -> dict:
+    """Train (or resume) the runs that `build` describes, evaluating as it asks; returns the final states, the last
+    evaluation's scores per run ('scores', and 'best_scores' with keep_best) and details, the run directory and the
+    last checkpoint."""
+    start = start_run(args, script)
+    args = start.args
+    experiment = build(start)
+    header = start.header
+    run_name = header["run_name"] if header else make_run_name(args.env_id, args.exp_name or experiment.name, args.seed)
+    first_iteration = resumed_iteration(header) if header else 0
+    devices = list(start.mesh.devices.flat)
+    for need in experiment.memory:
+        check_fits(need.what, need.bytes, devices, need.hint)
+    replicated = NamedSharding(start.mesh, PartitionSpec())
+    run_inputs = jax.device_put(experiment.run_inputs, replicated)
+    states = init_or_restore(experiment.init, args.resume, *experiment.init_inputs, sharding=seed_sharding(start.mesh))
+    if args.resume:
+        states = experiment.restored(states)
+
+    if args.track and is_lead_process():
+        start_tracking(args, run_name, args.wandb_project_name, args.wandb_entity)
+    steps, total = args.steps_per_iteration(), args.total_iterations()
+    logger = RunLogger(Path("runs") / run_name, args, experiment.runs, total * steps, first_iteration * steps)
+    runner = ChunkRunner(
+        jax.jit(experiment.run, static_argnums=len(run_inputs) + 2, donate_argnums=0), logger.announces_compiles
+    )
+    evaluate_every = experiment.evaluate_every or total
+    checkpoint_every = experiment.checkpoint_every or evaluate_every
+    best = (header.get("best_scores") if header else None) or [] if experiment.keep_best else None
+    last_checkpoint, evaluation = args.resume, None
+    swept = len(experiment.runs) > args.num_seeds  # runs are configurations × seeds, configuration-major
+    labels = experiment.runs if swept else [args.seed + k for k in range(args.num_seeds)]
+    ends = (evaluate_every, checkpoint_every)
+
+    def evaluate(iteration: int) -> Evaluation | None:
+        nonlocal best
+        evaluation = experiment.evaluate(states, iteration)
+        if evaluation is not None and is_lead_process():
+            best = log_evaluation(logger, evaluation, iteration * steps, best)
+        return evaluation
+
+    for first, chunk in chunks(first_iteration, total, args.log_every(), experiment.intervals_per_chunk, ends):
+        iteration = first + chunk.length
+        states, records, seconds = runner(states, *run_inputs, np.int32(first), chunk)
+        logger.write_chunk(records, (first * steps, iteration * steps), seconds)
+        stop = non_finite_stop(
+            host_value(states.nan_step), labels, experiment.loss, experiment.step_unit, last_checkpoint, args.save_model
+        )
+        if stop is not None:
+            logger.close()
+            raise stop
+        if iteration % evaluate_every == 0 or iteration == total:
+            evaluation = evaluate(iteration)
+        if args.save_model and (iteration % checkpoint_every == 0 or iteration == total):
+            record = {"script": script, "args": dataclasses.asdict(args), "run_name": run_name}
+            record |= {"iteration": iteration, "step": iteration * steps, **experiment.header}
+            record |= {"best_scores": best or None} if experiment.keep_best else {}
+            last_checkpoint = logger.save_checkpoint(iteration * steps, states, record, args.keep_checkpoints)
+    if first_iteration == total:  # a finished run resumed (its final evaluation may not have been logged)
+        print(f"{run_name} has finished its {total * steps:,} steps: evaluating it again", flush=True)
+        evaluation = evaluate(total)
+    logger.close()
+    result = {"states": states, "run_dir": logger.run_dir, "last_checkpoint": last_checkpoint, "scores": None}
+    if evaluation is not None:
+        headline = next(iter(evaluation.scores.values()))
+        result |= {"scores": headline, **evaluation.details}
+        if is_lead_process():
+            report(run_name, experiment, args, headline, best)
+    return result | ({"best_scores": best or None} if experiment.keep_best else {})
+
+
+def start_run(args: RunFlags, script: str) -> Start:
+    """Everything before a device is touched: the resumed run's flags, the flag checks, the CPU split, the processes."""
+    header = None
+    if args.resume:
+        args, header, _ = start_resume(
+            type(args),
+            args,
+            script,
+            type(args).RESUMABLE,
+            type(args).BUDGET,
+            lambda header, saved: resumed_iteration(header) * saved.steps_per_iteration(),
+            type(args).EXTENSION_NOTE,
+        )
+    check_flags(args)
+    args = dataclasses.replace(args, cpu_devices=split_host_cpu(args.cpu_devices, args.num_runs(), args.num_processes))
+    join_processes(args.num_processes, args.process_id, args.coordinator_address)
+    mesh = seed_mesh(args.num_runs())
+    announce_placement(mesh, args.num_runs())
+    return Start(args, header, mesh)
+
+
+def resumed_iteration(header: dict) -> int:
+    """The iteration a checkpoint was saved at (misa's checkpoints before the harness recorded only the step)."""
+    return header["iteration"] if "iteration" in header else header["step"]
+
+
+def log_evaluation(logger: RunLogger, evaluation: Evaluation, step: int, best: list | None) -> list | None:
+    """Write every run's scores at `step`; where best scores are kept (`best`: those so far, [] before the first),
+    also each run's best headline score as eval/best_{name}. Returns the new best scores."""
+    tag, headline = next(iter(evaluation.scores.items()))
+    name = tag.rpartition("/")[2]
+    if best is not None:
+        best = headline.tolist() if not best else np.maximum(best, headline).tolist()
+    for index, writer in enumerate(logger.writers):
+        for scores_tag, values in evaluation.scores.items():
+            writer.add_scalar(scores_tag, values[index], step)
+        if best is not None:
+            writer.add_scalar(f"eval/best_{name}", best[index], step)
+    logger.set_headline(name, float(np.mean(headline)))
+    return best
+
+
+def report(run_name: str, experiment: Experiment, args: RunFlags, headline: np.ndarray, best: list | None) -> None:
+    """One line per configuration: the headline score's mean and spread over the seeds, and each seed's."""
+    seeds = list(range(args.seed, args.seed + args.num_seeds))
+    for first in range(0, len(experiment.runs), args.num_seeds):
+        config = experiment.runs[first].rpartition("/")[0]
+        scores = np.asarray(headline[first : first + args.num_seeds], np.float64)
+        line = f"{run_name}{'/' + config if config else ''}: {experiment.score_label}: {scores.mean():.1f} ± "
+        line += f"{scores.std():.1f} (seeds {seeds}: {np.round(scores, 1).tolist()})"
+        if best is not None:
+            line += f", best {np.mean(best[first : first + args.num_seeds]):.1f}"
+        print(line)
+
+
+class ChunkRunner:
+    """Runs a jitted chunk function, compiled ahead of time once per chunk shape and input types: `runner(*args)`
+    returns its (states, records) and the seconds the chunk ran, compilation excluded. `announce`: print a line when
+    a chunk is compiled, and how long it took (off a terminal, where no progress bar shows the wait)."""
+
+    def __init__(self, jitted: Callable, announce: bool = False):
+        self.jitted, self.announce = jitted, announce
+        self.compiled: dict = {}
+
+    def compile(self, *args) -> Callable:
+        """`jitted` compiled for `args`, whose last is static (a common.loop.Chunk, or a length)."""
+        leaves, structure = jax.tree.flatten(args[:-1])
+        # what the compiled program depends on: shapes, dtypes and each device's part (two shardings that split an
+        # array the same way, such as replicated and seed-split on one device, share a program)
+        avals = tuple(
+            (
+                x.shape,
+                x.dtype,
+                getattr(x, "weak_type", False),
+                x.sharding.shard_shape(x.shape),
+                frozenset(x.sharding.device_set),
+            )
+            if isinstance(x, jax.Array)
+            else (np.shape(x), np.result_type(x))  # a host value (the same in every process)
+            for x in leaves
+        )
+        key = (args[-1], structure, avals)
+        if key not in self.compiled:
+            began = time.perf_counter()
+            if self.announce:
+                print(f"compiling a chunk of {getattr(args[-1], 'length', args[-1]):,} iterations", flush=True)
+            self.compiled[key] = self.jitted.lower(*args).compile()
+            if self.announce:
+                print(f"compiled in {time.perf_counter() - began:.1f} s", flush=True)
+        return self.compiled[key]
+
+    def __call__(self, *args) -> tuple[Any, Any, float]:
+        compiled = self.compile(*args)
+        began = time.perf_counter()
+        result, records = compiled(*args[:-1])
+        records = jax.tree.map(host_value, records)  # waits for the chunk; a gather every process takes part in
+        return result, records, time.perf_counter() - began
+
+
+__all__ = ["Chunk", "Evaluation", "Experiment", "MemoryNeed", "Start", "run_experiment"]
