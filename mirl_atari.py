@@ -5,10 +5,9 @@ Atari games with the DeepMind preprocessing.
 The equations are mirl_gymnax.py's, line for line (a test keeps them so): the soft value V(s) = logsumexp_a(log ρ(a)
 + β Q(s, a)) / β in the TD target, the policy π ∝ ρ exp(βQ), the prior update ρ ← ρ + α_ρ (π − ρ) and the
 temperature update β ← β + α_β (1/L − β). envpool's XLA interface puts the environment step inside the compiled
-program, so acting, storing, sampling, learning, ρ, β and ε are one `jax.lax.scan`; `--num-seeds N` trains N seeds
-from one envpool of N × --num-envs games per device. The replay stores each frame once (84·84 bytes per transition
-instead of two 4-frame stacks) and rebuilds the stacks when it samples. Reading order: flags, network, equations,
-replay, state, steps, `make_train`; the run around it (pools, checkpoints, devices, logging) at the end.
+program: acting, storing, sampling, learning, ρ, β and ε are one `jax.lax.scan`, and `--num-seeds N` trains N seeds
+from one envpool per device. The replay stores each frame once and rebuilds the stacks when it samples. Reading
+order: flags, network, equations, replay, state, steps, `make_train`; at the end, what common.experiment needs.
 """
 
 import dataclasses
@@ -46,8 +45,6 @@ class Args(RunFlags):
     """evaluation games per seed (full games, true score)"""
     eval_epsilon: float = 0.05
     """ε of the evaluation policy: a strictly greedy agent can wait forever to serve after losing a life"""
-
-    # Environment (envpool's Atari options)
     env_id: str = "Breakout-v5"
     """an envpool Atari game id"""
     num_envs: int = 4
@@ -129,25 +126,14 @@ class QNetwork(eqx.Module):
     layers: eqx.nn.Sequential
 
     def __init__(self, obs_shape: tuple[int, int, int], num_actions: int, key: jax.Array):
-        stack, height, width = obs_shape
+        channels, height, width = obs_shape
         keys = jax.random.split(key, 5)
-        for kernel, stride in ((8, 4), (4, 2), (3, 1)):
-            height, width = (height - kernel) // stride + 1, (width - kernel) // stride + 1
-        self.layers = eqx.nn.Sequential(
-            [
-                eqx.nn.Lambda(scale_pixels),
-                PatchConv(stack, 32, size=8, stride=4, key=keys[0]),
-                eqx.nn.Lambda(jax.nn.relu),
-                PatchConv(32, 64, size=4, stride=2, key=keys[1]),
-                eqx.nn.Lambda(jax.nn.relu),
-                PatchConv(64, 64, size=3, stride=1, key=keys[2]),
-                eqx.nn.Lambda(jax.nn.relu),
-                eqx.nn.Lambda(jnp.ravel),
-                Dense(64 * height * width, 512, key=keys[3]),
-                eqx.nn.Lambda(jax.nn.relu),
-                Dense(512, num_actions, key=keys[4]),
-            ]
-        )
+        relu, layers = eqx.nn.Lambda(jax.nn.relu), [eqx.nn.Lambda(scale_pixels)]
+        for (out_channels, size, stride), conv_key in zip(((32, 8, 4), (64, 4, 2), (64, 3, 1)), keys, strict=False):
+            layers += [PatchConv(channels, out_channels, size=size, stride=stride, key=conv_key), relu]
+            channels, height, width = out_channels, (height - size) // stride + 1, (width - size) // stride + 1
+        layers += [eqx.nn.Lambda(jnp.ravel), Dense(channels * height * width, 512, key=keys[3]), relu]
+        self.layers = eqx.nn.Sequential([*layers, Dense(512, num_actions, key=keys[4])])
 
     def __call__(self, obs: jax.Array) -> jax.Array:
         return self.layers(obs)

@@ -8,10 +8,9 @@ The equations, each a pure function below:
 - prior           ρ ← ρ + α_ρ (π(·|s) − ρ) per acting state
 - temperature     β ← β + α_β (1 / L − β) per gradient step, L the minibatch TD loss
 
-The environments run on the device too: acting, the replay, ρ, β, target syncs and gradient steps are one
-`jax.lax.scan`; `--num-seeds N` trains N seeds at once (vmapped), and the float flags marked "swept" take several
-values, every combination training in the same program. Reading order: flags, network, equations, state, steps,
-`make_train`; the run around it (checkpoints, devices, logging) is `common.experiment`, at the end.
+Acting, the environments, the replay, ρ, β, target syncs and gradient steps are one `jax.lax.scan` on the device;
+`--num-seeds N` trains N seeds at once (vmapped), and each combination of the "swept" flags' values trains in the
+same program. Reading order: flags, network, equations, state, steps, `make_train`; then what common.experiment needs.
 """
 
 import dataclasses

@@ -47,7 +47,7 @@ from common.datasets import (
     make_eval_envs,
     normalized_score,
 )
-from common.devices import host_value, is_lead_process
+from common.devices import on_lead_process
 from common.errors import UserError, out_of_range
 from common.experiment import Evaluation, Experiment, MemoryNeed, Start, run_experiment
 from common.flax_layers import Dense, LayerNorm, output_init
@@ -739,29 +739,14 @@ def load_policy(path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
 
 def flag_problems(args: Args, problems: list[str]) -> list[str]:
     """What makes the flags unable to make a run, added to the run flags' `problems` (domain defaults filled in)."""
-    problems += out_of_range(
-        args,
-        positive=(
-            "total_steps",
-            "batch_size",
-            "hidden_size",
-            "policy_lr",
-            "q_lr",
-            "num_action_samples",
-            "eval_interval",
-        ),
-        non_negative=("eval_episodes", "bc_weight", "fixed_alpha", "regularizer_weight", "mcmc_weight"),
-        unit_interval=("gamma",),
-        fraction=("tau",),
-        finite=("lagrange_gap", "log_alpha_prime_init"),
-    )
+    positive = "total_steps batch_size hidden_size policy_lr q_lr num_action_samples eval_interval".split()
+    non_negative = "eval_episodes bc_weight fixed_alpha regularizer_weight mcmc_weight".split()
+    finite = ("lagrange_gap", "log_alpha_prime_init")
+    problems += out_of_range(args, positive, non_negative, unit_interval=("gamma",), fraction=("tau",), finite=finite)
     if args.variant == "misa":
-        problems += out_of_range(
-            args,
-            positive=("hmc_samples", "hmc_leapfrog_steps", "hmc_step_size"),
-            non_negative=("hmc_burn_in", "hmc_adaptation_steps"),
-            unit_interval=("hmc_target_acceptance",),
-        )
+        hmc_positive, hmc_non_negative = ("hmc_samples", "hmc_leapfrog_steps", "hmc_step_size"), ("hmc_burn_in",)
+        hmc_non_negative += ("hmc_adaptation_steps",)
+        problems += out_of_range(args, hmc_positive, hmc_non_negative, unit_interval=("hmc_target_acceptance",))
     if problems:  # the rules below assume these
         return problems
     if args.eval_interval % args.log_interval or args.total_steps % args.log_interval:
@@ -786,14 +771,11 @@ def build(start: Start) -> Experiment:
     args, header = start.args, start.header
     data, info = load_dataset(args.env_id, args.dataset_path)
     if header and len(data.rewards) != header.get("dataset_rows", len(data.rewards)):
-        raise UserError(
-            f"the dataset has {len(data.rewards):,} transitions, the run in {args.resume} trained on "
-            f"{header['dataset_rows']:,}: resume it with its own dataset"
-        )
-    if header and header["step"] % args.log_interval:
-        raise UserError(
-            f"--log-interval ({args.log_interval}) must divide the step this run resumes from ({header['step']:,})"
-        )
+        rows = f"{len(data.rewards):,} transitions, the run in {args.resume} trained on {header['dataset_rows']:,}"
+        raise UserError(f"the dataset has {rows}: resume it with its own dataset")
+    if header and header["step"] % args.log_interval:  # the logged means are over whole intervals
+        step = header["step"]
+        raise UserError(f"--log-interval ({args.log_interval}) must divide the step this run resumes from ({step:,})")
     envs = make_eval_envs(info, args.num_seeds * args.eval_episodes) if args.eval_episodes > 0 else None
     if envs is not None:
         check_against_env(data, info, envs)
@@ -806,20 +788,14 @@ def build(start: Start) -> Experiment:
     act = jax.jit(trainer.actions)
 
     def evaluate(states: TrainState, step: int) -> Evaluation | None:
-        if envs is None:
-            return None
-        policies = states.params.policy  # each process holds its seeds' policies: process 0 evaluates them all
-        if jax.process_count() > 1:
-            policies = jax.tree.map(host_value, policies)  # a gather every process takes part in
-        if not is_lead_process():
+        policies = on_lead_process(states.params.policy) if envs is not None else None  # process 0: every seed
+        if policies is None:
             return None
         env_seeds = evaluation_seeds(seeds, step, args.eval_episodes)
         returns = evaluate_policies(act, policies, len(seeds), envs, scale_obs, box, env_seeds).mean(axis=1)
-        normalized = normalized_score(info, returns)
-        scores = {"eval/episodic_return": returns}
-        if normalized is not None:
-            scores = {"eval/normalized_score": normalized, **scores}
-        return Evaluation(scores, {"returns": returns})
+        normalized = normalized_score(info, returns)  # the headline where the dataset has reference scores
+        scores = {"eval/normalized_score": normalized} if normalized is not None else {}
+        return Evaluation({**scores, "eval/episodic_return": returns}, {"returns": returns})
 
     kind = "episodic_return" if normalized_score(info, np.zeros(1)) is None else "normalized_score"
     dataset_bytes = sum(x.nbytes for x in dataset)

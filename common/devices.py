@@ -132,6 +132,15 @@ def fail_together(attempt: Callable[[], T]) -> T:
     return result
 
 
+def on_lead_process(tree: Any) -> Any:
+    """`tree` (its arrays split over every process's devices) whole on process 0, which evaluates or reports for
+    all; None in the other processes. Every process must call it: with several, it is a gather they all take part
+    in."""
+    if jax.process_count() > 1:
+        tree = jax.tree.map(host_value, tree)
+    return tree if is_lead_process() else None
+
+
 def host_value(x: jax.Array) -> np.ndarray:
     """A small array (per-seed results) whole on this host, gathered from every process's devices."""
     return np.asarray(multihost_utils.process_allgather(x, tiled=True) if not x.is_fully_addressable else x)
