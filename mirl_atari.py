@@ -37,6 +37,7 @@ unroll_threefry_on_cpu()  # the same random bits, faster on a CPU
 
 @dataclass(frozen=True)
 class Args(RunFlags):
+    # the run's flags (seeds, devices, checkpoints, logging) are common.cli.RunFlags'
     checkpoint_interval: int = 1_000_000
     """environment steps (per seed) between checkpoints (with --save-model); the games restart on --resume"""
     eval_interval: int = 1_000_000
@@ -611,6 +612,7 @@ def make_train(
             states = dataclasses.replace(states, stats=jax.vmap(lambda _: IntervalStats.zeros())(states.nan_step))
             return (states, handles), Record((iteration + 1) * args.num_envs, scalars, bar_charts)
 
+        # envpool's handle orders the steps inside the chunk; its bytes stay the same, so the next chunk takes the same
         (states, _), records = scan_logged(
             iterate, (states, handles), first_iteration, chunk, args.log_every(), end_interval
         )
@@ -715,15 +717,15 @@ def build(start: Start) -> Experiment:
 
     return Experiment(
         name=args.algo,
-        runs=[f"seed_{seed}" for seed in seeds],
+        sub_runs=[f"seed_{seed}" for seed in seeds],
         init=jax.vmap(lambda seed, obs: trainer.init(jax.random.key(seed), obs)),
         init_inputs=(np.asarray(seeds, np.int32), obs),
-        run=trainer.run,
+        advance=trainer.run,
         run_inputs=(handles,),
         evaluate=evaluate,
         evaluate_every=args.eval_interval // args.num_envs,
         checkpoint_every=args.checkpoint_interval // args.num_envs,
-        memory=(MemoryNeed.replays(args.num_seeds, 1, args.buffer_size, FrameReplay.bytes_per_transition(obs_shape)),),
+        memory=(MemoryNeed.replays(1, args.num_seeds, args.buffer_size, FrameReplay.bytes_per_transition(obs_shape)),),
         restored=lambda states: dataclasses.replace(
             states, **jax.vmap(fresh_games)(shard_seeds(jnp.asarray(obs), mesh))
         ),

@@ -635,14 +635,14 @@ def build(start: Start) -> Experiment:
 
     return Experiment(
         name=args.algo,
-        runs=[run.name for run in runs],
+        sub_runs=[run.name for run in runs],
         init=jax.vmap(lambda seed, hypers: trainer.init(jax.random.key(seed), hypers)),
         init_inputs=(np.asarray([run.seed for run in runs], np.int32), stacked_hypers(runs)),
-        run=trainer.run,
+        advance=trainer.run,
         evaluate=evaluate,
         checkpoint_every=args.checkpoint_interval // args.num_envs,
         intervals_per_chunk=INTERVALS_PER_CHUNK,
-        memory=(MemoryNeed.replays(len(runs), num_configs, args.buffer_size, transition_bytes),),
+        memory=(MemoryNeed.replays(num_configs, args.num_seeds, args.buffer_size, transition_bytes),),
         score_label=f"greedy eval/episodic_return over {args.eval_episodes} episodes per seed",
     )
 

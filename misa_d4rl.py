@@ -11,9 +11,8 @@ The equations, each a pure function below:
             by Hamiltonian Monte Carlo from p(x|s) ∝ π(x|s) exp(min_k Q(s, x))  (the unbiased gradient of the bound)
 - α         L_α = −log α · mean(log π(ã|s) − |A|); Polyak targets; optionally a Lagrange multiplier on the bound
 
-The dataset sits on the device once and `--num-seeds N` seeds are vmapped over it; gradient steps run in one
-`jax.lax.scan`. Reading order: flags, equations, networks, HMC, one gradient step, `make_train`; the run around it
-(data, evaluation, checkpoints, devices, logging) at the end.
+The dataset sits on the device once, `--num-seeds N` seeds are vmapped over it, gradient steps run in one
+`jax.lax.scan`. Reading order: flags, equations, networks, HMC, one gradient step, `make_train`; then the run.
 """
 
 import dataclasses
@@ -60,6 +59,7 @@ unroll_threefry_on_cpu()  # the same random bits, faster on a CPU
 
 @dataclass(frozen=True)
 class Args(RunFlags):
+    # the run's flags (seeds, devices, checkpoints, logging) are common.cli.RunFlags'
     log_interval: int | None = None
     """gradient steps between TensorBoard writes; must divide --eval-interval and --total-steps (default: their gcd
     with 1000)"""
@@ -132,9 +132,11 @@ class Args(RunFlags):
     RESUMABLE: ClassVar = ("eval_interval", "eval_episodes", "dataset_path", "hmc_diagnostics")
 
     def __post_init__(self):
-        """Resolve the flags left at None from the dataset's domain, so that parsed Args hold no None."""
-        for name, value in domain_defaults(self, dataset_domain(self.env_id, self.dataset_path)).items():
-            object.__setattr__(self, name, value)
+        """The flags left at None from the dataset's domain: parsed Args hold no None (so make Args of another
+        dataset or variant anew, not with dataclasses.replace). Saved Args hold them all: no dataset is read."""
+        if any(getattr(self, name) is None for name in DERIVED_FLAGS):
+            for name, value in domain_defaults(self, dataset_domain(self.env_id, self.dataset_path)).items():
+                object.__setattr__(self, name, value)
 
     def problems(self) -> list[str]:
         return flag_problems(self, super().problems())  # at the end, with the command line
@@ -646,8 +648,10 @@ def make_train(args: Args, obs_dim: int, action_dim: int) -> Trainer:
         return TrainState(params, target_critics, opt_state, key, nan_step), {**metrics, **loss_metrics}
 
     def run(states: TrainState, dataset: Batch, first_step: jax.Array, chunk: Chunk) -> tuple[TrainState, Record]:
-        """Advance all seeds (leading axis of `states`) by `chunk.length` gradient steps, with a Record of the
-        metrics' means over each --log-interval steps."""
+        """Advance all seeds (leading axis of `states`) by `chunk.length` gradient steps, whole --log-interval
+        blocks, with a Record of the metrics' means over each."""
+        if chunk.log_phase or chunk.length % args.log_interval:
+            raise ValueError(f"a chunk of {chunk} is not whole --log-interval ({args.log_interval}) blocks")
 
         def step(states: TrainState, step_index: jax.Array) -> tuple[TrainState, dict]:
             return jax.vmap(update, in_axes=(0, None, None))(states, dataset, step_index)
@@ -676,6 +680,10 @@ DOMAIN_DEFAULTS = {
     "kitchen": dict(total_steps=1_000_000, q_lr=1e-4, layer_norm=True, bc_weight=3.0, auto_alpha=True),
     "adroit": dict(total_steps=1_000_000, q_lr=3e-4, layer_norm=True, bc_weight=5.0, auto_alpha=False),
 }
+
+
+DERIVED_FLAGS = (*DOMAIN_DEFAULTS["locomotion"], "lagrange", "add_positive", "hmc_adaptation_steps", "eval_interval")
+DERIVED_FLAGS += ("eval_episodes", "log_interval")
 
 
 def domain_defaults(args: Args, domain: str) -> dict:
@@ -801,10 +809,10 @@ def build(start: Start) -> Experiment:
     dataset_bytes = sum(x.nbytes for x in dataset)
     return Experiment(
         name=args.variant,
-        runs=[f"seed_{seed}" for seed in seeds],
+        sub_runs=[f"seed_{seed}" for seed in seeds],
         init=jax.vmap(lambda seed: trainer.init(jax.random.key(seed))),
         init_inputs=(np.asarray(seeds, np.int32),),
-        run=trainer.run,
+        advance=trainer.run,
         run_inputs=(dataset,),
         evaluate=evaluate,
         evaluate_every=args.eval_interval,

@@ -170,19 +170,14 @@ def check_resume_changes(saved: Any, args: Any, resumable: Iterable[str], step: 
     return changes
 
 
-def start_resume(
-    args_class: type[A],
-    args: A,
-    script: str,
-    resumable: Iterable[str],
-    total_field: str,
-    step_of: Callable[[dict, A], int],
-    extension_note: str = "",
-) -> tuple[A, dict, int]:
+def start_resume(args: A, script: str, step_of: Callable[[dict, A], int]) -> tuple[A, dict, int]:
     """The Args, header and step (`step_of(header, saved Args)`) of the run `args.resume` continues. `args` holds
     every flag of the continued run (`parse` merges the command line into the checkpoint's); those that differ
-    from the checkpoint's are checked, and an extended budget is announced with `extension_note`. For library
-    callers, `Args(resume=path)` with every other field at its default stands for the checkpoint's flags."""
+    from the checkpoint's are checked against the class's RESUMABLE and BUDGET, and an extended budget is announced
+    with its EXTENSION_NOTE. For library callers, `Args(resume=path)` with every other field at its default stands
+    for the checkpoint's flags."""
+    args_class = type(args)
+    resumable, total_field, extension_note = args_class.RESUMABLE, args_class.BUDGET, args_class.EXTENSION_NOTE
     header = read_header(args.resume)
     saved = saved_args(args_class, header, args.resume, script)
     if args == dataclasses.replace(args_class(), resume=args.resume):

@@ -34,7 +34,7 @@ from common.devices import (
 )
 from common.errors import plural
 from common.logger import RunLogger, make_run_name, start_tracking
-from common.loop import Chunk, chunks
+from common.loop import chunks
 
 
 class Start(NamedTuple):
@@ -50,7 +50,7 @@ class Evaluation(NamedTuple):
     tag is the headline: the progress shows it and the final line reports it); `details` go into main's result."""
 
     scores: dict[str, np.ndarray]
-    details: dict[str, Any] = {}
+    details: dict[str, Any] | None = None
 
 
 class MemoryNeed(NamedTuple):
@@ -61,12 +61,13 @@ class MemoryNeed(NamedTuple):
     hint: str  # what to change when it does not fit
 
     @staticmethod
-    def replays(runs: int, configurations: int, capacity: int, transition_bytes: int) -> "MemoryNeed":
-        """Each run's replay buffer of `capacity` transitions (a sweep's runs are configurations × seeds)."""
+    def replays(configurations: int, seeds: int, capacity: int, transition_bytes: int) -> "MemoryNeed":
+        """A replay buffer of `capacity` transitions for each seed of each configuration (of a sweep)."""
+        configs = f"{plural(configurations, 'configuration')} × " if configurations > 1 else ""
         return MemoryNeed(
-            f"the replay buffers ({plural(runs, 'seed' if configurations == 1 else 'run')} × {capacity} transitions "
-            f"× {transition_bytes} bytes)",
-            runs * capacity * transition_bytes,
+            f"the replay buffers ({configs}{plural(seeds, 'seed')} × {capacity} transitions × {transition_bytes} "
+            "bytes)",
+            configurations * seeds * capacity * transition_bytes,
             "lower --buffer-size or --num-seeds" + (", or sweep fewer values" if configurations > 1 else ""),
         )
 
@@ -78,15 +79,15 @@ class Experiment:
     axis."""
 
     name: str  # the default --exp-name: the algorithm or variant
-    runs: list[str]  # one TensorBoard sub-run per trained agent, in the states' order: seed_1, or config/seed_1
+    sub_runs: list[str]  # one TensorBoard sub-run per trained agent, in the states' order: seed_1, or config/seed_1
     init: Callable  # (*init_inputs) -> states
-    init_inputs: tuple  # host arrays, one row per run
-    run: Callable  # (states, *run_inputs, first_iteration, Chunk) -> (states, Records): jitted here
+    init_inputs: tuple  # host arrays, one row per agent
+    advance: Callable  # (states, *run_inputs, first_iteration, Chunk) -> (states, Records): jitted here
     evaluate: Callable[[Any, int], Evaluation | None]  # (states, iteration) -> scores, in every process
     evaluate_every: int | None = None  # iterations between evaluations; there is always one at the end
     checkpoint_every: int | None = None  # iterations between checkpoints; None: with every evaluation
     intervals_per_chunk: int = 1  # logging intervals a chunk may hold before the host writes their records
-    run_inputs: tuple = ()  # arrays every run reads (a dataset), put on every device once
+    run_inputs: tuple = ()  # what `advance` reads besides the states: host arrays go to every device once
     memory: tuple[MemoryNeed, ...] = ()
     restored: Callable[[Any], Any] = lambda states: states  # applied to states read from a checkpoint
     header: dict = dataclasses.field(default_factory=dict)  # what the checkpoints record besides the state
@@ -110,7 +111,7 @@ def run_experiment(args: RunFlags, script: str, build: Callable[[Start], Experim
     for need in experiment.memory:
         check_fits(need.what, need.bytes, devices, need.hint)
     replicated = NamedSharding(start.mesh, PartitionSpec())
-    run_inputs = jax.device_put(experiment.run_inputs, replicated)
+    run_inputs = [x if isinstance(x, jax.Array) else jax.device_put(x, replicated) for x in experiment.run_inputs]
     states = init_or_restore(experiment.init, args.resume, *experiment.init_inputs, sharding=seed_sharding(start.mesh))
     if args.resume:
         states = experiment.restored(states)
@@ -118,24 +119,32 @@ def run_experiment(args: RunFlags, script: str, build: Callable[[Start], Experim
     if args.track and is_lead_process():
         start_tracking(args, run_name, args.wandb_project_name, args.wandb_entity)
     steps, total = args.steps_per_iteration(), args.total_iterations()
-    logger = RunLogger(Path("runs") / run_name, args, experiment.runs, total * steps, first_iteration * steps)
+    logger = RunLogger(Path("runs") / run_name, args, experiment.sub_runs, total * steps, first_iteration * steps)
     runner = ChunkRunner(
-        jax.jit(experiment.run, static_argnums=len(run_inputs) + 2, donate_argnums=0), logger.announces_compiles
+        jax.jit(experiment.advance, static_argnums=len(run_inputs) + 2, donate_argnums=0), logger.announces_compiles
     )
     evaluate_every = experiment.evaluate_every or total
     checkpoint_every = experiment.checkpoint_every or evaluate_every
-    best = (header.get("best_scores") if header else None) or [] if experiment.keep_best else None
+    best = None  # each run's best headline score so far, where the experiment keeps them ([] before the first)
+    if experiment.keep_best:
+        best = (header.get("best_scores") if header else None) or []
     last_checkpoint, evaluation = args.resume, None
-    swept = len(experiment.runs) > args.num_seeds  # runs are configurations × seeds, configuration-major
-    labels = experiment.runs if swept else [args.seed + k for k in range(args.num_seeds)]
+    swept = len(experiment.sub_runs) > args.num_seeds  # the agents are configurations × seeds, configuration-major
+    labels = experiment.sub_runs if swept else [args.seed + k for k in range(args.num_seeds)]
     ends = (evaluate_every, checkpoint_every)
 
-    def evaluate(iteration: int) -> Evaluation | None:
+    def evaluate(states, iteration: int) -> Evaluation | None:
         nonlocal best
         evaluation = experiment.evaluate(states, iteration)
         if evaluation is not None and is_lead_process():
             best = log_evaluation(logger, evaluation, iteration * steps, best)
         return evaluation
+
+    def save(states, iteration: int) -> Path:
+        record = {"script": script, "args": dataclasses.asdict(args), "run_name": run_name}
+        record |= {"iteration": iteration, "step": iteration * steps, **experiment.header}
+        record |= {"best_scores": best or None} if experiment.keep_best else {}
+        return logger.save_checkpoint(iteration * steps, states, record, args.keep_checkpoints)
 
     for first, chunk in chunks(first_iteration, total, args.log_every(), experiment.intervals_per_chunk, ends):
         iteration = first + chunk.length
@@ -147,21 +156,25 @@ def run_experiment(args: RunFlags, script: str, build: Callable[[Start], Experim
         if stop is not None:
             logger.close()
             raise stop
-        if iteration % evaluate_every == 0 or iteration == total:
-            evaluation = evaluate(iteration)
-        if args.save_model and (iteration % checkpoint_every == 0 or iteration == total):
-            record = {"script": script, "args": dataclasses.asdict(args), "run_name": run_name}
-            record |= {"iteration": iteration, "step": iteration * steps, **experiment.header}
-            record |= {"best_scores": best or None} if experiment.keep_best else {}
-            last_checkpoint = logger.save_checkpoint(iteration * steps, states, record, args.keep_checkpoints)
-    if first_iteration == total:  # a finished run resumed (its final evaluation may not have been logged)
-        print(f"{run_name} has finished its {total * steps:,} steps: evaluating it again", flush=True)
-        evaluation = evaluate(total)
+        evaluating = iteration % evaluate_every == 0 or iteration == total
+        saving = args.save_model and (iteration % checkpoint_every == 0 or iteration == total)
+        # a checkpoint comes before a long evaluation (Atari's games), which a kill then does not cost; one that
+        # records the best scores so far comes after the evaluation it includes
+        if evaluating and experiment.keep_best:
+            evaluation = evaluate(states, iteration)
+        if saving:
+            last_checkpoint = save(states, iteration)
+        if evaluating and not experiment.keep_best:
+            evaluation = evaluate(states, iteration)
+    if first_iteration == total and not experiment.keep_best:  # its final evaluation came after its last checkpoint
+        if is_lead_process():
+            print(f"{run_name} has finished its {total * steps:,} steps: evaluating it again", flush=True)
+        evaluation = evaluate(states, total)
     logger.close()
     result = {"states": states, "run_dir": logger.run_dir, "last_checkpoint": last_checkpoint, "scores": None}
     if evaluation is not None:
         headline = next(iter(evaluation.scores.values()))
-        result |= {"scores": headline, **evaluation.details}
+        result |= {"scores": headline, **(evaluation.details or {})}
         if is_lead_process():
             report(run_name, experiment, args, headline, best)
     return result | ({"best_scores": best or None} if experiment.keep_best else {})
@@ -172,13 +185,7 @@ def start_run(args: RunFlags, script: str) -> Start:
     header = None
     if args.resume:
         args, header, _ = start_resume(
-            type(args),
-            args,
-            script,
-            type(args).RESUMABLE,
-            type(args).BUDGET,
-            lambda header, saved: resumed_iteration(header) * saved.steps_per_iteration(),
-            type(args).EXTENSION_NOTE,
+            args, script, lambda header, saved: resumed_iteration(header) * saved.steps_per_iteration()
         )
     check_flags(args)
     args = dataclasses.replace(args, cpu_devices=split_host_cpu(args.cpu_devices, args.num_runs(), args.num_processes))
@@ -205,15 +212,15 @@ def log_evaluation(logger: RunLogger, evaluation: Evaluation, step: int, best: l
             writer.add_scalar(scores_tag, values[index], step)
         if best is not None:
             writer.add_scalar(f"eval/best_{name}", best[index], step)
-    logger.set_headline(name, float(np.mean(headline)))
+    logger.set_headline(tag, float(np.mean(headline)))
     return best
 
 
 def report(run_name: str, experiment: Experiment, args: RunFlags, headline: np.ndarray, best: list | None) -> None:
     """One line per configuration: the headline score's mean and spread over the seeds, and each seed's."""
     seeds = list(range(args.seed, args.seed + args.num_seeds))
-    for first in range(0, len(experiment.runs), args.num_seeds):
-        config = experiment.runs[first].rpartition("/")[0]
+    for first in range(0, len(experiment.sub_runs), args.num_seeds):
+        config = experiment.sub_runs[first].rpartition("/")[0]
         scores = np.asarray(headline[first : first + args.num_seeds], np.float64)
         line = f"{run_name}{'/' + config if config else ''}: {experiment.score_label}: {scores.mean():.1f} ± "
         line += f"{scores.std():.1f} (seeds {seeds}: {np.round(scores, 1).tolist()})"
@@ -264,6 +271,3 @@ class ChunkRunner:
         result, records = compiled(*args[:-1])
         records = jax.tree.map(host_value, records)  # waits for the chunk; a gather every process takes part in
         return result, records, time.perf_counter() - began
-
-
-__all__ = ["Chunk", "Evaluation", "Experiment", "MemoryNeed", "Start", "run_experiment"]

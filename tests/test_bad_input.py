@@ -331,12 +331,14 @@ def test_resume_extends_the_run_with_the_schedules_of_the_new_total(gymnax_check
 
 
 def test_misa_resume_applies_the_flags_it_may_change_and_refuses_the_others(dataset_path, tmp_path):
-    """misa's domain-filled flags are saved filled: given again at that value they are no change."""
-    first = misa_d4rl.main(misa_d4rl.Args(**{**MISA_TINY, "dataset_path": dataset_path, "save_model": True}))
+    """misa's domain-filled flags are saved filled: given again at that value they are no change; a dataset file that
+    moved is given again with --dataset-path (the saved flags name the old path, which is not read)."""
+    trained_on = copy_dataset(dataset_path, tmp_path / "trained-on.hdf5")
+    first = misa_d4rl.main(misa_d4rl.Args(**{**MISA_TINY, "dataset_path": trained_on, "save_model": True}))
     checkpoint = first["last_checkpoint"]
     with pytest.raises(UserError, match=r"--layer-norm cannot change on --resume"):
         resume(misa_d4rl, checkpoint, "--layer-norm", "True")
-    smaller = copy_dataset(dataset_path, tmp_path / "moved.hdf5")
+    smaller = copy_dataset(dataset_path, tmp_path / "smaller.hdf5")
     with h5py.File(smaller, "a") as file:  # one episode fewer: another dataset
         for key in ("observations", "actions", "rewards", "terminals", "timeouts"):
             values = file[key][:-200]
@@ -346,7 +348,7 @@ def test_misa_resume_applies_the_flags_it_may_change_and_refuses_the_others(data
         resume(misa_d4rl, checkpoint, "--dataset-path", smaller)
     with pytest.raises(UserError, match=r"--log-interval \(15\) must divide the step this run resumes from \(20\)"):
         resume(misa_d4rl, checkpoint, "--total-steps", "30", "--eval-interval", "15", "--log-interval", "15")
-    moved = copy_dataset(dataset_path, tmp_path / "same.hdf5")
+    moved = str(Path(trained_on).rename(tmp_path / "moved.hdf5"))
     longer = resume(misa_d4rl, checkpoint, "--layer-norm", "False", "--dataset-path", moved, "--total-steps", "30")
     assert [s for s, _ in scalars(longer["run_dir"], 1)["eval/episodic_return"]] == [10, 20, 30]
     assert read_header(longer["last_checkpoint"])["step"] == 30
