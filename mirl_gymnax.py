@@ -624,13 +624,14 @@ def build(start: Start) -> Experiment:
     obs_size = int(np.prod(env.observation_space(env_params).shape))
     transition_bytes = 2 * obs_size * replay_obs_dtype(args.env_id, env, env_params).itemsize + 9
 
+    @jax.jit
     def greedy_returns(states: AgentState, seed: jax.Array) -> jax.Array:
         # seed k plays the same evaluation episodes in every configuration, as in a run of its own
         keys = jax.random.split(jax.random.key(seed), args.num_seeds)
         return trainer.evaluate(states, jnp.concatenate([keys] * num_configs))
 
     def evaluate(states: AgentState, iteration: int) -> Evaluation:
-        returns = host_value(jax.jit(greedy_returns)(states, np.int32(args.seed)))
+        returns = host_value(greedy_returns(states, np.int32(args.seed)))
         return Evaluation({"eval/episodic_return": returns.mean(axis=1)}, {"eval_returns": returns, "runs": runs})
 
     return Experiment(
