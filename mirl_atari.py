@@ -6,8 +6,9 @@ The equations are mirl_gymnax.py's, line for line (a test keeps them so): the so
 + β Q(s, a)) / β in the TD target, the policy π ∝ ρ exp(βQ), the prior update ρ ← ρ + α_ρ (π − ρ) and the
 temperature update β ← β + α_β (1/L − β). envpool's XLA interface puts the environment step inside the compiled
 program: acting, storing, sampling, learning, ρ, β and ε are one `jax.lax.scan`, and `--num-seeds N` trains N seeds
-from one envpool per device. The replay stores each frame once and rebuilds the stacks when it samples. Reading
-order: flags, network, equations, replay, state, steps, `make_train`; at the end, what common.experiment needs.
+from one envpool per device. The replay (common.replay.FrameReplay) stores each frame once and rebuilds the stacks
+when it samples. Reading order: flags, network, equations, state, steps, `make_train`; then what common.experiment
+needs.
 """
 
 import dataclasses
@@ -30,6 +31,7 @@ from common.errors import not_multiples, out_of_range
 from common.experiment import Evaluation, Experiment, MemoryNeed, Start, run_experiment
 from common.logger import Record, live_seeds_only, nan_mean
 from common.loop import Chunk, scan_logged
+from common.replay import FrameReplay
 
 SCRIPT = os.path.basename(__file__)
 unroll_threefry_on_cpu()  # the same random bits, faster on a CPU
@@ -111,11 +113,7 @@ class Args(RunFlags):
         return flag_problems(self, super().problems())  # at the end, with the command line
 
 
-# ----------------------------------------------------------------------------------------------
-# Network: the Nature DQN CNN (common.cpu: its convolutions as patch matmuls, the same functions)
-# ----------------------------------------------------------------------------------------------
-
-
+# --- Network: the Nature DQN CNN (common.cpu: its convolutions as patch matmuls, the same functions)
 def scale_pixels(obs: jax.Array) -> jax.Array:
     """envpool's (stack, height, width) uint8 frames to (height, width, stack) floats in [0, 1]."""
     return jnp.transpose(obs.astype(jnp.float32) / 255.0, (1, 2, 0))
@@ -140,11 +138,7 @@ class QNetwork(eqx.Module):
         return self.layers(obs)
 
 
-# ----------------------------------------------------------------------------------------------
-# The algorithm's math (mirl_gymnax.py's; tests/test_mirl_math.py checks both)
-# ----------------------------------------------------------------------------------------------
-
-
+# --- The algorithm's math (mirl_gymnax.py's; tests/test_mirl_math.py checks both)
 def soft_value(q: jax.Array, log_prior: jax.Array, beta: jax.Array) -> jax.Array:
     """V(s) = logsumexp_a(log ρ(a) + β Q(s, a)) / β over the last axis, accurate for every β.
 
@@ -198,110 +192,7 @@ def linear_schedule(start: float, end: float, duration: int, t: jax.Array) -> ja
     return start + (end - start) * jnp.clip(t / duration, 0.0, 1.0)
 
 
-# ----------------------------------------------------------------------------------------------
-# Replay: one frame per transition, stacks rebuilt at sampling time
-# ----------------------------------------------------------------------------------------------
-
-
-class Batch(NamedTuple):
-    obs: jax.Array
-    actions: jax.Array
-    rewards: jax.Array
-    next_obs: jax.Array
-    terminated: jax.Array
-    valid: jax.Array  # False for transitions that must not train (see FrameReplay.gather)
-
-
-class FrameReplay(eqx.Module):
-    """A circular buffer of rows, one row per iteration, one column per environment. Row t holds the
-    newest frame of the stack the agent acted on, the action, and what the step returned.
-
-    envpool stacks frames continuously across a lost life and fills the whole stack with the first
-    frame after a real reset (game over or truncation): `stack` rebuilds exactly that from the frames
-    and the `first` flags. The step after a `done` is envpool's auto-reset, which ignores the action:
-    such rows are not `valid` transitions, and neither is a row whose next row starts a new game."""
-
-    frames: jax.Array  # (rows, envs, height, width) uint8
-    actions: jax.Array  # (rows, envs) uint8
-    rewards: jax.Array  # (rows, envs) float32, as the learner sees them (clipped)
-    terminated: jax.Array  # (rows, envs): the step ended the episode (a life, with --episodic-life)
-    first: jax.Array  # (rows, envs): the row's stack is a fresh reset, every frame the same
-    valid: jax.Array  # (rows, envs): the action was carried out (not an auto-reset step)
-    stack_size: int = eqx.field(static=True)
-
-    @staticmethod
-    def empty(capacity: int, num_envs: int, obs_shape: tuple[int, int, int]) -> "FrameReplay":
-        stack_size, *frame_shape = obs_shape
-        rows = capacity // num_envs
-        return FrameReplay(
-            frames=jnp.zeros((rows, num_envs, *frame_shape), jnp.uint8),
-            actions=jnp.zeros((rows, num_envs), jnp.uint8),
-            rewards=jnp.zeros((rows, num_envs), jnp.float32),
-            terminated=jnp.zeros((rows, num_envs), jnp.bool_),
-            first=jnp.zeros((rows, num_envs), jnp.bool_),
-            valid=jnp.zeros((rows, num_envs), jnp.bool_),
-            stack_size=stack_size,
-        )
-
-    @staticmethod
-    def bytes_per_transition(obs_shape: tuple[int, int, int]) -> int:
-        """One frame, a uint8 action, a float32 reward and three flags."""
-        return int(np.prod(obs_shape[1:])) + 1 + 4 + 3
-
-    @property
-    def num_rows(self) -> int:
-        return self.frames.shape[0]
-
-    def add(self, row: jax.Array, frame, action, reward, terminated, first, valid) -> "FrameReplay":
-        def write(buffer, values):
-            return jax.lax.dynamic_update_index_in_dim(buffer, values.astype(buffer.dtype), row, axis=0)
-
-        fields = (self.frames, self.actions, self.rewards, self.terminated, self.first, self.valid)
-        return FrameReplay(
-            *map(write, fields, (frame, action, reward, terminated, first, valid)), stack_size=self.stack_size
-        )
-
-    def sample_indices(self, key: jax.Array, rows_written: jax.Array, batch_size: int):
-        """Uniform (row, env) pairs among the rows whose stack and next stack are both still stored:
-        every written row but the newest (no next row yet) and, once the buffer has wrapped, the
-        oldest stack_size − 1 (their earlier frames are overwritten)."""
-        full = rows_written >= self.num_rows
-        next_row = rows_written % self.num_rows
-        start = jnp.where(full, next_row + self.stack_size - 1, 0)
-        count = jnp.where(full, self.num_rows - self.stack_size, rows_written - 1)
-        num_envs = self.frames.shape[1]
-        flat = jax.random.randint(key, (batch_size,), 0, count * num_envs)
-        return (start + flat // num_envs) % self.num_rows, flat % num_envs
-
-    def stack(self, rows: jax.Array, envs: jax.Array) -> jax.Array:
-        """The (batch, stack_size, height, width) observations of rows `rows`, oldest frame first:
-        frames before the newest fresh reset within the stack are replaced by that reset frame."""
-        lags = jnp.arange(self.stack_size)  # 0 is the newest frame
-        recent_first = self.first[(rows[:, None] - lags[None, :-1]) % self.num_rows, envs[:, None]]
-        reset_lag = jnp.where(recent_first.any(axis=1), jnp.argmax(recent_first, axis=1), self.stack_size - 1)
-        frame_lags = jnp.minimum(lags[::-1][None, :], reset_lag[:, None])
-        return self.frames[(rows[:, None] - frame_lags) % self.num_rows, envs[:, None]]
-
-    def gather(self, rows: jax.Array, envs: jax.Array) -> Batch:
-        next_rows = (rows + 1) % self.num_rows
-        # a row followed by a fresh reset has no real next observation: during a run that row is an
-        # auto-reset step already, and after --resume it is the last step before the interruption
-        valid = self.valid[rows, envs] & ~self.first[next_rows, envs]
-        return Batch(
-            obs=self.stack(rows, envs),
-            actions=self.actions[rows, envs].astype(jnp.int32),
-            rewards=self.rewards[rows, envs],
-            next_obs=self.stack(next_rows, envs),
-            terminated=self.terminated[rows, envs],
-            valid=valid,
-        )
-
-
-# ----------------------------------------------------------------------------------------------
-# Training state
-# ----------------------------------------------------------------------------------------------
-
-
+# --- Training state
 class IntervalStats(eqx.Module):
     """Sums over the current logging interval, reduced to means when they are written."""
 
@@ -372,12 +263,8 @@ def fresh_games(obs: jax.Array) -> dict:
     }
 
 
-# ----------------------------------------------------------------------------------------------
-# The agent's steps: pure functions of (setup, state, iteration). Those without an Atari part are
+# --- The agent's steps: pure functions of (setup, state, iteration). Those without an Atari part are
 # the same as mirl_gymnax.py's, line for line (a test keeps them so).
-# ----------------------------------------------------------------------------------------------
-
-
 class Setup(NamedTuple):
     """What the steps need besides the state: the Args and the static objects built from them once."""
 
@@ -555,11 +442,7 @@ def interval_metrics(setup: Setup, states: AgentState, iteration: jax.Array) -> 
     return scalars, {"mirl/prior": states.prior}
 
 
-# ----------------------------------------------------------------------------------------------
-# The training loop
-# ----------------------------------------------------------------------------------------------
-
-
+# --- The training loop
 class Trainer(NamedTuple):
     init: Callable  # (key, first obs (envs, ...)) -> AgentState (one seed)
     run: Callable  # (states, handles, first_iteration, Chunk) -> (states, Records)
@@ -647,25 +530,13 @@ def make_train(
     return Trainer(init=init, run=run, evaluate=evaluate)
 
 
-# ----------------------------------------------------------------------------------------------
-# The run around the algorithm: flag checks, and what common.experiment needs (common.atari: envpool's pools)
-# ----------------------------------------------------------------------------------------------
-
-
+# --- The run around the algorithm: flag checks, and what common.experiment needs (common.atari: envpool's pools)
 def flag_problems(args: Args, problems: list[str]) -> list[str]:
     """What makes the flags unable to make a run, added to the run flags' `problems`."""
-    problems += out_of_range(
-        args,
-        positive=(
-            "total_timesteps", "num_envs", "batch_size", "buffer_size", "train_frequency", "target_network_frequency",
-            "checkpoint_interval", "eval_interval", "learning_rate", "td_loss_floor", "eval_episodes", "beta_max",
-            "max_episode_steps",
-        ),
-        unit_interval=(
-            "gamma", "start_e", "end_e", "alpha_rho", "alpha_beta", "eval_epsilon", "repeat_action_probability",
-        ),
-        fraction=("exploration_fraction",),
-    )  # fmt: skip
+    positive = "total_timesteps num_envs batch_size buffer_size train_frequency target_network_frequency eval_episodes "
+    positive += "checkpoint_interval eval_interval learning_rate td_loss_floor beta_max max_episode_steps"
+    unit = "gamma start_e end_e alpha_rho alpha_beta eval_epsilon repeat_action_probability"
+    problems += out_of_range(args, positive, unit_interval=unit, fraction="exploration_fraction")
     if problems:  # the rules below assume these
         return problems
     if args.num_processes > 1:
@@ -717,7 +588,6 @@ def build(start: Start) -> Experiment:
 
     return Experiment(
         name=args.algo,
-        sub_runs=[f"seed_{seed}" for seed in seeds],
         init=jax.vmap(lambda seed, obs: trainer.init(jax.random.key(seed), obs)),
         init_inputs=(np.asarray(seeds, np.int32), obs),
         advance=trainer.run,

@@ -28,12 +28,13 @@ import optax
 from common.cli import RunFlags, run_script
 from common.cpu import Dense, PatchConv, unroll_threefry_on_cpu
 from common.devices import host_value
-from common.envs import make_env, replay_obs_dtype
-from common.errors import flag, not_multiples, out_of_range
+from common.envs import episode_returns, make_env, replay_obs_dtype
+from common.errors import not_multiples, out_of_range
 from common.experiment import Evaluation, Experiment, MemoryNeed, Start, run_experiment
 from common.logger import Record, live_seeds_only, nan_mean
 from common.loop import Chunk, scan_logged_over_seeds
-from common.sweep import Run, grid_runs, stacked_values, sweep_problems, swept
+from common.replay import Replay
+from common.sweep import Run, grid_runs, stacked_values, sweep_problems
 
 SCRIPT = os.path.basename(__file__)
 unroll_threefry_on_cpu()  # the same random bits, faster on a CPU
@@ -108,11 +109,7 @@ class Args(RunFlags):
         return flag_problems(self, super().problems())  # at the end, with the command line
 
 
-# ----------------------------------------------------------------------------------------------
-# Network: an MLP for vector observations, the MinAtar CNN for images (common.cpu: layers laid out for XLA:CPU)
-# ----------------------------------------------------------------------------------------------
-
-
+# --- Network: an MLP for vector observations, the MinAtar CNN for images (common.cpu: layers laid out for XLA:CPU)
 class QNetwork(eqx.Module):
     """Q(s, ·): CleanRL's DQN MLP (120, 84) for vector observations; for (height, width, channels) images Young &
     Tian's MinAtar DQN, conv 16×3×3 → 128."""
@@ -142,11 +139,7 @@ class QNetwork(eqx.Module):
         return self.layers(obs.astype(jnp.float32))
 
 
-# ----------------------------------------------------------------------------------------------
-# The algorithm's math
-# ----------------------------------------------------------------------------------------------
-
-
+# --- The algorithm's math
 def soft_value(q: jax.Array, log_prior: jax.Array, beta: jax.Array) -> jax.Array:
     """V(s) = logsumexp_a(log ρ(a) + β Q(s, a)) / β over the last axis, accurate for every β.
 
@@ -200,42 +193,7 @@ def linear_schedule(start: float, end: float, duration: int, t: jax.Array) -> ja
     return start + (end - start) * jnp.clip(t / duration, 0.0, 1.0)
 
 
-# ----------------------------------------------------------------------------------------------
-# Training state
-# ----------------------------------------------------------------------------------------------
-
-
-class Replay(eqx.Module):
-    """A circular buffer of transitions. Where to write and how much is filled follow from the
-    iteration number, the same for every seed, so vmapped writes stay in-place slice updates."""
-
-    obs: jax.Array
-    actions: jax.Array
-    rewards: jax.Array
-    next_obs: jax.Array
-    terminated: jax.Array
-
-    @staticmethod
-    def empty(capacity: int, obs_shape: tuple[int, ...], obs_dtype) -> "Replay":
-        return Replay(
-            obs=jnp.zeros((capacity, *obs_shape), obs_dtype),
-            actions=jnp.zeros(capacity, jnp.int32),
-            rewards=jnp.zeros(capacity, jnp.float32),
-            next_obs=jnp.zeros((capacity, *obs_shape), obs_dtype),
-            terminated=jnp.zeros(capacity, jnp.bool_),
-        )
-
-    def add(self, position: jax.Array, obs, actions, rewards, next_obs, terminated) -> "Replay":
-        def write(buffer, values):
-            return jax.lax.dynamic_update_slice_in_dim(buffer, values.astype(buffer.dtype), position, axis=0)
-
-        return Replay(*map(write, jax.tree.leaves(self), (obs, actions, rewards, next_obs, terminated)))
-
-    def sample(self, key: jax.Array, filled: jax.Array, batch_size: int) -> "Replay":
-        indices = jax.random.randint(key, (batch_size,), 0, filled)
-        return jax.tree.map(lambda buffer: buffer[indices], self)
-
-
+# --- Training state
 class IntervalStats(eqx.Module):
     """Sums over the current logging interval, reduced to means when they are written."""
 
@@ -277,14 +235,6 @@ def stacked_hypers(runs: list[Run]) -> Hypers:
     return Hypers(**stacked_values(runs))
 
 
-def only_configuration(args: Args) -> Hypers:
-    """The flags' values as one run's Hypers, where no flag is swept."""
-    if swept(args, SWEPT_FLAGS):
-        names = ", ".join(map(flag, swept(args, SWEPT_FLAGS)))
-        raise ValueError(f"{names} have several values: pass each run's Hypers")
-    return Hypers(**{name: jnp.asarray(getattr(args, name)[0], jnp.float32) for name in SWEPT_FLAGS})
-
-
 class AgentState(eqx.Module):
     """Everything one seed carries through the scan; saved whole in checkpoints."""
 
@@ -304,11 +254,7 @@ class AgentState(eqx.Module):
     hypers: Hypers  # the run's configuration
 
 
-# ----------------------------------------------------------------------------------------------
-# The agent's steps: pure functions of (setup, state, iteration)
-# ----------------------------------------------------------------------------------------------
-
-
+# --- The agent's steps: pure functions of (setup, state, iteration)
 class Setup(NamedTuple):
     """What the steps need besides the state: the Args and the static objects built from them once."""
 
@@ -493,16 +439,12 @@ def interval_metrics(setup: Setup, states: AgentState, iteration: jax.Array) -> 
     return scalars, {"mirl/prior": states.prior}
 
 
-# ----------------------------------------------------------------------------------------------
-# The training loop: the steps in one scan, vmapped over seeds
-# ----------------------------------------------------------------------------------------------
-
-
+# --- The training loop: the steps in one scan, vmapped over seeds
 class Trainer(NamedTuple):
-    init: Callable  # (key, Hypers, or None for the flags' single configuration) -> AgentState (one run)
+    init: Callable  # (key, Hypers) -> AgentState: one run
     run: Callable  # (states, first_iteration, Chunk) -> (states, Records): seeds on the leading axis of states
     evaluate: Callable  # (states, a key per run) -> greedy episode returns, (runs, eval_episodes)
-    train: Callable  # (keys, Hypers or None) -> (states, Records): the whole run as one call, for use as a library
+    train: Callable  # (keys, stacked Hypers) -> (states, Records): whole runs in one call, for use as a library
 
 
 def make_train(args: Args, env, env_params) -> Trainer:
@@ -510,8 +452,7 @@ def make_train(args: Args, env, env_params) -> Trainer:
     records each seed's metrics (a common.logger.Record); `run` returns them."""
     setup = make_setup(args, env, env_params)
 
-    def init(key: jax.Array, hypers: Hypers | None = None) -> AgentState:
-        hypers = hypers if hypers is not None else only_configuration(args)
+    def init(key: jax.Array, hypers: Hypers) -> AgentState:
         network_key, env_key, loop_key = jax.random.split(key, 3)
         obs_shape, num_actions = env.observation_space(env_params).shape, env.action_space(env_params).n
         params, _ = eqx.partition(QNetwork(obs_shape, num_actions, network_key), eqx.is_array)
@@ -546,49 +487,31 @@ def make_train(args: Args, env, env_params) -> Trainer:
 
         return scan_logged_over_seeds(iterate_one, states, first_iteration, chunk, args.log_every(), end_interval)
 
-    def evaluate_seed(state: AgentState, key: jax.Array) -> jax.Array:
-        """Greedy episodes (argmax π for mirl/sql, argmax Q for dqn) in parallel environments."""
-        reset_key, step_key = jax.random.split(key)
-        obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(
-            jax.random.split(reset_key, args.eval_episodes), env_params
-        )
-
-        def step(carry, key):
-            obs, env_state, returns, running = carry
-            logits = greedy_logits(setup, q_values(setup, state.params, obs), state.prior, state.beta)
-            obs, env_state, rewards, terminated, truncated, _ = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
-                jax.random.split(key, args.eval_episodes), env_state, jnp.argmax(logits, axis=-1), env_params
-            )
-            returns = returns + jnp.where(running, rewards, 0.0)
-            return (obs, env_state, returns, running & ~(terminated | truncated)), None
-
-        carry = (obs, env_state, jnp.zeros(args.eval_episodes), jnp.ones(args.eval_episodes, jnp.bool_))
-        max_steps = int(env_params.max_steps_in_episode)
-        return jax.lax.scan(step, carry, jax.random.split(step_key, max_steps))[0][2]
-
     def evaluate(states: AgentState, keys: jax.Array) -> jax.Array:
-        return jax.vmap(evaluate_seed)(states, keys)
+        """Greedy episodes (argmax π for mirl/sql, argmax Q for dqn), --eval-episodes per seed, in parallel."""
 
-    def train(keys: jax.Array, hypers: Hypers | None = None) -> tuple[AgentState, Record]:
+        def greedy_returns(state: AgentState, key: jax.Array) -> jax.Array:
+            def act(obs: jax.Array) -> jax.Array:
+                return jnp.argmax(greedy_logits(setup, q_values(setup, state.params, obs), state.prior, state.beta), -1)
+
+            return episode_returns(env, env_params, act, key, args.eval_episodes)
+
+        return jax.vmap(greedy_returns)(states, keys)
+
+    def train(keys: jax.Array, hypers: Hypers) -> tuple[AgentState, Record]:
         num_iterations = args.total_timesteps // args.num_envs
         return run(jax.vmap(init)(keys, hypers), jnp.asarray(0, jnp.int32), Chunk(num_iterations, log_phase=0))
 
     return Trainer(init=init, run=run, evaluate=evaluate, train=train)
 
 
-# ----------------------------------------------------------------------------------------------
-# The run around the algorithm: sweeps, flag checks, and what common.experiment needs
-# ----------------------------------------------------------------------------------------------
-
-
+# --- The run around the algorithm: sweeps, flag checks, and what common.experiment needs
 def flag_problems(args: Args, problems: list[str]) -> list[str]:
     """What makes the flags unable to make a run, added to the run flags' `problems`."""
     positive = "total_timesteps num_envs batch_size buffer_size train_frequency target_network_frequency "
     positive += "checkpoint_interval learning_rate td_loss_floor eval_episodes beta_max"
-    unit_interval, finite = ("gamma", "start_e", "end_e", "alpha_rho", "alpha_beta"), ("beta_init", "beta_min")
-    problems += out_of_range(
-        args, positive.split(), unit_interval=unit_interval, fraction=("exploration_fraction",), finite=finite
-    )
+    unit, fraction, finite = "gamma start_e end_e alpha_rho alpha_beta", "exploration_fraction", "beta_init beta_min"
+    problems += out_of_range(args, positive, unit_interval=unit, fraction=fraction, finite=finite)
     if problems:  # the rules below assume these
         return problems
     problems += not_multiples(args, ("total_timesteps", "buffer_size", "checkpoint_interval"), of="num_envs")
@@ -621,8 +544,8 @@ def build(start: Start) -> Experiment:
     runs = grid_runs(args, SWEPT_FLAGS)
     trainer = make_train(args, env, env_params)
     num_configs = len(runs) // args.num_seeds
-    obs_size = int(np.prod(env.observation_space(env_params).shape))
-    transition_bytes = 2 * obs_size * replay_obs_dtype(args.env_id, env, env_params).itemsize + 9
+    obs_shape, obs_dtype = env.observation_space(env_params).shape, replay_obs_dtype(args.env_id, env, env_params)
+    transition_bytes = Replay.bytes_per_transition(obs_shape, obs_dtype)
 
     @jax.jit
     def greedy_returns(states: AgentState, seed: jax.Array) -> jax.Array:

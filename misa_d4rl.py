@@ -12,7 +12,8 @@ The equations, each a pure function below:
 - α         L_α = −log α · mean(log π(ã|s) − |A|); Polyak targets; optionally a Lagrange multiplier on the bound
 
 The dataset sits on the device once, `--num-seeds N` seeds are vmapped over it, gradient steps run in one
-`jax.lax.scan`. Reading order: flags, equations, networks, HMC, one gradient step, `make_train`; then the run.
+`jax.lax.scan`. Reading order: flags, equations, networks, one gradient step, `make_train`; then the run. The HMC
+sampler is common.hmc's, as the official code's is tfp's.
 """
 
 import dataclasses
@@ -29,27 +30,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from common import datasets
 from common.checkpoint import load_checkpoint, read_header
 from common.cli import RunFlags, run_script, saved_args
 from common.cpu import unroll_threefry_on_cpu
-from common.datasets import (
-    ActionBox,
-    DatasetInfo,
-    ObsScaler,
-    Transitions,
-    action_box,
-    check_against_env,
-    dataset_domain,
-    evaluate_policies,
-    evaluation_seeds,
-    load_dataset,
-    make_eval_envs,
-    normalized_score,
-)
 from common.devices import on_lead_process
-from common.errors import UserError, out_of_range
+from common.errors import not_multiples, out_of_range
 from common.experiment import Evaluation, Experiment, MemoryNeed, Start, run_experiment
 from common.flax_layers import Dense, LayerNorm, output_init
+from common.hmc import HMCConfig, hmc_sample
 from common.logger import Record
 from common.loop import Chunk, scan_logged
 
@@ -135,18 +124,14 @@ class Args(RunFlags):
         """The flags left at None from the dataset's domain: parsed Args hold no None (so make Args of another
         dataset or variant anew, not with dataclasses.replace). Saved Args hold them all: no dataset is read."""
         if any(getattr(self, name) is None for name in DERIVED_FLAGS):
-            for name, value in domain_defaults(self, dataset_domain(self.env_id, self.dataset_path)).items():
+            for name, value in domain_defaults(self, datasets.dataset_domain(self.env_id, self.dataset_path)).items():
                 object.__setattr__(self, name, value)
 
     def problems(self) -> list[str]:
         return flag_problems(self, super().problems())  # at the end, with the command line
 
 
-# ----------------------------------------------------------------------------------------------
-# The equations: the tanh-Gaussian policy's log-density and the losses' terms
-# ----------------------------------------------------------------------------------------------
-
-
+# --- The equations: the tanh-Gaussian policy's log-density and the losses' terms
 def log_one_minus_tanh_squared(pre_tanh: jax.Array) -> jax.Array:
     """log(1 − tanh(u)²) = 2(log 2 − u − softplus(−2u)), finite for every u."""
     return 2.0 * (math.log(2.0) - pre_tanh - jax.nn.softplus(-2.0 * pre_tanh))
@@ -198,11 +183,7 @@ def lagrange_multiplier(log_alpha_prime: jax.Array) -> jax.Array:
     return jnp.clip(jnp.exp(log_alpha_prime), 0.0, 1e6)
 
 
-# ----------------------------------------------------------------------------------------------
-# Networks, initialised like Flax's defaults (the official code's)
-# ----------------------------------------------------------------------------------------------
-
-
+# --- Networks, initialised like Flax's defaults (the official code's)
 class MLP(eqx.Module):
     """Two hidden Dense layers (optionally LayerNorm before the activation) and a small-init output."""
 
@@ -260,85 +241,7 @@ def twin_q(critics: Critic, obs: jax.Array, actions: jax.Array) -> jax.Array:
     return eqx.filter_vmap(lambda critic: critic(obs, actions))(critics)
 
 
-# ----------------------------------------------------------------------------------------------
-# Hamiltonian Monte Carlo on the one-step improved policy p(a|s) ∝ π(a|s) exp(min Q(s, a))
-# ----------------------------------------------------------------------------------------------
-
-
-class HMCConfig(NamedTuple):
-    burn_in: int
-    samples: int
-    leapfrog_steps: int
-    step_size: float
-    adaptation_steps: int
-    target_acceptance: float
-
-
-def hmc_sample(log_density: Callable, initial: jax.Array, key: jax.Array, config: HMCConfig):
-    """Independent chains, one per row of `initial` [chains, dim], targeting `log_density` (→ [chains]).
-
-    Identity mass matrix and Metropolis–Hastings correction; a proposal with a non-finite density or
-    gradient is rejected. The step size, shared by the chains, adapts during the first `adaptation_steps`
-    transitions as the official code's tfp SimpleStepSizeAdaptation does (`adapt_step_size`). Returns the
-    `samples` states after `burn_in` [samples, chains, dim], each chain's acceptance rate over the kept
-    transitions [chains] and the final step size."""
-
-    def value_and_grad(x):
-        value, pullback = jax.vjp(log_density, x)
-        return value, pullback(jnp.ones_like(value))[0]
-
-    def transition(carry, inputs):
-        x, log_p, grad, step_size = carry
-        index, key = inputs
-        momentum_key, accept_key = jax.random.split(key)
-        momentum = jax.random.normal(momentum_key, x.shape)
-        new_x, new_momentum, new_grad = x, momentum + 0.5 * step_size * grad, grad
-        for leapfrog in range(config.leapfrog_steps):
-            new_x = new_x + step_size * new_momentum
-            new_log_p, new_grad = value_and_grad(new_x)
-            last = leapfrog == config.leapfrog_steps - 1
-            new_momentum = new_momentum + (0.5 if last else 1.0) * step_size * new_grad
-        kinetic = 0.5 * jnp.sum(jnp.square(momentum), axis=-1)
-        new_kinetic = 0.5 * jnp.sum(jnp.square(new_momentum), axis=-1)
-        log_ratio = new_log_p - new_kinetic - (log_p - kinetic)
-        finite = jnp.isfinite(log_ratio) & jnp.all(jnp.isfinite(new_grad), axis=-1)
-        log_ratio = jnp.where(finite, log_ratio, -jnp.inf)
-        accepted = jnp.log(jax.random.uniform(accept_key, log_p.shape)) < log_ratio
-        keep = accepted[:, None]
-        x, log_p, grad = (
-            jnp.where(keep, new_x, x),
-            jnp.where(accepted, new_log_p, log_p),
-            jnp.where(keep, new_grad, grad),
-        )
-        step_size = adapt_step_size(step_size, log_ratio, index, config)
-        return (x, log_p, grad, step_size), (x, accepted)
-
-    log_p, grad = value_and_grad(initial)
-    total = config.burn_in + config.samples
-    carry = (initial, log_p, grad, jnp.asarray(config.step_size, jnp.float32))
-    inputs = (jnp.arange(total), jax.random.split(key, total))
-    (_, _, _, step_size), (states, accepted) = jax.lax.scan(transition, carry, inputs)
-    return states[config.burn_in :], jnp.mean(accepted[config.burn_in :], axis=0), step_size
-
-
-def adapt_step_size(step_size: jax.Array, log_ratio: jax.Array, index: jax.Array, config: HMCConfig) -> jax.Array:
-    """tfp's SimpleStepSizeAdaptation after transition `index`: while index < adaptation_steps, the step size
-    is multiplied by 1.01 if the acceptance probability min(1, exp(log_ratio)) averaged over the chains
-    exceeds the target, and divided by 1.01 otherwise."""
-    acceptance = jnp.mean(jnp.exp(jnp.minimum(log_ratio, 0.0)))
-    adapted = jnp.where(acceptance > config.target_acceptance, step_size * 1.01, step_size / 1.01)
-    return jnp.where(index < config.adaptation_steps, adapted, step_size)
-
-
-def hmc_config(args: Args) -> HMCConfig:
-    return HMCConfig(*(getattr(args, f"hmc_{name}") for name in HMCConfig._fields))
-
-
-# ----------------------------------------------------------------------------------------------
-# One gradient step: pure functions of (Args, parameters, batch, random draws)
-# ----------------------------------------------------------------------------------------------
-
-
+# --- One gradient step: pure functions of (Args, parameters, batch, random draws)
 class Batch(NamedTuple):
     observations: jax.Array
     actions: jax.Array
@@ -411,15 +314,7 @@ def regularizer_scores(args: Args, critics: Critic, policy: Policy, batch: Batch
     return q_current
 
 
-def critic_loss(
-    critics: Critic,
-    args: Args,
-    policy: Policy,
-    target_critics: Critic,
-    log_alpha_prime: jax.Array,
-    batch: Batch,
-    draws: Draws,
-):
+def critic_loss(critics: Critic, args: Args, policy: Policy, target_critics: Critic, log_alpha_prime, batch, draws):
     """Σ_k L_Qk, each critic's mean squared TD error plus its weighted logsumexp regulariser (with
     --lagrange: α'·w·(regulariser − gap)). Only `critics` is differentiated; returns the per-critic
     losses and regularisers [2] beside the sum."""
@@ -443,15 +338,7 @@ def critic_loss(
     return jnp.sum(losses), (losses, regularizers, metrics)
 
 
-def actor_loss(
-    policy: Policy,
-    args: Args,
-    critics: Critic,
-    log_alpha: jax.Array,
-    batch: Batch,
-    noise: jax.Array,
-    mcmc_actions: jax.Array | None,
-):
+def actor_loss(policy: Policy, args: Args, critics: Critic, log_alpha, batch: Batch, noise, mcmc_actions):
     """The policy's loss for the variant, plus `--mcmc-weight`·mean log π(x|s) over the HMC samples x
     when given (misa). Only `policy` is differentiated; returns log π(ã|s) for α's loss."""
     mean, log_std = policy(batch.observations)
@@ -506,6 +393,10 @@ def improved_policy_log_density(params: Params, observations: jax.Array) -> Call
     return log_density
 
 
+def hmc_config(args: Args) -> HMCConfig:
+    return HMCConfig(*(getattr(args, f"hmc_{name}") for name in HMCConfig._fields))
+
+
 def mcmc_actions(args: Args, params: Params, batch: Batch, key: jax.Array) -> tuple[jax.Array, dict]:
     """HMC samples [S, B, A] of p(a|s) ∝ π(a|s) exp(min Q(s, a)), one chain per batch state started at its
     data action, with the current (pre-update) parameters; computed once per step and held constant."""
@@ -544,18 +435,16 @@ def gradients(
         losses["critics"] = critic_losses
         metrics.update(critic_metrics, **{"losses/alpha": alpha_of(args, params.log_alpha)})
         if args.lagrange:
-            losses["log_alpha_prime"], grads_alpha_prime = jax.value_and_grad(lagrange_loss)(
+            losses["log_alpha_prime"], grad = jax.value_and_grad(lagrange_loss)(
                 params.log_alpha_prime, args, regularizers
             )
-            grads = eqx.tree_at(lambda g: g.log_alpha_prime, grads, grads_alpha_prime)
+            grads = eqx.tree_at(lambda g: g.log_alpha_prime, grads, grad)
             metrics["losses/alpha_prime_loss"] = losses["log_alpha_prime"]
             metrics["losses/alpha_prime"] = lagrange_multiplier(params.log_alpha_prime)
         if args.auto_alpha:
             target_entropy = -float(batch.actions.shape[-1])
-            losses["log_alpha"], grads_alpha = jax.value_and_grad(temperature_loss)(
-                params.log_alpha, log_pi, target_entropy
-            )
-            grads = eqx.tree_at(lambda g: g.log_alpha, grads, grads_alpha)
+            losses["log_alpha"], grad = jax.value_and_grad(temperature_loss)(params.log_alpha, log_pi, target_entropy)
+            grads = eqx.tree_at(lambda g: g.log_alpha, grads, grad)
             metrics["losses/alpha_loss"] = losses["log_alpha"]
     return grads, losses, metrics
 
@@ -592,11 +481,7 @@ def apply_gradients(
     return new_params, tuple(new_opt_state), target_critics
 
 
-# ----------------------------------------------------------------------------------------------
-# Learner state and the training loop
-# ----------------------------------------------------------------------------------------------
-
-
+# --- Learner state and the training loop
 class TrainState(eqx.Module):
     params: Params
     target_critics: Critic
@@ -668,11 +553,7 @@ def make_train(args: Args, obs_dim: int, action_dim: int) -> Trainer:
     return Trainer(init=init, run=run, actions=actions)
 
 
-# ----------------------------------------------------------------------------------------------
-# The run around the algorithm: data, evaluation, flag checks, and what common.experiment needs
-# ----------------------------------------------------------------------------------------------
-
-
+# --- The run around the algorithm: data, evaluation, flag checks, and what common.experiment needs
 # Per-domain settings of the official launch scripts; a flag left at None takes these
 DOMAIN_DEFAULTS = {
     "locomotion": dict(total_steps=1_200_000, q_lr=3e-4, layer_norm=False, bc_weight=0.5, auto_alpha=True),
@@ -703,30 +584,6 @@ def domain_defaults(args: Args, domain: str) -> dict:
     return defaults
 
 
-def transform_rewards(rewards: np.ndarray, domain: str) -> np.ndarray:
-    """The official code's reward shaping: antmaze (r − 0.5)·4; kitchen and adroit rescaled to [−1, 1]."""
-    if domain == "antmaze":
-        return (rewards - 0.5) * 4.0
-    if domain in ("kitchen", "adroit"):
-        unit = (rewards - rewards.min()) / max(rewards.max() - rewards.min(), 1e-8)
-        return (unit - 0.5) * 2.0
-    return rewards
-
-
-def prepare_dataset(data: Transitions, info: DatasetInfo, args: Args) -> tuple[Batch, ObsScaler]:
-    """The training arrays (actions clipped, rewards transformed, observations optionally standardised) and
-    the observation scaler that evaluation must apply too."""
-    scale = ObsScaler.fit(data.observations, args.normalize_obs)
-    dataset = Batch(
-        observations=scale(data.observations),
-        actions=np.clip(data.actions, -args.action_clip, args.action_clip),
-        rewards=transform_rewards(data.rewards, info.domain),
-        next_observations=scale(data.next_observations),
-        terminals=data.terminals,
-    )
-    return jax.tree.map(lambda x: np.asarray(x, np.float32), dataset), scale
-
-
 def load_policy(path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
     """The deterministic policy of the first seed in a checkpoint, as a NumPy function from observations
     [n, obs_dim] to actions [n, action_dim] in the environment's box (for `common.make_dataset`)."""
@@ -735,8 +592,7 @@ def load_policy(path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
     trainer = make_train(args, header["obs_dim"], header["action_dim"])
     like = eqx.filter_eval_shape(jax.vmap(trainer.init), jax.vmap(jax.random.key)(jnp.arange(args.num_seeds)))
     policy = jax.tree.map(lambda x: x[:1], load_checkpoint(path, like).params.policy)
-    scale = ObsScaler(np.asarray(header["obs_mean"], np.float32), np.asarray(header["obs_std"], np.float32))
-    box = ActionBox(np.asarray(header["action_low"]), np.asarray(header["action_high"]))
+    scale, box = datasets.ObsScaler.from_header(header), datasets.ActionBox.from_header(header)
     act = jax.jit(trainer.actions)
 
     def policy_fn(obs: np.ndarray) -> np.ndarray:
@@ -747,21 +603,16 @@ def load_policy(path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
 
 def flag_problems(args: Args, problems: list[str]) -> list[str]:
     """What makes the flags unable to make a run, added to the run flags' `problems` (domain defaults filled in)."""
-    positive = "total_steps batch_size hidden_size policy_lr q_lr num_action_samples eval_interval".split()
-    non_negative = "eval_episodes bc_weight fixed_alpha regularizer_weight mcmc_weight".split()
-    finite = ("lagrange_gap", "log_alpha_prime_init")
-    problems += out_of_range(args, positive, non_negative, unit_interval=("gamma",), fraction=("tau",), finite=finite)
+    positive = "total_steps batch_size hidden_size policy_lr q_lr num_action_samples eval_interval"
+    non_negative = "eval_episodes bc_weight fixed_alpha regularizer_weight mcmc_weight"
+    finite = "lagrange_gap log_alpha_prime_init"
+    problems += out_of_range(args, positive, non_negative, unit_interval="gamma", fraction="tau", finite=finite)
     if args.variant == "misa":
-        hmc_positive, hmc_non_negative = ("hmc_samples", "hmc_leapfrog_steps", "hmc_step_size"), ("hmc_burn_in",)
-        hmc_non_negative += ("hmc_adaptation_steps",)
-        problems += out_of_range(args, hmc_positive, hmc_non_negative, unit_interval=("hmc_target_acceptance",))
+        positive, non_negative = "hmc_samples hmc_leapfrog_steps hmc_step_size", "hmc_burn_in hmc_adaptation_steps"
+        problems += out_of_range(args, positive, non_negative, unit_interval="hmc_target_acceptance")
     if problems:  # the rules below assume these
         return problems
-    if args.eval_interval % args.log_interval or args.total_steps % args.log_interval:
-        problems.append(
-            f"--eval-interval ({args.eval_interval}) and --total-steps ({args.total_steps}) must be multiples "
-            f"of --log-interval ({args.log_interval})"
-        )
+    problems += not_multiples(args, ("eval_interval", "total_steps"), of="log_interval")
     if not 0.0 < args.action_clip < 1.0:
         problems.append("--action-clip must lie in (0, 1): tanh-Gaussian log-probabilities are infinite at ±1")
     if args.lagrange and args.variant == "bc":
@@ -776,58 +627,45 @@ def flag_problems(args: Args, problems: list[str]) -> list[str]:
 
 def build(start: Start) -> Experiment:
     """The seeds' learners on the dataset, evaluated every --eval-interval steps, for common.experiment."""
-    args, header = start.args, start.header
-    data, info = load_dataset(args.env_id, args.dataset_path)
-    if header and len(data.rewards) != header.get("dataset_rows", len(data.rewards)):
-        rows = f"{len(data.rewards):,} transitions, the run in {args.resume} trained on {header['dataset_rows']:,}"
-        raise UserError(f"the dataset has {rows}: resume it with its own dataset")
-    if header and header["step"] % args.log_interval:  # the logged means are over whole intervals
-        step = header["step"]
-        raise UserError(f"--log-interval ({args.log_interval}) must divide the step this run resumes from ({step:,})")
-    envs = make_eval_envs(info, args.num_seeds * args.eval_episodes) if args.eval_episodes > 0 else None
+    args = start.args
+    data, info = datasets.load_dataset(args.env_id, args.dataset_path)
+    envs = datasets.make_eval_envs(info, args.num_seeds * args.eval_episodes) if args.eval_episodes > 0 else None
     if envs is not None:
-        check_against_env(data, info, envs)
-    box = action_box(info, data.actions, args.action_clip)
+        datasets.check_against_env(data, info, envs)
+    box = datasets.action_box(info, data.actions, args.action_clip)
     seeds = [args.seed + k for k in range(args.num_seeds)]
-    action_dim = data.actions.shape[1]
-    dataset, scale_obs = prepare_dataset(dataclasses.replace(data, actions=box.to_unit(data.actions)), info, args)
-    obs_dim = dataset.observations.shape[1]
+    arrays, scale_obs = datasets.training_arrays(data, info, box, args.action_clip, args.normalize_obs)
+    dataset = Batch(**dataclasses.asdict(arrays))
+    obs_dim, action_dim = dataset.observations.shape[1], dataset.actions.shape[1]
     trainer = make_train(args, obs_dim, action_dim)
     act = jax.jit(trainer.actions)
 
     def evaluate(states: TrainState, step: int) -> Evaluation | None:
-        policies = on_lead_process(states.params.policy) if envs is not None else None  # process 0: every seed
-        if policies is None:
+        policies = on_lead_process(states.params.policy)  # process 0 gathers every seed's; the others get None
+        if envs is None or policies is None:
             return None
-        env_seeds = evaluation_seeds(seeds, step, args.eval_episodes)
-        returns = evaluate_policies(act, policies, len(seeds), envs, scale_obs, box, env_seeds).mean(axis=1)
-        normalized = normalized_score(info, returns)  # the headline where the dataset has reference scores
+        env_seeds = datasets.evaluation_seeds(seeds, step, args.eval_episodes)
+        returns = datasets.evaluate_policies(act, policies, len(seeds), envs, scale_obs, box, env_seeds).mean(axis=1)
+        normalized = datasets.normalized_score(info, returns)  # the headline where the dataset has reference scores
         scores = {"eval/normalized_score": normalized} if normalized is not None else {}
         return Evaluation({**scores, "eval/episodic_return": returns}, {"returns": returns})
 
-    kind = "episodic_return" if normalized_score(info, np.zeros(1)) is None else "normalized_score"
-    dataset_bytes = sum(x.nbytes for x in dataset)
+    rows, dataset_bytes = len(dataset.rewards), sum(x.nbytes for x in dataset)
     return Experiment(
         name=args.variant,
-        sub_runs=[f"seed_{seed}" for seed in seeds],
         init=jax.vmap(lambda seed: trainer.init(jax.random.key(seed))),
         init_inputs=(np.asarray(seeds, np.int32),),
         advance=trainer.run,
         run_inputs=(dataset,),
         evaluate=evaluate,
         evaluate_every=args.eval_interval,
-        memory=(
-            MemoryNeed(f"the dataset ({len(dataset.rewards):,} transitions)", dataset_bytes * start.mesh.size, ""),
-        ),
-        header={
-            **{"obs_dim": obs_dim, "action_dim": action_dim, "dataset_rows": len(dataset.rewards)},
-            **{"obs_mean": scale_obs.mean.tolist(), "obs_std": scale_obs.std.tolist()},
-            **{"action_low": box.low.tolist(), "action_high": box.high.tolist()},
-        },
+        memory=(MemoryNeed(f"the dataset ({rows:,} transitions)", dataset_bytes * start.mesh.size, ""),),
+        header=dict(obs_dim=obs_dim, action_dim=action_dim, dataset_rows=rows, **scale_obs.header(), **box.header()),
         loss="a loss",
         step_unit="gradient step",
-        score_label=f"{args.variant} last {kind}",
         keep_best=True,
+        whole_intervals=True,
+        same_on_resume=("dataset_rows",),
     )
 
 

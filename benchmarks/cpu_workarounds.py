@@ -20,6 +20,7 @@ import tyro
 import mirl_gymnax
 from common.cpu import unroll_threefry_on_cpu
 from common.loop import scan_logged
+from common.sweep import grid_runs
 
 
 class NativeConv(eqx.Module):
@@ -47,7 +48,8 @@ def compiled_run(env_id: str, steps: int, plain_vmap=False, threefry_loop=False,
     unroll_threefry_on_cpu(unrolled=not threefry_loop)
     try:
         trainer = mirl_gymnax.make_train(args, env, env_params)
-        states = jax.jit(jax.vmap(trainer.init))(jax.random.key(0)[None])
+        hypers = mirl_gymnax.stacked_hypers(grid_runs(args, mirl_gymnax.SWEPT_FLAGS))
+        states = jax.jit(jax.vmap(trainer.init))(jax.random.key(0)[None], hypers)
         chunk = mirl_gymnax.Chunk(steps // args.num_envs, log_phase=0)
         compiled = jax.jit(trainer.run, static_argnums=2).lower(states, jnp.int32(0), chunk).compile()
     finally:

@@ -29,6 +29,7 @@ import tyro
 
 import mirl_gymnax as kit
 from common.loop import Chunk
+from common.sweep import grid_runs
 
 
 @dataclass
@@ -90,7 +91,8 @@ def profile(args: Args) -> dict:
     env, env_params = kit.make_env(args.env_id)
     setup = kit.make_setup(train_args, env, env_params)
     trainer = kit.make_train(train_args, env, env_params)
-    states = jax.jit(jax.vmap(trainer.init))(jax.vmap(jax.random.key)(jnp.arange(args.num_seeds)))
+    hypers = kit.stacked_hypers(grid_runs(train_args, kit.SWEPT_FLAGS))
+    states = jax.jit(jax.vmap(trainer.init))(jax.vmap(jax.random.key)(jnp.arange(args.num_seeds)), hypers)
     first = -(-train_args.learning_starts // train_args.num_envs)  # learning from here on
     states, _ = jax.jit(trainer.run, static_argnums=2)(states, jnp.int32(0), Chunk(first, log_phase=0))
 

@@ -158,13 +158,15 @@ def timed_mirl_gymnax(config: dict, args: Any, logged: bool = True) -> dict:
     from common.devices import seed_mesh, seed_sharding, split_host_cpu
     from common.logger import RunLogger, seed_sub_runs
     from common.loop import Chunk, chunks
-    from mirl_gymnax import INTERVALS_PER_CHUNK, make_env, make_train
+    from common.sweep import grid_runs
+    from mirl_gymnax import INTERVALS_PER_CHUNK, SWEPT_FLAGS, make_env, make_train, stacked_hypers
 
     split_host_cpu(args.cpu_devices, args.num_seeds)  # as the script does, before JAX starts
     env, env_params = make_env(args.env_id)
     trainer = make_train(args, env, env_params)
     keys = jax.vmap(jax.random.key)(jnp.arange(args.num_seeds))
-    states = jax.jit(jax.vmap(trainer.init), out_shardings=seed_sharding(seed_mesh(args.num_seeds)))(keys)
+    hypers = stacked_hypers(grid_runs(args, SWEPT_FLAGS))
+    states = jax.jit(jax.vmap(trainer.init), out_shardings=seed_sharding(seed_mesh(args.num_seeds)))(keys, hypers)
     run = jax.jit(trainer.run, static_argnums=2, donate_argnums=0)
     total_iterations = args.total_timesteps // args.num_envs
     if not logged:

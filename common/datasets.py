@@ -1,6 +1,6 @@
 """Offline datasets from files: D4RL HDF5 files, Minari datasets, and custom D4RL-format files (such as
-those `python -m common.make_dataset` writes). File I/O only: the learner clips actions and transforms
-rewards itself.
+those `python -m common.make_dataset` writes), the arrays a learner trains on as the official MISA code
+prepares them (`training_arrays`: actions in [−1, 1], rewards shaped per domain), and evaluation.
 
     transitions, info = load_dataset("hopper-medium-v2")           # D4RL name: cached, else downloaded
     transitions, info = load_dataset("mujoco/hopper/medium-v0")    # Minari id (anything with a "/")
@@ -500,6 +500,36 @@ def _flatten_batch(space: gym.Space, batch) -> np.ndarray:
     raise DatasetError(f"cannot flatten observations of space {space} (supported: Box, Dict, Tuple, Discrete)")
 
 
+# --- the learner's arrays --------------------------------------------------------------------
+
+
+def shaped_rewards(rewards: np.ndarray, domain: str) -> np.ndarray:
+    """The official code's reward shaping: antmaze (r − 0.5)·4; kitchen and adroit rescaled to [−1, 1]."""
+    if domain == "antmaze":
+        return (rewards - 0.5) * 4.0
+    if domain in ("kitchen", "adroit"):
+        unit = (rewards - rewards.min()) / max(rewards.max() - rewards.min(), 1e-8)
+        return (unit - 0.5) * 2.0
+    return rewards
+
+
+def training_arrays(
+    data: Transitions, info: DatasetInfo, box: "ActionBox", action_clip: float, normalize_obs: bool
+) -> tuple[Transitions, "ObsScaler"]:
+    """The float32 arrays a learner trains on: actions mapped from the box into [−1, 1] and clipped to
+    ±`action_clip` (so that a tanh-Gaussian's log-probability of each is finite), rewards shaped per domain,
+    observations standardised with `normalize_obs`; and the observation scaler that evaluation must apply too."""
+    scale = ObsScaler.fit(data.observations, normalize_obs)
+    arrays = Transitions(
+        observations=scale(data.observations),
+        actions=np.clip(box.to_unit(data.actions), -action_clip, action_clip),
+        rewards=shaped_rewards(data.rewards, info.domain),
+        next_observations=scale(data.next_observations),
+        terminals=data.terminals,
+    )
+    return Transitions(**{name: np.asarray(x, np.float32) for name, x in dataclasses.asdict(arrays).items()}), scale
+
+
 # --- evaluation ----------------------------------------------------------------------------------
 
 
@@ -519,6 +549,14 @@ class ObsScaler(NamedTuple):
     def __call__(self, observations: np.ndarray) -> np.ndarray:
         return ((observations - self.mean) / self.std).astype(np.float32)
 
+    def header(self) -> dict:
+        """What a checkpoint records of it, for `from_header`."""
+        return {"obs_mean": self.mean.tolist(), "obs_std": self.std.tolist()}
+
+    @classmethod
+    def from_header(cls, header: dict) -> "ObsScaler":
+        return cls(np.asarray(header["obs_mean"], np.float32), np.asarray(header["obs_std"], np.float32))
+
 
 class ActionBox(NamedTuple):
     """The environment's action bounds: the learner works in [−1, 1] (tanh), the environment in its box."""
@@ -531,6 +569,14 @@ class ActionBox(NamedTuple):
 
     def from_unit(self, actions: np.ndarray) -> np.ndarray:
         return self.low + 0.5 * (actions + 1.0) * (self.high - self.low)
+
+    def header(self) -> dict:
+        """What a checkpoint records of it, for `from_header`."""
+        return {"action_low": self.low.tolist(), "action_high": self.high.tolist()}
+
+    @classmethod
+    def from_header(cls, header: dict) -> "ActionBox":
+        return cls(np.asarray(header["action_low"]), np.asarray(header["action_high"]))
 
 
 def evaluation_seeds(seeds: list[int], step: int, episodes: int) -> list[int]:

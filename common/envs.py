@@ -1,5 +1,7 @@
-"""gymnax environments for the MIRL script: ids checked against gymnax's registry (discrete actions only), and the
-dtype in which a replay stores each environment's observations without loss."""
+"""gymnax environments for the MIRL script: ids checked against gymnax's registry (discrete actions only), the
+dtype in which a replay stores each environment's observations without loss, and whole episodes played by a policy."""
+
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -43,3 +45,23 @@ def replay_obs_dtype(env_id: str, env, env_params) -> jnp.dtype:
         return jnp.dtype(jnp.uint8)
     obs, _ = jax.eval_shape(env.reset, jax.random.key(0), env_params)
     return obs.dtype
+
+
+def episode_returns(env, env_params, act: Callable[[jax.Array], jax.Array], key: jax.Array, num_episodes: int):
+    """The returns of `num_episodes` episodes played at once, each to its end, by `act` (observations → actions).
+    The loop runs the environment's longest episode; gymnax starts a new episode where one ends, and what that one
+    earns is not counted."""
+    reset_key, step_key = jax.random.split(key)
+    obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(reset_key, num_episodes), env_params)
+
+    def step(carry, key):
+        obs, env_state, returns, running = carry
+        obs, env_state, rewards, terminated, truncated, _ = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+            jax.random.split(key, num_episodes), env_state, act(obs), env_params
+        )
+        returns = returns + jnp.where(running, rewards, 0.0)
+        return (obs, env_state, returns, running & ~(terminated | truncated)), None
+
+    carry = (obs, env_state, jnp.zeros(num_episodes), jnp.ones(num_episodes, jnp.bool_))
+    max_steps = int(env_params.max_steps_in_episode)
+    return jax.lax.scan(step, carry, jax.random.split(step_key, max_steps))[0][2]

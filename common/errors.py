@@ -21,7 +21,8 @@ def plural(count: int, noun: str) -> str:
 def out_of_range(args, positive=(), non_negative=(), unit_interval=(), fraction=(), finite=()) -> list[str]:
     """What is wrong with the flags of `args` that must be > 0, ≥ 0, within [0, 1], within (0, 1], or only
     finite; all of them must be finite (a NaN fails every comparison, so each test is written to fail on it).
-    A flag holding a tuple of values (a swept flag) must have at least one, and each must hold."""
+    Each group names its flags in a tuple or a space-separated string. A flag holding a tuple of values (a swept
+    flag) must have at least one, and each must hold."""
     rules = (
         (finite, lambda x: True, "must be finite"),
         (positive, lambda x: x > 0, "must be positive"),
@@ -31,7 +32,7 @@ def out_of_range(args, positive=(), non_negative=(), unit_interval=(), fraction=
     )
     problems = []
     for names, holds, rule in rules:
-        for name in names:
+        for name in names.split() if isinstance(names, str) else names:
             value = getattr(args, name)
             if value == ():
                 problems.append(f"{flag(name)} needs a value")

@@ -32,8 +32,8 @@ from common.devices import (
     seed_sharding,
     split_host_cpu,
 )
-from common.errors import plural
-from common.logger import RunLogger, make_run_name, start_tracking
+from common.errors import UserError, plural
+from common.logger import RunLogger, make_run_name, seed_sub_runs, start_tracking
 from common.loop import chunks
 
 
@@ -79,11 +79,13 @@ class Experiment:
     axis."""
 
     name: str  # the default --exp-name: the algorithm or variant
-    sub_runs: list[str]  # one TensorBoard sub-run per trained agent, in the states' order: seed_1, or config/seed_1
     init: Callable  # (*init_inputs) -> states
     init_inputs: tuple  # host arrays, one row per agent
     advance: Callable  # (states, *run_inputs, first_iteration, Chunk) -> (states, Records): jitted here
     evaluate: Callable[[Any, int], Evaluation | None]  # (states, iteration) -> scores, in every process
+    sub_runs: list[str] | None = (
+        None  # a TensorBoard sub-run per agent, in the states' order: config/seed_1; None: seed_1
+    )
     evaluate_every: int | None = None  # iterations between evaluations; there is always one at the end
     checkpoint_every: int | None = None  # iterations between checkpoints; None: with every evaluation
     intervals_per_chunk: int = 1  # logging intervals a chunk may hold before the host writes their records
@@ -93,8 +95,10 @@ class Experiment:
     header: dict = dataclasses.field(default_factory=dict)  # what the checkpoints record besides the state
     loss: str = "the TD loss"  # what `states.nan_step` watches, in the stop message
     step_unit: str = "environment step"
-    score_label: str = ""  # how the final line names the headline score
+    score_label: str = ""  # how the final line names the headline score; "": by its tag (the last evaluation's)
     keep_best: bool = False  # also log and report each run's best headline score so far
+    whole_intervals: bool = False  # records are means over whole logging intervals: a resume must start one
+    same_on_resume: tuple[str, ...] = ()  # keys of `header` whose values a resumed run must share with its checkpoint
 
 
 def run_experiment(args: RunFlags, script: str, build: Callable[[Start], Experiment]) -> dict:
@@ -104,9 +108,13 @@ def run_experiment(args: RunFlags, script: str, build: Callable[[Start], Experim
     start = start_run(args, script)
     args = start.args
     experiment = build(start)
+    if experiment.sub_runs is None:
+        experiment.sub_runs = seed_sub_runs([args.seed + k for k in range(args.num_seeds)])
     header = start.header
     run_name = header["run_name"] if header else make_run_name(args.env_id, args.exp_name or experiment.name, args.seed)
     first_iteration = resumed_iteration(header) if header else 0
+    if header:
+        check_resumable(experiment, header, args, first_iteration)
     devices = list(start.mesh.devices.flat)
     for need in experiment.memory:
         check_fits(need.what, need.bytes, devices, need.hint)
@@ -176,7 +184,7 @@ def run_experiment(args: RunFlags, script: str, build: Callable[[Start], Experim
         headline = next(iter(evaluation.scores.values()))
         result |= {"scores": headline, **(evaluation.details or {})}
         if is_lead_process():
-            report(run_name, experiment, args, headline, best)
+            report(run_name, experiment, args, evaluation, best)
     return result | ({"best_scores": best or None} if experiment.keep_best else {})
 
 
@@ -193,6 +201,17 @@ def start_run(args: RunFlags, script: str) -> Start:
     mesh = seed_mesh(args.num_runs())
     announce_placement(mesh, args.num_runs())
     return Start(args, header, mesh)
+
+
+def check_resumable(experiment: Experiment, header: dict, args: RunFlags, first_iteration: int) -> None:
+    """What the checkpoint's run and this one must share beyond the flags (common.cli checks those)."""
+    for key in experiment.same_on_resume:
+        if key in header and header[key] != experiment.header[key]:
+            now, then, name = experiment.header[key], header[key], key.replace("_", " ")
+            raise UserError(f"{name}: {now} here, {then} in the run in {args.resume}; resume it on what it trained on")
+    if experiment.whole_intervals and first_iteration % args.log_every():
+        step = first_iteration * args.steps_per_iteration()
+        raise UserError(f"--log-interval ({args.log_interval}) must divide the step this run resumes from ({step:,})")
 
 
 def resumed_iteration(header: dict) -> int:
@@ -216,13 +235,15 @@ def log_evaluation(logger: RunLogger, evaluation: Evaluation, step: int, best: l
     return best
 
 
-def report(run_name: str, experiment: Experiment, args: RunFlags, headline: np.ndarray, best: list | None) -> None:
+def report(run_name: str, experiment: Experiment, args: RunFlags, evaluation: Evaluation, best: list | None) -> None:
     """One line per configuration: the headline score's mean and spread over the seeds, and each seed's."""
+    tag, headline = next(iter(evaluation.scores.items()))
     seeds = list(range(args.seed, args.seed + args.num_seeds))
     for first in range(0, len(experiment.sub_runs), args.num_seeds):
         config = experiment.sub_runs[first].rpartition("/")[0]
         scores = np.asarray(headline[first : first + args.num_seeds], np.float64)
-        line = f"{run_name}{'/' + config if config else ''}: {experiment.score_label}: {scores.mean():.1f} ± "
+        label = experiment.score_label or f"last {tag.rpartition('/')[2]}"
+        line = f"{run_name}{'/' + config if config else ''}: {label}: {scores.mean():.1f} ± "
         line += f"{scores.std():.1f} (seeds {seeds}: {np.round(scores, 1).tolist()})"
         if best is not None:
             line += f", best {np.mean(best[first : first + args.num_seeds]):.1f}"

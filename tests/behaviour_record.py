@@ -8,11 +8,12 @@ made from any commit of the kit:
     python tests/behaviour_record.py --out before.json                      # this checkout
     git worktree add /tmp/before <commit>
     python tests/behaviour_record.py --checkout /tmp/before --out before.json
+    python tests/behaviour_record.py --checkout /tmp/before --into tests/reference/behaviour.json  # this machine kind's
 
 The record holds each array's SHA-256 with its shape, dtype and sum (the arrays themselves, replay buffers included,
-would be tens of MB). tests/test_behaviour.py compares this checkout's record with tests/reference/behaviour.json bit
-for bit, on the machine that recorded it: the record names its CPU, core count and JAX version, on which XLA's float32
-rounding depends.
+would be tens of MB). tests/test_behaviour.py compares this checkout's record bit for bit with the record in
+tests/reference/behaviour.json of this machine kind: each record names its CPU, core count and JAX version, on which
+XLA's float32 rounding depends. `--into` adds this machine kind's record to that file (replacing an earlier one).
 """
 
 import argparse
@@ -161,7 +162,9 @@ def commit_of(checkout: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkout", type=Path, default=ROOT, help="the kit's folder whose scripts run")
-    parser.add_argument("--out", type=Path, required=True, help="the .json to write")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", type=Path, help="the .json to write")
+    target.add_argument("--into", type=Path, help="the records file to add this machine kind's record to")
     parser.add_argument("--runs", nargs="*", help=f"only these of {', '.join(RUNS)}")
     options = parser.parse_args()
     checkout = options.checkout.resolve()
@@ -171,8 +174,16 @@ def main() -> None:
         "commit": commit_of(checkout),
         "arrays": {name: digest(array) for name, array in arrays.items()},
     }
-    options.out.write_text(json.dumps(summary, indent=0) + "\n")
-    print(f"{len(arrays)} arrays from {len(options.runs or RUNS)} runs at {summary['commit']} written to {options.out}")
+    if options.out:
+        options.out.write_text(json.dumps(summary, indent=0) + "\n")
+    else:
+        if options.runs:
+            parser.error("--into takes a record of every run")
+        records = json.loads(options.into.read_text())["records"] if options.into.exists() else []
+        records = [record for record in records if record["fingerprint"] != summary["fingerprint"]] + [summary]
+        options.into.write_text(json.dumps({"records": records}, indent=0) + "\n")
+    where = options.out or options.into
+    print(f"{len(arrays)} arrays from {len(options.runs or RUNS)} runs at {summary['commit']} written to {where}")
 
 
 if __name__ == "__main__":

@@ -182,7 +182,7 @@ MUTANTS = [
     ),
     Mutant(
         "gymnax: replay samples one slot short",
-        "mirl_gymnax.py",
+        "common/replay.py",
         "indices = jax.random.randint(key, (batch_size,), 0, filled)",
         "indices = jax.random.randint(key, (batch_size,), 0, filled - 1)",
         GYMNAX_MATH,
@@ -280,7 +280,7 @@ MUTANTS = [
             "tests/test_mirl_gymnax.py::test_by_default_the_cpu_splits_one_device_per_core_as_the_seeds_divide_and_the_run_records_it",
         ),
     ),
-    # mirl_atari: its own replay, frame stacks and learner; a change to a shared step breaks the copy test
+    # mirl_atari: its frame replay (common/replay.py) and learner; a change to a shared step breaks the copy test
     Mutant(
         "atari: every replay row valid",
         "mirl_atari.py",
@@ -290,21 +290,21 @@ MUTANTS = [
     ),
     Mutant(
         "atari: a row before a reset still valid",
-        "mirl_atari.py",
+        "common/replay.py",
         "valid = self.valid[rows, envs] & ~self.first[next_rows, envs]",
         "valid = self.valid[rows, envs]",
         ATARI,
     ),
     Mutant(
         "atari: frame stacks ignore resets",
-        "mirl_atari.py",
+        "common/replay.py",
         "frame_lags = jnp.minimum(lags[::-1][None, :], reset_lag[:, None])",
         "frame_lags = jnp.broadcast_to(lags[::-1][None, :], (rows.shape[0], self.stack_size))",
         ATARI,
     ),
     Mutant(
         "atari: the newest row (no next yet) sampled",
-        "mirl_atari.py",
+        "common/replay.py",
         "count = jnp.where(full, self.num_rows - self.stack_size, rows_written - 1)",
         "count = jnp.where(full, self.num_rows - self.stack_size, rows_written)",
         ATARI,
@@ -460,21 +460,21 @@ MUTANTS = [
     ),
     Mutant(
         "misa: HMC acceptance without kinetic energy",
-        "misa_d4rl.py",
+        "common/hmc.py",
         "log_ratio = new_log_p - new_kinetic - (log_p - kinetic)",
         "log_ratio = new_log_p - log_p",
         HMC,
     ),
     Mutant(
         "misa: HMC accepts the unlikely moves",
-        "misa_d4rl.py",
+        "common/hmc.py",
         "accepted = jnp.log(jax.random.uniform(accept_key, log_p.shape)) < log_ratio",
         "accepted = jnp.log(jax.random.uniform(accept_key, log_p.shape)) > log_ratio",
         HMC,
     ),
     Mutant(
         "misa: HMC leapfrog ends with a full momentum step",
-        "misa_d4rl.py",
+        "common/hmc.py",
         "new_momentum = new_momentum + (0.5 if last else 1.0) * step_size * new_grad",
         "new_momentum = new_momentum + step_size * new_grad",
         HMC,
@@ -502,21 +502,21 @@ MUTANTS = [
     ),
     Mutant(
         "misa: HMC adaptation on unclipped acceptance ratios",
-        "misa_d4rl.py",
+        "common/hmc.py",
         "acceptance = jnp.mean(jnp.exp(jnp.minimum(log_ratio, 0.0)))",
         "acceptance = jnp.mean(jnp.exp(log_ratio))",
         HMC,
     ),
     Mutant(
         "misa: HMC adaptation grows at the target",
-        "misa_d4rl.py",
+        "common/hmc.py",
         "adapted = jnp.where(acceptance > config.target_acceptance,",
         "adapted = jnp.where(acceptance >= config.target_acceptance,",
         HMC,
     ),
     Mutant(
         "misa: HMC step size shrinks by 0.99",
-        "misa_d4rl.py",
+        "common/hmc.py",
         "step_size * 1.01, step_size / 1.01",
         "step_size * 1.01, step_size * 0.99",
         HMC,

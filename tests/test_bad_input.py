@@ -28,6 +28,7 @@ from common.datasets import DatasetError, load_dataset
 from common.errors import UserError
 from common.experiment import ChunkRunner
 from common.logger import Record, RunLogger
+from common.sweep import grid_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"mirl_gymnax": mirl_gymnax, "mirl_atari": mirl_atari, "misa_d4rl": misa_d4rl}
@@ -149,7 +150,7 @@ def test_misa_derives_the_log_interval_and_names_the_rule(dataset_path):
     assert result["run_dir"].name.split("__")[1] == "misa"  # runs are named after the variant by default
     steps = {step for step, _ in scalars(result["run_dir"], 1)["losses/qf1_loss"]}
     assert steps == {2, 4, 6, 8, 10, 12, 14}  # gcd(1000, 6, 14) = 2
-    with pytest.raises(UserError, match=r"must be multiples of --log-interval \(4\)"):
+    with pytest.raises(UserError, match=r"--total-steps \(14\) must be a multiple of --log-interval \(4\)"):
         misa_d4rl.main(dataclasses.replace(args, total_steps=14, log_interval=4))
 
 
@@ -318,7 +319,7 @@ def test_resume_extends_the_run_with_the_schedules_of_the_new_total(gymnax_check
     env = mirl_gymnax.make_env("CartPole-v1")
     original = mirl_gymnax.make_setup(mirl_gymnax.Args(**GYMNAX_TINY), *env)
     longer = mirl_gymnax.make_setup(dataclasses.replace(original.args, total_timesteps=3_000), *env)
-    hypers = mirl_gymnax.only_configuration(original.args)
+    hypers = jax.tree.map(lambda x: x[0], mirl_gymnax.stacked_hypers(grid_runs(original.args, mirl_gymnax.SWEPT_FLAGS)))
     for step in (1_100, 1_300):  # steps logged at the new --log-interval only
         iteration = step // GYMNAX_TINY["num_envs"] - 1
         assert logged[step] == pytest.approx(float(mirl_gymnax.epsilon_at(longer, hypers, iteration)))
@@ -344,7 +345,9 @@ def test_misa_resume_applies_the_flags_it_may_change_and_refuses_the_others(data
             values = file[key][:-200]
             del file[key]
             file[key] = values
-    with pytest.raises(UserError, match=r"the dataset has \d+ transitions, the run in .* trained on 5\d\d"):
+    with pytest.raises(
+        UserError, match=r"dataset rows: \d+ here, 5\d\d in the run in .*; resume it on what it trained on"
+    ):
         resume(misa_d4rl, checkpoint, "--dataset-path", smaller)
     with pytest.raises(UserError, match=r"--log-interval \(15\) must divide the step this run resumes from \(20\)"):
         resume(misa_d4rl, checkpoint, "--total-steps", "30", "--eval-interval", "15", "--log-interval", "15")

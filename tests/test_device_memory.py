@@ -16,6 +16,7 @@ import json, resource, sys
 import jax, jax.numpy as jnp, numpy as np
 from common.checkpoint import init_or_restore, save_checkpoint
 from common.devices import seed_mesh, seed_sharding, shard_seeds
+from common.sweep import grid_runs
 import mirl_gymnax as mg
 
 def rss():
@@ -32,7 +33,8 @@ def reset_peak():
 
 args = mg.Args(num_seeds=4, buffer_size=1_000_000, total_timesteps=20_000)
 env, env_params = mg.make_env(args.env_id)
-init = jax.vmap(mg.make_train(args, env, env_params).init)
+hypers = mg.stacked_hypers(grid_runs(args, mg.SWEPT_FLAGS))
+init = lambda keys: jax.vmap(mg.make_train(args, env, env_params).init)(keys, hypers)
 mesh = seed_mesh(4)
 sharding = seed_sharding(mesh)
 keys = shard_seeds(jax.vmap(jax.random.key)(jnp.arange(4)), mesh)

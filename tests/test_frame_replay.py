@@ -1,4 +1,4 @@
-"""mirl_atari.FrameReplay, which stores one frame per transition, against a plain replay of whole
+"""common.replay.FrameReplay, which stores one frame per transition, against a plain replay of whole
 stacked transitions: on synthetic envpool-like streams (lost lives, game overs, truncations,
 auto-reset steps, an interruption as after --resume, wrap-around) and on real envpool Atari frames."""
 
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import mirl_atari
-from mirl_atari import AgentState, EnvStep, FrameReplay, IntervalStats, fresh_games
+from common.replay import FrameReplay
+from mirl_atari import AgentState, EnvStep, IntervalStats, fresh_games
 
 STACK = 4
 

@@ -22,7 +22,8 @@ from common.cli import parse
 from common.devices import cpu_devices_for, usable_cores
 from common.envs import CONTINUOUS_ENV_IDS
 from common.errors import UserError
-from mirl_gymnax import SCRIPT, Args, Replay, main, make_env, make_train, replay_obs_dtype
+from common.replay import Replay
+from mirl_gymnax import SCRIPT, Args, main, make_env, make_train, replay_obs_dtype
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from common.replay import Replay
 from mirl_gymnax import (
-    Replay,
     behaviour_action,
     kl_to_prior,
     linear_schedule,

@@ -11,6 +11,7 @@ import pytest
 
 import mirl_gymnax as mg
 from common.logger import live_seeds_only
+from common.sweep import grid_runs
 
 SMALL = dict(num_envs=2, buffer_size=64, batch_size=8, learning_starts=8, train_frequency=2, total_timesteps=1_000)
 
@@ -22,7 +23,8 @@ def setup_and_state(algo="mirl", env_params_update=None, **overrides):
     if env_params_update:
         env_params = env_params.replace(**env_params_update)
     trainer = mg.make_train(args, env, env_params)
-    return mg.make_setup(args, env, env_params), trainer.init(jax.random.key(0))
+    hypers = jax.tree.map(lambda x: x[0], mg.stacked_hypers(grid_runs(args, mg.SWEPT_FLAGS)))
+    return mg.make_setup(args, env, env_params), trainer.init(jax.random.key(0), hypers)
 
 
 @pytest.mark.parametrize("algo", ["mirl", "sql", "dqn"])

@@ -15,9 +15,9 @@ from conftest import leaves, run_sharded_and_single, scalars
 import common.make_dataset as make_dataset
 from common.checkpoint import read_header, save_checkpoint
 from common.cli import parse
-from common.datasets import load_dataset
+from common.datasets import ObsScaler, load_dataset
 from common.errors import UserError
-from misa_d4rl import SCRIPT, Args, ObsScaler, load_policy, main
+from misa_d4rl import SCRIPT, Args, load_policy, main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(

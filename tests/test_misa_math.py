@@ -11,7 +11,16 @@ import optax
 import pytest
 
 import misa_d4rl as misa
-from common.datasets import ActionBox, evaluation_seeds
+from common.datasets import (
+    ActionBox,
+    DatasetInfo,
+    ObsScaler,
+    Transitions,
+    evaluation_seeds,
+    shaped_rewards,
+    training_arrays,
+)
+from common.hmc import HMCConfig, adapt_step_size, hmc_sample
 from common.loop import Chunk
 
 
@@ -54,10 +63,10 @@ def test_sampled_log_prob_matches_the_log_prob_of_the_sample():
 
 
 def run_hmc(log_density, initial, **overrides):
-    config = misa.HMCConfig(
+    config = HMCConfig(
         burn_in=20, samples=50, leapfrog_steps=2, step_size=0.8, adaptation_steps=0, target_acceptance=0.75
     )
-    return misa.hmc_sample(log_density, initial, jax.random.key(3), config._replace(**overrides))
+    return hmc_sample(log_density, initial, jax.random.key(3), config._replace(**overrides))
 
 
 def test_hmc_recovers_a_1d_gaussian():
@@ -129,12 +138,12 @@ def test_hmc_step_size_adapts_like_tfp_in_the_first_steps_only():
     ],
 )
 def test_step_size_adaptation_by_hand(log_ratios, grows):
-    config = misa.HMCConfig(
+    config = HMCConfig(
         burn_in=5, samples=1, leapfrog_steps=1, step_size=1.0, adaptation_steps=4, target_acceptance=0.75
     )
-    adapted = misa.adapt_step_size(jnp.asarray(0.5), jnp.asarray(log_ratios), jnp.asarray(3), config)
+    adapted = adapt_step_size(jnp.asarray(0.5), jnp.asarray(log_ratios), jnp.asarray(3), config)
     assert float(adapted) == pytest.approx(0.5 * 1.01 if grows else 0.5 / 1.01, rel=1e-6)
-    after = misa.adapt_step_size(jnp.asarray(0.5), jnp.asarray(log_ratios), jnp.asarray(4), config)
+    after = adapt_step_size(jnp.asarray(0.5), jnp.asarray(log_ratios), jnp.asarray(4), config)
     assert float(after) == 0.5  # adaptation is over after `adaptation_steps` transitions
 
 
@@ -174,17 +183,40 @@ def test_actor_objectives_by_hand():
 
 def test_reward_transforms():
     rewards = np.asarray([0.0, 0.5, 1.0], np.float32)
-    np.testing.assert_allclose(misa.transform_rewards(rewards, "antmaze"), [-2.0, 0.0, 2.0])
-    np.testing.assert_allclose(misa.transform_rewards(rewards * 10 + 3, "adroit"), [-1.0, 0.0, 1.0])
-    np.testing.assert_allclose(misa.transform_rewards(rewards, "locomotion"), rewards)
+    np.testing.assert_allclose(shaped_rewards(rewards, "antmaze"), [-2.0, 0.0, 2.0])
+    np.testing.assert_allclose(shaped_rewards(rewards * 10 + 3, "adroit"), [-1.0, 0.0, 1.0])
+    np.testing.assert_allclose(shaped_rewards(rewards * 4, "kitchen"), [-1.0, 0.0, 1.0])
+    np.testing.assert_allclose(shaped_rewards(rewards, "locomotion"), rewards)
+
+
+def test_training_arrays_map_actions_into_the_unit_box_clip_them_shape_rewards_and_scale_observations():
+    obs = np.asarray([[0.0, 10.0], [2.0, 30.0]], np.float64)
+    data = Transitions(
+        observations=obs,
+        actions=np.asarray([[0.0], [4.0]]),  # the box's edges: ±1 in unit actions, clipped inside
+        rewards=np.asarray([0.0, 1.0]),
+        next_observations=obs[::-1],
+        terminals=np.asarray([0.0, 1.0]),
+    )
+    info = DatasetInfo("test", "antmaze", None, None, None, None)
+    box = ActionBox(np.asarray([0.0]), np.asarray([4.0]))
+    arrays, scale = training_arrays(data, info, box, action_clip=0.9, normalize_obs=True)
+    assert all(x.dtype == np.float32 for x in dataclasses.asdict(arrays).values())
+    np.testing.assert_array_equal(arrays.actions, np.float32([[-0.9], [0.9]]))
+    np.testing.assert_array_equal(arrays.rewards, np.float32([-2.0, 2.0]))  # antmaze's (r − 0.5)·4
+    np.testing.assert_allclose(scale.std, [1.0 + 1e-3, 10.0 + 1e-3])
+    np.testing.assert_allclose(arrays.observations, (obs - [1.0, 20.0]) / scale.std, rtol=1e-6)
+    np.testing.assert_allclose(arrays.next_observations, arrays.observations[::-1])
+    unscaled, _ = training_arrays(data, info, box, action_clip=0.9, normalize_obs=False)
+    np.testing.assert_array_equal(unscaled.observations, obs.astype(np.float32))
 
 
 def test_observation_scaler_and_action_box():
     observations = np.random.default_rng(0).normal(3.0, 2.0, size=(1000, 4)).astype(np.float32)
-    scaled = misa.ObsScaler.fit(observations, standardise=True)(observations)
+    scaled = ObsScaler.fit(observations, standardise=True)(observations)
     np.testing.assert_allclose(scaled.mean(axis=0), 0.0, atol=1e-5)
     np.testing.assert_allclose(scaled.std(axis=0), 1.0, atol=1e-3)  # std + 1e-3 in the denominator
-    np.testing.assert_array_equal(misa.ObsScaler.fit(observations, standardise=False)(observations), observations)
+    np.testing.assert_array_equal(ObsScaler.fit(observations, standardise=False)(observations), observations)
 
     box = ActionBox(np.asarray([-2.0, 0.0]), np.asarray([2.0, 1.0]))
     np.testing.assert_allclose(

@@ -17,6 +17,7 @@ import pytest
 import tyro
 
 import misa_d4rl as misa
+from common.hmc import HMCConfig, hmc_sample
 
 REFERENCE = Path(__file__).with_name("reference") / "misa_official.npz"
 OBS_DIM, ACTION_DIM, BATCH = 17, 6, 256
@@ -339,11 +340,11 @@ def test_hmc_agrees_with_blackjax_on_the_improved_policy(step_size, reference):
     params, _ = initial_state(reference)
     batch = reference_batch(reference)
     observations, starts = jnp.tile(batch.observations, (4, 1)), jnp.tile(batch.actions, (4, 1))
-    config = misa.HMCConfig(
+    config = HMCConfig(
         burn_in=5, samples=50, leapfrog_steps=2, step_size=step_size, adaptation_steps=0, target_acceptance=0.75
     )
     log_density = misa.improved_policy_log_density(params, observations)
-    samples, acceptance, final_step_size = jax.jit(misa.hmc_sample, static_argnums=(0, 3))(
+    samples, acceptance, final_step_size = jax.jit(hmc_sample, static_argnums=(0, 3))(
         log_density, starts, jax.random.key(0), config
     )
     assert float(final_step_size) == pytest.approx(step_size)
