@@ -3,12 +3,14 @@ precipice", NeurIPS 2021), through their library rliable: interquartile means (I
 confidence intervals, and performance profiles.
 
     pip install -e ".[stats]"
-    python -m common.aggregate runs/*-MinAtar__* --out docs/minatar
+    python -m common.aggregate runs/*-MinAtar__*        # writes runs/plots/aggregate_*.png
 
 Run directories are grouped by their name, `{env_id}__{exp_name}__{seed}__{time}`: each experiment (exp_name,
 by default the --algo) is compared with the others over the environments; an experiment's seeds are pooled
 over its run directories (each with seed_* sub-runs) and must be as many in every environment. In a sweep's run
-directory each configuration is an experiment of its own, `{exp_name} {configuration}`.
+directory each configuration is an experiment of its own, `{exp_name} {configuration}`. As in common.plot, the
+runs pooled in one environment must have recorded the same flags, and a seed trained twice is refused (or, with
+--latest, its latest run kept).
 
 A seed's score is the mean of the last --final-last values of --final-tag. Scores are normalised per
 environment, (score − low) / (high − low): low and high are given by --reference, or else are the lowest and
@@ -28,15 +30,16 @@ from scipy.stats import trim_mean
 
 from common.cli import run_script
 from common.errors import UserError
-from common.plot import check_run_dirs, experiments, read_scalars, run_label
+from common.plot import check_run_dirs, curve_label, read_scalars, run_label, seed_runs
 
 
 @dataclass
 class Args:
     runs: tyro.conf.Positional[list[Path]]
     """run directories (runs/{run_name}), each with seed_* sub-runs"""
-    out: Path = Path("aggregate")
-    """prefix of the three figures ({out}_curves.png, {out}_aggregates.png, {out}_profiles.png)"""
+    out: Path = Path("runs/plots/aggregate")
+    """prefix of the three figures ({out}_curves.png, {out}_aggregates.png, {out}_profiles.png), by default beside
+    the runs (which git ignores)"""
     tag: str = "charts/episodic_return"
     """the scalar whose curves are drawn"""
     final_tag: str = "eval/episodic_return"
@@ -52,6 +55,8 @@ class Args:
     """curve resolution: seeds are interpolated onto this many common steps"""
     seed: int = 0
     """seed of the bootstrap"""
+    latest: bool = False
+    """where runs of one experiment and environment trained the same seed, keep the latest (by its run name's time)"""
 
 
 @dataclass(frozen=True)
@@ -70,19 +75,17 @@ class Runs:
         return sorted({experiment for _, experiment in self.finals})
 
 
-def read_runs(run_dirs: list[Path], tag: str, final_tag: str, final_last: int) -> Runs:
+def read_runs(run_dirs: list[Path], tag: str, final_tag: str, final_last: int, latest: bool = False) -> Runs:
     check_run_dirs(run_dirs)
     curves, finals = defaultdict(list), defaultdict(list)
-    for run in run_dirs:
-        env = run.name.split("__")[0]
-        for experiment, sub_runs in experiments(run, run_label(run)).items():
-            for sub_run in sub_runs:
-                steps, values = read_scalars(sub_run, tag)
-                if len(steps):
-                    curves[env, experiment].append((steps, values))
-                _, final = read_scalars(sub_run, final_tag)
-                if len(final):
-                    finals[env, experiment].append(float(final[-final_last:].mean()))
+    for key, seeds in seed_runs(run_dirs, [run_label(run) for run in run_dirs], latest).items():
+        for seed in seeds:
+            steps, values = read_scalars(seed.sub_run, tag)
+            if len(steps):
+                curves[key].append((steps, values))
+            _, final = read_scalars(seed.sub_run, final_tag)
+            if len(final):
+                finals[key].append(float(final[-final_last:].mean()))
     if not finals:
         raise UserError(f"no seed of these runs logged {final_tag}")
     return Runs(dict(curves), dict(finals))
@@ -102,8 +105,14 @@ def normalisers(runs: Runs, reference: list[str] | None) -> dict[str, tuple[floa
     for env in runs.environments:
         seen = [score for (e, _), scores in runs.finals.items() if e == env for score in scores]
         low, high, source = given.get(env, (min(seen), max(seen), "lowest and highest seen"))
+        if not high > low and source == "--reference":
+            raise UserError(f"--reference {env}: cannot normalise by low {low} and high {high} (they must differ)")
         if not high > low:
-            raise UserError(f"{env}: cannot normalise by low {low} and high {high} (they must differ)")
+            raise UserError(
+                f"{env}: every final score is {low:g}, so the lowest and highest seen cannot normalise them (a solved "
+                f"task, or one never learned); give the scores that mean 0 and 1, e.g. --reference {env}=LOW:HIGH "
+                "with a random policy's score and the best possible"
+            )
         result[env] = (low, high, source)
     return result
 
@@ -145,7 +154,7 @@ def main(args: Args) -> dict:
 
     if args.final_last < 1 or args.reps < 1 or args.points < 2:
         raise UserError("--final-last and --reps must be at least 1, --points at least 2")
-    runs = read_runs(args.runs, args.tag, args.final_tag, args.final_last)
+    runs = read_runs(args.runs, args.tag, args.final_tag, args.final_last, args.latest)
     norm = normalisers(runs, args.reference)
     scores = score_matrices(runs, norm)
 
@@ -189,7 +198,7 @@ def main(args: Args) -> dict:
             curve = {experiment: (values[:, None, :] - low) / (high - low)}  # [seeds, 1 environment, points]
             np.random.seed(args.seed)
             iqm, ci = rly.get_interval_estimates(curve, lambda m: trim_mean(m[:, 0], 0.25, axis=0), reps=args.reps)
-            axis.plot(grid, iqm[experiment], label=f"{experiment} ({len(seeds)} seeds)")
+            axis.plot(grid, iqm[experiment], label=curve_label(experiment, len(seeds)))
             axis.fill_between(grid, ci[experiment][0], ci[experiment][1], alpha=0.2)
         axis.set_title(env)
         axis.set_xlabel("steps")

@@ -100,9 +100,12 @@ def is_lead_process() -> bool:
     return jax.process_index() == 0
 
 
-def agreed_time() -> int:
-    """The time in seconds, the same in every process (process 0's): for the run name."""
+def agreed_time(free: Callable[[int], bool] = lambda seconds: True) -> int:
+    """The time in seconds, the same in every process (process 0's): for the run name. Process 0 takes the first
+    second from now for which `free(seconds)` holds, so that runs started within one second get distinct names."""
     now = int(time.time())
+    while is_lead_process() and not free(now):
+        now += 1
     if jax.process_count() == 1:
         return now
     high, low = multihost_utils.broadcast_one_to_all(np.array(divmod(now, 2**16), np.int32))  # int32 without x64

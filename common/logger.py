@@ -32,10 +32,12 @@ class Record(NamedTuple):
     bar_charts: dict[str, jax.Array]
 
 
-def make_run_name(env_id: str, exp_name: str, seed: int) -> str:
+def make_run_name(env_id: str, exp_name: str, seed: int, runs: Path = Path("runs")) -> str:
     """CleanRL's run name (the time is process 0's in every process); env ids with slashes (Minari) become one
-    directory level."""
-    return f"{env_id.replace('/', '-')}__{exp_name}__{seed}__{agreed_time()}"
+    directory level. A run started in the same second as one of the same name, whose folder in `runs` exists
+    already, takes the next free second rather than writing into that run's folder."""
+    prefix = f"{env_id.replace('/', '-')}__{exp_name}__{seed}__"
+    return prefix + str(agreed_time(free=lambda seconds: not (runs / f"{prefix}{seconds}").exists()))
 
 
 def seed_sub_runs(seeds: list[int]) -> list[str]:

@@ -101,6 +101,25 @@ def test_unequal_seed_counts_and_bad_references_are_refused():
         aggregate.main(aggregate.Args(runs=write_runs(FINALS), reps=10, reference=["Alpha-v0=1"]))
 
 
+def test_a_seed_rerun_counts_once_and_a_solved_task_names_reference():
+    """A second run of seed 1 is the same seed, not a sixth; on a task every seed solved, the lowest and highest
+    score seen are equal and cannot normalise: the message says what --reference to give."""
+    runs = write_runs(FINALS)
+    rerun = Path("runs") / "Alpha-v0__mirl__1__9"
+    writer = SummaryWriter(str(rerun / "seed_1"))
+    writer.add_scalar("eval/episodic_return", 35.0, 1000)
+    writer.close()
+    with pytest.raises(UserError, match=r"seed 1 of mirl \(Alpha-v0\) was trained by runs/Alpha-v0__mirl__1__0 and"):
+        aggregate.main(aggregate.Args(runs=[*runs, rerun], reps=10))
+    latest = aggregate.main(aggregate.Args(runs=[*runs, rerun], reps=10, latest=True))
+    np.testing.assert_allclose(latest["scores"]["mirl"][:, 0], np.array([35.0, 10, 20, 30, 40]) / 100)
+    solved = {("Gamma-v0", name): [500.0] * 3 for name in ("mirl", "dqn")}
+    with pytest.raises(UserError, match=r"Gamma-v0: every final score is 500.* --reference Gamma-v0=LOW:HIGH"):
+        aggregate.main(aggregate.Args(runs=write_runs(solved), reps=10))
+    fixed = aggregate.main(aggregate.Args(runs=write_runs(solved), reps=10, reference=["Gamma-v0=0:500"]))
+    np.testing.assert_allclose(fixed["scores"]["mirl"], 1.0)
+
+
 def test_real_runs_of_two_algorithms_aggregate(capsys):
     tiny = dict(
         total_timesteps=1_200, num_envs=4, buffer_size=400, learning_starts=200, batch_size=16, train_frequency=4,

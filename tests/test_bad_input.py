@@ -424,7 +424,7 @@ def test_a_run_that_logs_nothing_leaves_no_folder(tmp_path):
 def test_the_plot_command_says_which_pattern_matched_nothing(tmp_path):
     (tmp_path / "runs" / "CartPole-v1__mirl__1__5" / "seed_1").mkdir(parents=True)
     with pytest.raises(
-        SystemExit,
+        UserError,
         match=r"runs/CartPole-v1__dqn__\* matched no run directory \(the shell .*holds: CartPole-v1__mirl__1__5",
     ):
         plot.main(plot.Args(runs=[Path("runs/CartPole-v1__dqn__*")]))

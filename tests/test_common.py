@@ -24,9 +24,10 @@ from common.logger import Record, RunLogger, make_run_name, nan_mean, seed_sub_r
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_run(root: Path, name: str, seeds: list[int], offset: float) -> Path:
+def write_run(root: Path, name: str, seeds: list[int], offset: float, **flags) -> Path:
     run_dir = root / name
-    logger = RunLogger(run_dir, Namespace(lr=0.1), seed_sub_runs(seeds), total_steps=300, first_step=0)
+    flags = {"lr": 0.1, "seed": seeds[0], "num_seeds": len(seeds), **flags}
+    logger = RunLogger(run_dir, Namespace(**flags), seed_sub_runs(seeds), total_steps=300, first_step=0)
     for step in (100, 200, 300):
         returns = np.array([offset + step / 100 + k for k in range(len(seeds))])
         logger.write(step, {"charts/episodic_return": returns, "losses/td_loss": np.full(len(seeds), np.nan)})
@@ -109,8 +110,51 @@ def test_plot_aggregates_seeds_and_tabulates(tmp_path):
         plot.Args(runs=runs, out=out, final_tag="charts/episodic_return", final_last=2, baseline=3.0, xlabel="steps")
     )
     np.testing.assert_allclose(last_two["dqn"], [2.5, 3.5])  # seed k logged 1 + k, 2 + k, 3 + k
-    with pytest.raises(SystemExit, match="no seed_"):
+    with pytest.raises(UserError, match="no seed_"):
         plot.main(plot.Args(runs=[tmp_path], out=out))
+
+
+def test_plot_counts_a_seed_once_and_keeps_the_latest_run_only_when_asked(tmp_path):
+    """The quickstart run three times (seed 1 each time) is one seed, not three."""
+    runs = [
+        write_run(tmp_path, f"Env__mirl__1__{time}", [1], offset) for time, offset in ((5, 0.0), (7, 2.0), (6, 1.0))
+    ]
+    with pytest.raises(UserError, match=r"seed 1 of mirl \(Env\) was trained by .*Env__mirl__1__5 and by .*__6"):
+        plot.main(plot.Args(runs=runs, out=tmp_path / "curves.png"))
+    table = plot.main(plot.Args(runs=runs, out=tmp_path / "curves.png", latest=True))
+    np.testing.assert_allclose(table["mirl"], [2.0])  # the run started last (time 7), whatever the order given
+    two_seeds = [write_run(tmp_path, "Env__dqn__1__8", [1], 0.0), write_run(tmp_path, "Env__dqn__2__9", [2], 0.0)]
+    assert len(plot.main(plot.Args(runs=two_seeds, out=tmp_path / "curves.png"))["dqn"]) == 2
+    assert plot.curve_label("dqn", 1) == "dqn (1 seed)" and plot.curve_label("dqn", 2) == "dqn (2 seeds)"
+
+
+def test_plot_refuses_to_pool_runs_of_other_flags_and_names_them(tmp_path):
+    """A longer run of another seed under the same label is another experiment, not a fourth seed; the run flags
+    (seeds, devices, logging) may differ."""
+    short = write_run(tmp_path, "Env__mirl__1__1", [1], 0.0, total_timesteps=500_000, cpu_devices=1)
+    other_seed = write_run(tmp_path, "Env__mirl__2__2", [2], 0.0, total_timesteps=500_000, cpu_devices=2)
+    longer = write_run(tmp_path, "Env__mirl__3__3", [3], 0.0, total_timesteps=2_500_000, cpu_devices=1)
+    assert len(plot.main(plot.Args(runs=[short, other_seed], out=tmp_path / "c.png"))["mirl"]) == 2
+    with pytest.raises(UserError, match=r"--total-timesteps is 500000 in .*Env__mirl__1__1 and 2500000 in .*__3__3"):
+        plot.main(plot.Args(runs=[short, other_seed, longer], out=tmp_path / "c.png"))
+    labelled = plot.main(plot.Args(runs=[short, longer], labels=["mirl 500k", "mirl 2.5M"], out=tmp_path / "c.png"))
+    assert sorted(labelled) == ["mirl 2.5M", "mirl 500k"]
+
+
+def test_a_sweep_configuration_pools_with_a_run_of_that_single_value(tmp_path):
+    """A sweep records its flag's list; each configuration is compared by its own value."""
+    from tensorboardX import SummaryWriter
+
+    swept = tmp_path / "Env__mirl__1__1"
+    for configuration in ("lr=0.1", "lr=0.2"):
+        writer = SummaryWriter(str(swept / configuration / "seed_1"))
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n|lr|(0.1, 0.2)|\n|seed|1|")
+        writer.add_scalar("eval/episodic_return", 1.0, 300)
+        writer.close()
+    single = write_run(tmp_path, "Env__mirl__2__2", [2], 0.0, lr=(0.1,))
+    grouped = plot.seed_runs([swept, single], ["mirl", "mirl lr=0.1"], latest=False)
+    assert [s.seed for s in grouped["Env", "mirl lr=0.1"]] == [1, 2]
+    assert grouped["Env", "mirl lr=0.2"][0].flags["lr"] == 0.2
 
 
 def test_plot_command_line(tmp_path):
@@ -176,3 +220,11 @@ def test_cpu_devices_for_divides_the_runs_one_device_per_core_at_most():
 def test_run_name_is_cleanrl_style_and_path_safe():
     name = make_run_name("mujoco/halfcheetah/medium-v0", "misa", 3)
     assert name.startswith("mujoco-halfcheetah-medium-v0__misa__3__") and "/" not in name
+
+
+def test_a_run_started_in_the_second_of_an_existing_one_gets_its_own_folder(tmp_path):
+    """Two runs of one name started within a second would otherwise log into one folder (and plot as a mix)."""
+    first = make_run_name("CartPole-v1", "mirl", 1, runs=tmp_path)
+    (tmp_path / first).mkdir()
+    second = make_run_name("CartPole-v1", "mirl", 1, runs=tmp_path)
+    assert second != first and int(second.rsplit("__", 1)[1]) > int(first.rsplit("__", 1)[1])

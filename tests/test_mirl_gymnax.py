@@ -23,7 +23,8 @@ from common.devices import cpu_devices_for, usable_cores
 from common.envs import CONTINUOUS_ENV_IDS
 from common.errors import UserError
 from common.replay import Replay
-from mirl_gymnax import SCRIPT, Args, main, make_env, make_train, replay_obs_dtype
+from common.sweep import grid_runs
+from mirl_gymnax import SCRIPT, SWEPT_FLAGS, Args, main, make_env, make_train, replay_obs_dtype, stacked_hypers
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(
@@ -93,7 +94,8 @@ def test_the_library_train_trains_and_records_what_the_script_logs():
     script = main(args)
     env, env_params = make_env(args.env_id)
     keys = jax.vmap(jax.random.key)(jnp.asarray([args.seed, args.seed + 1]))
-    states, records = jax.jit(make_train(args, env, env_params).train)(keys)
+    hypers = stacked_hypers(grid_runs(args, SWEPT_FLAGS))
+    states, records = jax.jit(make_train(args, env, env_params).train)(keys, hypers)
     np.testing.assert_array_equal(states.replay.actions, script["states"].replay.actions)
     np.testing.assert_allclose(states.beta, script["states"].beta, rtol=1e-5)
     assert records.step.tolist() == list(range(200, 2_001, 200))

@@ -145,7 +145,7 @@ def test_missing_file_is_named(tmp_path):
 
 
 def test_inconsistent_flags_are_refused(dataset_path):
-    with pytest.raises(UserError, match="multiples of --log-interval"):
+    with pytest.raises(UserError, match=r"--eval-interval \(12\) must be a multiple of --log-interval \(5\)"):
         main(tiny(dataset_path, eval_interval=12))
     with pytest.raises(UserError, match="--action-clip must lie in"):
         main(tiny(dataset_path, action_clip=1.0))
