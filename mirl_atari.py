@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import tyro
 
 from common.atari import EnvStep, check_env_id, open_pools, reset_pools, sharded_env_step
 from common.cli import RunFlags, run_script
@@ -31,7 +32,7 @@ from common.errors import not_multiples, out_of_range
 from common.experiment import Evaluation, Experiment, MemoryNeed, Start, run_experiment
 from common.logger import Record, live_seeds_only, nan_mean
 from common.loop import Chunk, scan_logged
-from common.replay import FrameReplay
+from common.replay import FrameReplay, loop_problems
 
 SCRIPT = os.path.basename(__file__)
 unroll_threefry_on_cpu()  # the same random bits, faster on a CPU
@@ -39,7 +40,11 @@ unroll_threefry_on_cpu()  # the same random bits, faster on a CPU
 
 @dataclass(frozen=True)
 class Args(RunFlags):
-    # the run's flags (seeds, devices, checkpoints, logging) are common.cli.RunFlags'
+    # the run's flags (seeds, devices, checkpoints, logging) are common.cli.RunFlags', but for the processes: the
+    # envpools live in one
+    num_processes: tyro.conf.Suppress[int] = 1
+    process_id: tyro.conf.Suppress[int | None] = None
+    coordinator_address: tyro.conf.Suppress[str | None] = None
     checkpoint_interval: int = 1_000_000
     """environment steps (per seed) between checkpoints (with --save-model); the games restart on --resume"""
     eval_interval: int = 1_000_000
@@ -539,25 +544,12 @@ def flag_problems(args: Args, problems: list[str]) -> list[str]:
     problems += out_of_range(args, positive, unit_interval=unit, fraction="exploration_fraction")
     if problems:  # the rules below assume these
         return problems
-    if args.num_processes > 1:
-        problems.append("mirl_atari.py trains in one process (its envpools live there): use --num-processes 1")
     names = ("total_timesteps", "buffer_size", "checkpoint_interval", "eval_interval")
-    problems += not_multiples(args, names, of="num_envs")
-    if args.train_frequency % args.num_envs and args.num_envs % args.train_frequency:
-        problems.append(
-            f"--train-frequency ({args.train_frequency}) and --num-envs ({args.num_envs}) must divide one another"
-        )
+    problems += not_multiples(args, names, of="num_envs") + loop_problems(args)
     if args.buffer_size // args.num_envs <= 4:
         problems.append("--buffer-size must hold more than 4 steps of every environment (a frame stack and its next)")
-    if args.learning_starts < args.batch_size or args.learning_starts < 2 * args.num_envs:
-        problems.append(
-            f"--learning-starts ({args.learning_starts}) must be at least --batch-size and two steps of every env"
-        )
-    if args.learning_starts >= args.total_timesteps:
-        problems.append(
-            f"--learning-starts ({args.learning_starts}) must be below --total-timesteps ({args.total_timesteps}): "
-            "the run would never learn"
-        )
+    if args.learning_starts < 2 * args.num_envs:
+        problems.append(f"--learning-starts ({args.learning_starts}) must be at least two steps of every environment")
     if not 0 < args.beta_min <= args.beta_init <= args.beta_max:
         problems.append("need 0 < --beta-min <= --beta-init <= --beta-max")
     if args.repeat_action_probability == 1:

@@ -33,7 +33,7 @@ from common.errors import not_multiples, out_of_range
 from common.experiment import Evaluation, Experiment, MemoryNeed, Start, run_experiment
 from common.logger import Record, live_seeds_only, nan_mean
 from common.loop import Chunk, scan_logged_over_seeds
-from common.replay import Replay
+from common.replay import Replay, loop_problems
 from common.sweep import Run, grid_runs, stacked_values, sweep_problems
 
 SCRIPT = os.path.basename(__file__)
@@ -515,17 +515,7 @@ def flag_problems(args: Args, problems: list[str]) -> list[str]:
     if problems:  # the rules below assume these
         return problems
     problems += not_multiples(args, ("total_timesteps", "buffer_size", "checkpoint_interval"), of="num_envs")
-    if args.train_frequency % args.num_envs and args.num_envs % args.train_frequency:
-        problems.append(
-            f"--train-frequency ({args.train_frequency}) and --num-envs ({args.num_envs}) must divide one another"
-        )
-    if args.learning_starts < args.batch_size:
-        problems.append(f"--learning-starts ({args.learning_starts}) must be at least --batch-size ({args.batch_size})")
-    if args.learning_starts >= args.total_timesteps:
-        problems.append(
-            f"--learning-starts ({args.learning_starts}) must be below --total-timesteps ({args.total_timesteps}): "
-            "the run would never learn"
-        )
+    problems += loop_problems(args)
     beta_min, beta_init = args.beta_min, args.beta_init
     if not (0 < min(beta_min) and max(beta_min) <= min(beta_init) and max(beta_init) <= args.beta_max):
         problems.append("need 0 < --beta-min <= --beta-init <= --beta-max (for every value swept)")

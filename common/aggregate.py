@@ -29,7 +29,7 @@ import tyro
 from scipy.stats import trim_mean
 
 from common.cli import run_script
-from common.errors import UserError
+from common.errors import UserError, check_writable
 from common.plot import check_run_dirs, curve_label, read_scalars, run_label, seed_runs
 
 
@@ -154,6 +154,7 @@ def main(args: Args) -> dict:
 
     if args.final_last < 1 or args.reps < 1 or args.points < 2:
         raise UserError("--final-last and --reps must be at least 1, --points at least 2")
+    check_writable(args.out.parent, "--out's folder")
     runs = read_runs(args.runs, args.tag, args.final_tag, args.final_last, args.latest)
     norm = normalisers(runs, args.reference)
     scores = score_matrices(runs, norm)

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, TypeVar
 import tyro
 
 from common.checkpoint import read_header
-from common.errors import UserError, flag, out_of_range
+from common.errors import Interrupted, UserError, flag, out_of_range
 
 A = TypeVar("A")
 
@@ -88,11 +88,13 @@ class RunFlags:
 
     def problems(self) -> list[str]:
         """What is wrong with the run flags; each script's Args adds its own rules (refused before any work)."""
-        problems = out_of_range(
-            self,
-            positive=("num_seeds", "num_processes", "log_interval"),
-            non_negative=("cpu_devices", "keep_checkpoints"),
-        )
+        problems = out_of_range(self, "num_seeds num_processes log_interval", "seed cpu_devices keep_checkpoints")
+        if not problems and self.seed + self.num_seeds > 2**31:
+            last = self.seed + self.num_seeds - 1
+            problems.append(f"the seeds (--seed {self.seed} to {last}) must be below 2³¹: the kit keeps them as int32")
+        budget = getattr(self, self.BUDGET)
+        if isinstance(budget, int) and budget >= 2**31:
+            problems.append(f"{flag(self.BUDGET)} ({budget:,}) must be below 2³¹: the loop counts steps in int32")
         if self.process_id is not None and not 0 <= self.process_id < self.num_processes:
             problems.append(
                 f"--process-id ({self.process_id}) must lie in 0 … --num-processes − 1 ({self.num_processes - 1})"
@@ -205,10 +207,14 @@ def parse(args_class: type[A], script: str, argv: list[str] | None = None) -> A:
 
 
 def run_script(main: Callable[[Any], Any], args_class: type, script: str) -> None:
-    """Parse the command line and run `main`; a UserError exits with its one-line message."""
+    """Parse the command line and run `main`; a UserError exits with its one-line message, Ctrl-C with one line
+    (what the run kept and how to continue it, where the harness says) and status 130."""
     try:
         main(parse(args_class, script))
     except UserError as error:
         if os.environ.get("KIT_TRACEBACK"):
             raise
         sys.exit(f"error: {error}")
+    except (Interrupted, KeyboardInterrupt) as error:  # Ctrl-C: no traceback, the shell's status for SIGINT
+        print(f"interrupted: {error}" if str(error) else "interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import gymnasium as gym
-import h5py
 import numpy as np
 from tqdm import tqdm
 
@@ -145,6 +144,13 @@ def load_dataset(env_id: str, dataset_path: str | None = None) -> tuple[Transiti
     if env_id in D4RL_DATASETS:
         entry = D4RL_DATASETS[env_id]
         path = Path(dataset_path) if dataset_path is not None else _cached_d4rl_file(env_id, entry)
+        recorded = _custom_file_info(env_id, path).eval_env_id if dataset_path is not None else None
+        if recorded is not None and recorded != entry.eval_env_id:
+            raise DatasetError(
+                f"{path} records data of {recorded}, but {env_id} is a D4RL dataset of {entry.eval_env_id}: the run "
+                "would be named after one environment and train on another; name it after its own data, e.g. "
+                f"--env-id {path.stem}"
+            )
         info = DatasetInfo(env_id, entry.domain, entry.ref_min_score, entry.ref_max_score, entry.eval_env_id, None)
         return _qlearning_transitions(_read_d4rl_file(path)), info
     if dataset_path is not None or env_id.endswith((".hdf5", ".h5")):
@@ -322,12 +328,22 @@ def _download(name: str, url: str, path: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
+def import_h5py():
+    """h5py, which the d4rl extra installs (imported here, so that --help works without it)."""
+    try:
+        import h5py
+    except ImportError as error:
+        raise UserError('reading HDF5 datasets needs h5py: pip install -e ".[d4rl]"') from error
+    return h5py
+
+
 def _check_file_keys(path: Path) -> None:
     if not path.is_file():
         raise DatasetError(
             f"no dataset file at {path}. D4RL names download their file by themselves; for your own data, "
             f"write one with `python -m common.make_dataset --output {path}`."
         )
+    h5py = import_h5py()
     if not h5py.is_hdf5(path):
         raise DatasetError(f"{path} is not an HDF5 file (a D4RL dataset is one)")
     with _open_hdf5(path) as file:
@@ -345,7 +361,7 @@ def _unreadable(path: Path, error: OSError) -> DatasetError:
 @contextlib.contextmanager
 def _open_hdf5(path: Path):
     try:
-        file = h5py.File(path, "r")
+        file = import_h5py().File(path, "r")
     except OSError as error:
         raise _unreadable(path, error) from error
     with file:

@@ -1,6 +1,7 @@
 """gymnax environments for the MIRL script: ids checked against gymnax's registry (discrete actions only), the
 dtype in which a replay stores each environment's observations without loss, and whole episodes played by a policy."""
 
+import difflib
 from collections.abc import Callable
 
 import jax
@@ -20,7 +21,9 @@ def make_env(env_id: str, full_action_set: bool = False):
 
     discrete = [name for name in gymnax.registered_envs if name not in CONTINUOUS_ENV_IDS]
     if env_id not in gymnax.registered_envs:
-        raise UserError(f"unknown env id {env_id!r}; discrete-action gymnax environments: {', '.join(discrete)}")
+        close = difflib.get_close_matches(env_id, discrete, n=3, cutoff=0.5)
+        guess = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise UserError(f"unknown env id {env_id!r}{guess}; discrete-action gymnax environments: {', '.join(discrete)}")
     minatar = [name for name in gymnax.registered_envs if name.endswith("-MinAtar")]
     if full_action_set and env_id not in minatar:
         raise UserError(f"--full-action-set applies to the MinAtar games only: {', '.join(minatar)}")

@@ -1,6 +1,8 @@
 """Bad input, and how error messages name things."""
 
 import math
+import os
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -50,3 +52,19 @@ def not_multiples(args, names: tuple[str, ...], of: str) -> list[str]:
         for n in names
         if getattr(args, n) % base
     ]
+
+
+class Interrupted(Exception):
+    """Ctrl-C stopped a run: the message says where, what is kept and how to continue (exit status 130)."""
+
+
+def check_writable(path: Path, what: str) -> None:
+    """Refuse, before any work, a folder (or a file's folder) that cannot be made or written: its nearest existing
+    ancestor must be a writable folder."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{what} {path} cannot be made: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path} cannot be written: {existing} is not writable")

@@ -32,7 +32,7 @@ from common.devices import (
     seed_sharding,
     split_host_cpu,
 )
-from common.errors import UserError, plural
+from common.errors import Interrupted, UserError, check_writable, plural
 from common.logger import RunLogger, make_run_name, seed_sub_runs, start_tracking
 from common.loop import chunks
 
@@ -112,6 +112,7 @@ def run_experiment(args: RunFlags, script: str, build: Callable[[Start], Experim
         experiment.sub_runs = seed_sub_runs([args.seed + k for k in range(args.num_seeds)])
     header = start.header
     run_name = header["run_name"] if header else make_run_name(args.env_id, args.exp_name or experiment.name, args.seed)
+    check_writable(Path("runs") / run_name, "the run folder")
     first_iteration = resumed_iteration(header) if header else 0
     if header:
         check_resumable(experiment, header, args, first_iteration)
@@ -154,26 +155,35 @@ def run_experiment(args: RunFlags, script: str, build: Callable[[Start], Experim
         record |= {"best_scores": best or None} if experiment.keep_best else {}
         return logger.save_checkpoint(iteration * steps, states, record, args.keep_checkpoints)
 
-    for first, chunk in chunks(first_iteration, total, args.log_every(), experiment.intervals_per_chunk, ends):
-        iteration = first + chunk.length
-        states, records, seconds = runner(states, *run_inputs, np.int32(first), chunk)
-        logger.write_chunk(records, (first * steps, iteration * steps), seconds)
-        stop = non_finite_stop(
-            host_value(states.nan_step), labels, experiment.loss, experiment.step_unit, last_checkpoint, args.save_model
-        )
-        if stop is not None:
-            logger.close()
-            raise stop
-        evaluating = iteration % evaluate_every == 0 or iteration == total
-        saving = args.save_model and (iteration % checkpoint_every == 0 or iteration == total)
-        # a checkpoint comes before a long evaluation (Atari's games), which a kill then does not cost; one that
-        # records the best scores so far comes after the evaluation it includes
-        if evaluating and experiment.keep_best:
-            evaluation = evaluate(states, iteration)
-        if saving:
-            last_checkpoint = save(states, iteration)
-        if evaluating and not experiment.keep_best:
-            evaluation = evaluate(states, iteration)
+    iteration = first_iteration
+    try:
+        for first, chunk in chunks(first_iteration, total, args.log_every(), experiment.intervals_per_chunk, ends):
+            states, records, seconds = runner(states, *run_inputs, np.int32(first), chunk)
+            iteration = first + chunk.length
+            logger.write_chunk(records, (first * steps, iteration * steps), seconds)
+            stop = non_finite_stop(
+                host_value(states.nan_step), labels, experiment.loss, experiment.step_unit, last_checkpoint,
+                args.save_model,
+            )  # fmt: skip
+            if stop is not None:
+                logger.close()
+                raise stop
+            evaluating = iteration % evaluate_every == 0 or iteration == total
+            saving = args.save_model and (iteration % checkpoint_every == 0 or iteration == total)
+            # a checkpoint comes before a long evaluation (Atari's games), which a kill then does not cost; one that
+            # records the best scores so far comes after the evaluation it includes
+            if evaluating and experiment.keep_best:
+                evaluation = evaluate(states, iteration)
+            if saving:
+                last_checkpoint = save(states, iteration)
+            if evaluating and not experiment.keep_best:
+                evaluation = evaluate(states, iteration)
+            logger.status(iteration * steps)
+    except KeyboardInterrupt:
+        logger.close()  # what was logged reaches the disk
+        kept = f"the last checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was saved"
+        how = f"; continue with: python {script} --resume {last_checkpoint}" if last_checkpoint else ""
+        raise Interrupted(f"{run_name} stopped after step {iteration * steps:,}: {kept}{how}") from None
     if first_iteration == total and not experiment.keep_best:  # its final evaluation came after its last checkpoint
         if is_lead_process():
             print(f"{run_name} has finished its {total * steps:,} steps: evaluating it again", flush=True)
@@ -185,6 +195,8 @@ def run_experiment(args: RunFlags, script: str, build: Callable[[Start], Experim
         result |= {"scores": headline, **(evaluation.details or {})}
         if is_lead_process():
             report(run_name, experiment, args, evaluation, best)
+    elif is_lead_process():
+        print(f"{run_name}: trained {total * steps:,} {experiment.step_unit}s per seed; nothing evaluated")
     return result | ({"best_scores": best or None} if experiment.keep_best else {})
 
 

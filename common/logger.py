@@ -75,6 +75,7 @@ class RunLogger:
         self.last_status = time.perf_counter()
         self.started: tuple[int, float] | None = None  # (step, time) when the first chunk started
         self.headline: tuple[str, float] | None = None  # the latest result to show: (name, value)
+        self.sps: float | None = None  # the last chunk's training speed
 
     @property
     def writers(self) -> list[SummaryWriter]:
@@ -109,8 +110,10 @@ class RunLogger:
         self.headline = (name, value)
         self.progress.set_postfix({name: f"{value:.1f}"}, refresh=False)
 
-    def status(self, step: int, sps: float | None = None):
-        """Off a terminal, one line with the step, SPS, last return and ETA, at most every status_every seconds."""
+    def status(self, step: int):
+        """Off a terminal, one line with the step, the last chunk's SPS, the latest score and the ETA, at most every
+        status_every seconds: after the chunk's evaluation, so that the score shown is the newest."""
+        sps = self.sps
         now = time.perf_counter()
         if self.status_every is None or now - self.last_status < self.status_every:
             return
@@ -143,7 +146,7 @@ class RunLogger:
                 bar_charts = {tag: weights[index] for tag, weights in records.bar_charts.items()}
                 self.write(int(step), scalars, bar_charts, sps=sps)
         self.progress.update(steps[1] - self.progress.n)
-        self.status(steps[1], sps)
+        self.sps = sps
 
     def write(
         self,

@@ -24,7 +24,7 @@ import numpy as np
 import tyro
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from common.errors import UserError, flag, plural
+from common.errors import UserError, check_writable, flag, plural
 
 
 @dataclass
@@ -208,6 +208,7 @@ def main(args: Args) -> dict[str, np.ndarray]:
     if args.final_last < 1:
         raise UserError("--final-last must be at least 1")
     check_run_dirs(args.runs)
+    check_writable(args.out.parent, "--out's folder")
     labels = args.labels or [run_label(run) for run in args.runs]
     if len(labels) != len(args.runs):
         raise UserError(f"{len(labels)} labels for {len(args.runs)} runs")

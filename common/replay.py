@@ -1,17 +1,20 @@
-"""The replay buffers of the MIRL scripts. Both are circular and write where the iteration number says, the same
-for every seed, so that vmapped writes stay in-place slice updates.
+"""The replay buffers of the MIRL scripts, and the rules their loop's flags must keep. Both buffers are circular
+and write where the iteration number says, the same for every seed, so that vmapped writes stay in-place slice
+updates.
 
 - Replay (mirl_gymnax.py): whole transitions, observations in the dtype the caller chooses.
 - FrameReplay (mirl_atari.py): one 84×84 frame per transition, the frame stacks rebuilt when it samples: an eighth
   of the memory of storing both stacks of every transition.
 """
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from common.errors import flag
 
 
 class Replay(eqx.Module):
@@ -142,3 +145,40 @@ class FrameReplay(eqx.Module):
             terminated=self.terminated[rows, envs],
             valid=valid,
         )
+
+
+def loop_problems(args: Any) -> list[str]:
+    """What would make an off-policy loop (both MIRL scripts) never learn, never update its target network, or
+    sample more transitions than its replay holds; the flags are in range."""
+    problems = []
+    if args.train_frequency % args.num_envs and args.num_envs % args.train_frequency:
+        problems.append(
+            f"--train-frequency ({args.train_frequency}) and --num-envs ({args.num_envs}) must divide one another"
+        )
+    for small, large in (("batch_size", "learning_starts"), ("batch_size", "buffer_size")):
+        if getattr(args, small) > getattr(args, large):
+            problems.append(
+                f"{flag(large)} ({getattr(args, large)}) must be at least {flag(small)} ({getattr(args, small)})"
+            )
+    if args.learning_starts >= args.total_timesteps:
+        problems.append(
+            f"--learning-starts ({args.learning_starts}) must be below --total-timesteps ({args.total_timesteps}): "
+            "the run would never learn"
+        )
+    elif first_target_copy(args) > args.total_timesteps:
+        problems.append(
+            f"--target-network-frequency ({args.target_network_frequency}) leaves no copy into the target network "
+            f"between --learning-starts ({args.learning_starts}) and --total-timesteps ({args.total_timesteps}): the "
+            "TD targets would stay those of the initial network"
+        )
+    return problems
+
+
+def first_target_copy(args: Any) -> int:
+    """The environment step of the first copy into the target network: the scripts copy at the first step (a
+    multiple of --num-envs) past --learning-starts in each window [k·f, k·f + num_envs), f the target frequency."""
+    frequency, num_envs = args.target_network_frequency, args.num_envs
+    k = max(1, args.learning_starts // frequency)
+    while -(-k * frequency // num_envs) * num_envs <= args.learning_starts:
+        k += 1
+    return -(-k * frequency // num_envs) * num_envs

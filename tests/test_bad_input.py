@@ -2,6 +2,7 @@
 folder, a non-zero exit. The checks are tested in-process; a few subprocesses per script test the wiring."""
 
 import dataclasses
+import itertools
 import os
 import shutil
 import subprocess
@@ -33,14 +34,14 @@ from common.sweep import grid_runs
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"mirl_gymnax": mirl_gymnax, "mirl_atari": mirl_atari, "misa_d4rl": misa_d4rl}
 # numeric flags for which any finite value is meaningful
-FREE_NUMBERS = {"seed", "log_alpha_prime_init", "lagrange_gap"}
+FREE_NUMBERS = {"log_alpha_prime_init", "lagrange_gap"}
 # flags for which 0 is meaningful: keep every checkpoint, no evaluation, no exploration, a term switched off, ...
-MIRL_ZERO = ("cpu_devices", "keep_checkpoints", "alpha_rho", "alpha_beta", "end_e", "start_e", "gamma")
+MIRL_ZERO = ("seed", "cpu_devices", "keep_checkpoints", "alpha_rho", "alpha_beta", "end_e", "start_e", "gamma")
 ZERO_ALLOWED = {
     "mirl_gymnax": MIRL_ZERO,
     "mirl_atari": MIRL_ZERO + ("eval_epsilon", "repeat_action_probability"),
     "misa_d4rl": (
-        "cpu_devices", "keep_checkpoints", "eval_episodes", "bc_weight", "fixed_alpha", "regularizer_weight",
+        "seed", "cpu_devices", "keep_checkpoints", "eval_episodes", "bc_weight", "fixed_alpha", "regularizer_weight",
         "mcmc_weight", "hmc_burn_in", "gamma", "hmc_adaptation_steps", "hmc_target_acceptance",
     ),
 }  # fmt: skip
@@ -137,6 +138,43 @@ def test_mirl_sizes_are_refused_before_anything_is_built(name, overrides):
     assert run_folders() == []
 
 
+@pytest.mark.parametrize("name", ["mirl_gymnax", "mirl_atari"])
+def test_loop_flags_that_would_ruin_a_run_are_refused(name):
+    """Accepted in silence before: a target network never updated, a minibatch larger than the replay, a negative
+    seed, seeds or budgets beyond the int32 the kit counts in."""
+    tiny = GYMNAX_TINY if name == "mirl_gymnax" else ATARI_TINY
+    args = SCRIPTS[name].Args(**tiny)
+    cases = {
+        r"--target-network-frequency \(\d+\) leaves no copy into the target network": dict(
+            target_network_frequency=args.total_timesteps * 2
+        ),
+        r"--buffer-size \(\d+\) must be at least --batch-size \(\d+\)": dict(
+            batch_size=args.buffer_size + args.num_envs, learning_starts=args.buffer_size + args.num_envs
+        ),
+        r"--seed \(-1\) must be non-negative": dict(seed=-1),
+        r"the seeds \(--seed 2147483647 to 2147483648\) must be below 2³¹": dict(seed=2**31 - 1, num_seeds=2),
+        r"--total-timesteps \(2,147,483,648\) must be below 2³¹": dict(total_timesteps=2**31),
+    }
+    for message, overrides in cases.items():
+        with pytest.raises(UserError, match=message):
+            check_flags(dataclasses.replace(args, **overrides))
+    assert run_folders() == []
+
+
+def test_first_target_copy_is_the_scripts_first_sync():
+    """common.replay.first_target_copy against the scripts' rule (learn_and_sync: past --learning-starts, at the
+    first step of each window [k·f, k·f + num_envs)), stepped through."""
+    from types import SimpleNamespace
+
+    from common.replay import first_target_copy
+
+    for num_envs, frequency, learning_starts in itertools.product((1, 4, 10), (3, 93, 100, 500), (0, 95, 100, 400)):
+        flags = SimpleNamespace(num_envs=num_envs, target_network_frequency=frequency, learning_starts=learning_starts)
+        steps = (num_envs * (i + 1) for i in itertools.count())
+        first = next(s for s in steps if s > learning_starts and s % frequency < num_envs)
+        assert first_target_copy(flags) == first, (num_envs, frequency, learning_starts)
+
+
 def test_misa_sizes_are_refused_before_anything_is_built(dataset_path):
     for overrides in (dict(total_steps=0), dict(batch_size=-1), dict(num_seeds=0), dict(eval_interval=0)):
         with pytest.raises(UserError, match="--" + next(iter(overrides)).replace("_", "-")):
@@ -155,6 +193,15 @@ def test_misa_derives_the_log_interval_and_names_the_rule(dataset_path):
 
 
 # ---- datasets ------------------------------------------------------------------------------------------------
+
+
+def test_a_d4rl_name_on_a_file_of_another_environment_is_refused(dataset_path):
+    """--env-id hopper-medium-v2 with a Pendulum file would name the run after Hopper and train on Pendulum."""
+    with pytest.raises(DatasetError, match=r"records data of Pendulum-v1, but hopper-medium-v2 is a D4RL dataset of"):
+        load_dataset("hopper-medium-v2", dataset_path)
+    with pytest.raises(UserError, match=r"--env-id pendulum-random"):
+        misa_d4rl.main(misa_d4rl.Args(**{**MISA_TINY, "env_id": "hopper-medium-v2", "dataset_path": dataset_path}))
+    assert run_folders() == []
 
 
 @pytest.mark.parametrize("key", ["terminals", "timeouts"])
@@ -457,3 +504,39 @@ def test_command_lines_answer_bad_input_with_one_line(dataset_path, tmp_path):
     noise = tmp_path / "noise.eqx"
     noise.write_bytes(b"{}\n" + bytes(100))
     assert_one_error_line(command("misa_d4rl.py", "--resume", str(noise)), "is not a checkpoint of misa_d4rl.py")
+
+
+def test_unwritable_places_are_refused_before_any_work(tmp_path):
+    """A file named runs (where the run folder goes), and a plot's --out inside a file: one line, nothing run."""
+    Path("runs").write_text("not a folder")
+    with pytest.raises(
+        UserError, match=r"the run folder runs/CartPole-v1__mirl__1__\d+ cannot be made: runs is a file"
+    ):
+        mirl_gymnax.main(mirl_gymnax.Args(**GYMNAX_TINY))
+    Path("runs").unlink()
+    (tmp_path / "run" / "seed_1").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"--out's folder .*notes.txt cannot be made: .*notes.txt is a file"):
+        (tmp_path / "notes.txt").write_text("")
+        plot.main(plot.Args(runs=[tmp_path / "run"], out=tmp_path / "notes.txt" / "curves.png"))
+
+
+def test_an_unknown_gymnax_id_names_close_ones():
+    with pytest.raises(UserError, match=r"unknown env id 'CartPole-v2' \(did you mean CartPole-v1"):
+        mirl_gymnax.make_env("CartPole-v2")
+
+
+def test_misa_help_needs_no_dataset_libraries_and_reading_a_file_says_what_to_install(dataset_path):
+    """--help on the quickstart's install (no d4rl extra: no h5py); reading a file there names the extra."""
+    blocked = "import sys; sys.modules.update(dict.fromkeys(('h5py', 'minari', 'mujoco'))); import runpy; "
+    main = "; runpy.run_path('misa_d4rl.py', run_name='__main__')"
+    helped = subprocess.run(
+        [sys.executable, "-c", blocked + "sys.argv = ['misa_d4rl.py', '--help']" + main],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert helped.returncode == 0 and "--dataset-path" in helped.stdout, helped.stderr[-2000:]
+    flags = f"'--env-id', 'pendulum-random', '--dataset-path', {dataset_path!r}"
+    run = f"sys.argv = ['misa_d4rl.py', {flags}]" + main
+    done = subprocess.run([sys.executable, "-c", blocked + run], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+        'error: reading HDF5 datasets needs h5py: pip install -e ".[d4rl]"'
+    ], done.stderr[-2000:]

@@ -96,3 +96,34 @@ def test_killed_run_keeps_its_curves_and_resumes_to_the_uninterrupted_numbers(sc
     uninterrupted = sorted(Path("runs").glob(f"*__uninterrupted__*/checkpoints/step_{total:09d}.eqx"))
     assert len(uninterrupted) == 1
     assert state_bytes(final) == state_bytes(uninterrupted[0])
+
+
+def test_ctrl_c_exits_130_with_one_line_naming_the_checkpoint_and_the_resume_command():
+    """SIGINT (Ctrl-C) after the first checkpoint: no traceback, exit status 130, one line saying what is kept and
+    the command that continues the run, the logs on disk; that command then finishes the run."""
+    import signal
+
+    script, flags = "mirl_gymnax.py", FLAGS["mirl_gymnax.py"]
+    process = subprocess.Popen(
+        command(script, *flags), env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 600
+    while not list(Path("runs").glob("*/checkpoints/step_*.eqx")) and process.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint in 10 minutes"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=600)
+    stderr = stderr.decode()
+    assert process.returncode == 130, stderr[-3000:]
+    (line,) = [line for line in stderr.splitlines() if line.startswith("interrupted")]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    _, _, resume = line.partition("continue with: ")
+    assert resume.startswith(f"python {script} --resume runs/") and resume.endswith(".eqx"), line
+    checkpoint = Path(resume.split()[-1])
+    step = int(checkpoint.stem.removeprefix("step_"))
+    stopped = int(line.split("stopped after step ")[1].split(":")[0].replace(",", ""))
+    assert stopped >= step  # the chunks after the checkpoint ran, and are logged, but are not in it
+    logged = scalars(checkpoint.parents[1], 1)["charts/epsilon"]  # written at every interval
+    assert max(s for s, _ in logged) == stopped  # the logs reached the last chunk
+    run(script, *resume.split()[2:])
+    assert int(sorted(Path("runs").glob("*/checkpoints/step_*.eqx"))[-1].stem.removeprefix("step_")) == 24_000

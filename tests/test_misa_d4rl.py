@@ -169,13 +169,35 @@ def test_a_checkpoint_from_before_the_official_regularisers_is_refused(dataset_p
         main(parse(Args, SCRIPT, ["--resume", str(old)]))
 
 
-def test_without_evaluation_the_actions_keep_the_environment_box(dataset_path):
+def test_without_evaluation_the_actions_keep_the_environment_box(dataset_path, capsys):
     """Pendulum acts in [−2, 2]: the box comes from the environment even when no evaluation env is made,
-    so the data is rescaled the same way and a saved policy acts in the right range."""
+    so the data is rescaled the same way and a saved policy acts in the right range. The run still ends with a
+    final line, saying that nothing was evaluated."""
     result = main(tiny(dataset_path, eval_episodes=0, save_model=True))
     header = read_header(result["last_checkpoint"])
     assert (header["action_low"], header["action_high"]) == ([-2.0], [2.0])
     assert result["scores"] is None
+    assert capsys.readouterr().out.splitlines()[-1].endswith(": trained 20 gradient steps per seed; nothing evaluated")
+
+
+def test_the_status_line_shows_the_evaluation_of_its_own_step(dataset_path, capsys, monkeypatch):
+    """Off a terminal, the status line after an evaluation shows that evaluation's score, not the one before."""
+    import functools
+
+    import common.experiment
+    from common.logger import RunLogger
+
+    monkeypatch.setattr(common.experiment, "RunLogger", functools.partial(RunLogger, status_every=0.0))
+    result = main(tiny(dataset_path, total_steps=30))
+    statuses = {
+        int(line.split()[1].split("/")[0]): line
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("step ")
+    }
+    evaluations = scalars(result["run_dir"], 1)["eval/normalized_score"]
+    assert [step for step, _ in evaluations] == [10, 20, 30] and sorted(statuses) == [5, 10, 15, 20, 25, 30]
+    for step, score in evaluations:  # one seed: its score is the headline
+        assert f"eval/normalized_score {score:.1f}" in statuses[step], statuses[step]
 
 
 def test_non_finite_loss_stops_the_run_naming_the_step(dataset_path, tmp_path):
