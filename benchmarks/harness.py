@@ -44,11 +44,13 @@ def compare(
     unit: str = "env steps",
     algo_key: str = "algo",
     python: Callable[[str], str] = lambda algo: sys.executable,
+    baselines: int = 1,
 ) -> list:
     """For each group (a configuration without its algo), run every algo `repeats` times, interleaved,
-    and print one row per algo with median figures, then the ratio of median wall times to the first algo.
-    `unit` names what the children count in `env_steps_total`; `algo_key` is the config key they read;
-    `python(algo)` is the interpreter of that algo's children."""
+    and print one row per algo with median figures (and the devices it ran on), then the ratio of median wall
+    times of every other algo to each of the first `baselines`. `unit` names what the children count in
+    `env_steps_total`; `algo_key` is the config key they read; `python(algo)` is the interpreter of that algo's
+    children."""
     print(
         f"| configuration | {algo_key} | {unit}/s (all seeds) | per seed | wall s (median) | wall s (all) | compile s "
         "| peak host MiB | peak device MiB |"
@@ -66,17 +68,20 @@ def compare(
             medians[algo] = statistics.median(walls)
             last = runs[algo][-1]
             steps = last["env_steps_total"]
+            devices = last.get("devices", 1)
             print(
-                f"| {label(group)} | {algo} | {rate(steps / medians[algo])} | "
+                f"| {label(group)} | {algo}{f' ({devices} devices)' if devices > 1 else ''} | "
+                f"{rate(steps / medians[algo])} | "
                 f"{rate(steps / medians[algo] / group['num_seeds'])} | {medians[algo]:.2f} | "
                 f"{' '.join(f'{w:.2f}' for w in walls)} | {last['compile_s']} | {last['peak_host_rss_mib']:,} | "
                 f"{last['peak_device_mib'] or '-'} |",
                 flush=True,
             )
             results.extend(runs[algo])
-        for algo in algos[1:]:
-            ratio = medians[algo] / medians[algos[0]]
-            print(f"| {label(group)} | {algo}/{algos[0]} time per step | **{ratio:.3f}** | | | | | | |", flush=True)
+        for baseline in algos[:baselines]:
+            for algo in algos[baselines:]:
+                ratio = medians[algo] / medians[baseline]
+                print(f"| {label(group)} | {algo}/{baseline} time per step | **{ratio:.3f}** | | | | | | |", flush=True)
     return results
 
 
@@ -197,6 +202,7 @@ def peak_memory() -> dict:
     stats = jax.devices()[0].memory_stats() or {}
     return {
         "device": f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind}",
+        "devices": jax.device_count(),  # those the program ran on: the host split only as far as the seeds divide
         "peak_host_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "peak_device_mib": round(stats["peak_bytes_in_use"] / 2**20) if "peak_bytes_in_use" in stats else None,
     }

@@ -7,8 +7,16 @@ every 500, learning from 10k steps, ε from 1 to 0.05 over the first half of 500
 PUREJAXRL is a checkout of PureJaxRL with its dqn.py patched only as gymnax 1.x needs: `env.step` returns
 (obs, state, reward, terminated, truncated, info), where PureJaxRL reads a `done` = terminated or truncated,
 and `jax.tree_map` is `jax.tree.map`. PYTHON is an interpreter with the same JAX as this kit's plus
-PureJaxRL's flax, flashbax, chex and wandb (docs/benchmarks.md shows one way). The peer's code stays
+PureJaxRL's flax, flashbax, chex and wandb, and equinox for the kit's lowering (docs/benchmarks.md shows one
+way). The peer's code stays
 in its checkout: this script only imports its `make_train`.
+
+Both sides get the same devices: with --cpu-devices N (N > 1) the host CPU is split into N JAX devices for each,
+our script shards its seeds over them, and PureJaxRL's unmodified `jit(vmap(make_train))` runs under `shard_map`
+over the same N (where the seeds divide; one seed runs on one device on both sides). Each row names the devices
+its program ran on. Importing the kit installs its threefry lowering (common.cpu.unroll_threefry_on_cpu), which
+JAX's own lowering lacks: `purejaxrl-dqn` is the peer as published, `purejaxrl-dqn-threefry` the peer given that
+lowering, and the table gives every ratio to both.
 
 Every measurement runs in its own process (harness.py): the jitted loop is compiled first, then the whole run
 is timed. PureJaxRL's program holds its initialisation (microseconds of work); ours starts from an initialised
@@ -26,6 +34,7 @@ from pathlib import Path
 
 from harness import child_main, compare, on_devices, timed, timed_mirl_gymnax
 
+PEERS = ("purejaxrl-dqn", "purejaxrl-dqn-threefry")  # as published; given the kit's threefry lowering
 PEER_CONFIG = {
     "NUM_ENVS": 10,
     "BUFFER_SIZE": 10_000,
@@ -56,11 +65,11 @@ class Args:
     """environment steps per seed"""
     repeats: int = 5
     """runs per program, interleaved; the table reports medians"""
-    algos: list[str] = field(default_factory=lambda: ["purejaxrl-dqn", "dqn", "mirl", "mirl-defaults", "mirl-unlogged"])
-    """programs; ratios are to the first"""
+    algos: list[str] = field(default_factory=lambda: [*PEERS, "dqn", "mirl", "mirl-defaults", "mirl-unlogged"])
+    """programs; the purejaxrl ones first, and every other's ratio is given to each of them"""
     cpu_devices: list[int] = field(default_factory=lambda: [1])
-    """JAX devices the host CPU is split into for ours (mirl_gymnax.py --cpu-devices), its seeds sharded over
-    them; PureJaxRL's program runs on one device"""
+    """JAX devices the host CPU is split into, for both sides (ours: mirl_gymnax.py --cpu-devices; the peer:
+    shard_map over them), where the seeds divide"""
 
 
 def measure(config: dict) -> dict:
@@ -68,7 +77,13 @@ def measure(config: dict) -> dict:
     import jax
 
     steps, num_seeds = config["steps"], config["num_seeds"]
-    if config["algo"] == "purejaxrl-dqn":
+    if config["algo"].startswith("purejaxrl-dqn"):
+        devices = config["cpu_devices"] if num_seeds % config["cpu_devices"] == 0 else 1
+        jax.config.update("jax_num_cpu_devices", devices)  # before JAX starts, as the kit's split
+        if config["algo"] == "purejaxrl-dqn-threefry":
+            from common.cpu import unroll_threefry_on_cpu
+
+            unroll_threefry_on_cpu()
         sys.path.insert(0, str(Path(config["peer_dir"]) / "purejaxrl"))
         from dqn import make_train as make_peer_train
 
@@ -79,7 +94,11 @@ def measure(config: dict) -> dict:
             "NUM_SEEDS": num_seeds,
         }
         keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
-        train = jax.jit(jax.vmap(make_peer_train(peer_config)))
+        train = jax.vmap(make_peer_train(peer_config))
+        if devices > 1:  # the seeds split over the devices, each running its part of the unmodified program
+            seeds = jax.sharding.PartitionSpec("seeds")
+            train = jax.shard_map(train, mesh=jax.make_mesh((devices,), ("seeds",)), in_specs=seeds, out_specs=seeds)
+        train = jax.jit(train)
         return timed(config, lambda: train.lower(keys).compile(), lambda compiled: compiled(keys), num_seeds * steps)
 
     from mirl_gymnax import Args as TrainArgs
@@ -96,6 +115,8 @@ def measure(config: dict) -> dict:
 
 
 def main(args: Args) -> list[dict]:
+    from common.errors import plural  # the parent runs in the kit's interpreter; the peer's children may lack it
+
     peer_dir = str(Path(args.peer_dir).resolve())
     groups = [
         dict(num_seeds=n, steps=args.steps, cpu_devices=devices, peer_dir=peer_dir)
@@ -107,8 +128,9 @@ def main(args: Args) -> list[dict]:
         groups,
         args.algos,
         args.repeats,
-        lambda g: f"CartPole-v1, {g['num_seeds']} seed(s), {g['steps']:,} steps" + on_devices(g),
-        python=lambda algo: args.peer_python if algo == "purejaxrl-dqn" else sys.executable,
+        lambda g: f"CartPole-v1, {plural(g['num_seeds'], 'seed')}, {g['steps']:,} steps" + on_devices(g),
+        python=lambda algo: args.peer_python if algo.startswith("purejaxrl") else sys.executable,
+        baselines=sum(algo.startswith("purejaxrl") for algo in args.algos),
     )
 
 

@@ -50,6 +50,24 @@ def hyperparameter_table(args: Any) -> str:
     return f"|param|value|\n|-|-|\n{rows}"
 
 
+def drain(writer: SummaryWriter) -> bool:
+    """Write what `writer` has queued into its event file and flush that file to disk, keeping it open: the
+    background thread that writes the queue is stopped once it has written all of it (tensorboardX's own stop),
+    then a new one started. False, having done nothing, where tensorboardX's internals are not those known here."""
+    from tensorboardX import event_file_writer
+
+    events = getattr(getattr(writer, "file_writer", None), "event_writer", None)
+    if not all(hasattr(events, name) for name in ("_worker", "_ev_writer", "_event_queue", "_flush_secs")):
+        return False
+    if not hasattr(event_file_writer, "_EventLoggerThread"):
+        return False
+    events._worker.stop()
+    events._ev_writer.flush()
+    events._worker = event_file_writer._EventLoggerThread(events._event_queue, events._ev_writer, events._flush_secs)
+    events._worker.start()
+    return True
+
+
 class RunLogger:
     """TensorBoard writers, one per sub-run (a path under the run directory: see seed_sub_runs), progress (a bar
     on a terminal, a status line every `status_every` seconds elsewhere: nohup, SLURM, CI; None: none), and
@@ -93,11 +111,16 @@ class RunLogger:
         return self._writers
 
     def flush(self):
-        """Put every logged value on disk. tensorboardX's own flush does not wait for the events its background
-        thread has not yet written, so the writers are closed (which does) and reopened on the next write."""
-        for writer in self._writers or []:
-            writer.close()
-        self._writers = None
+        """Put every logged value on disk, in the event files already open (one per sub-run for the whole run).
+        tensorboardX's own flush does not wait for the events its background thread has not yet written, and its
+        close opens a new file on the next write; `drain` does both. Where tensorboardX's internals differ from
+        what drain knows, the writers are closed instead (which waits) and reopened, in new files, on the next
+        write."""
+        writers = self._writers or []
+        if not all(drain(writer) for writer in writers):
+            for writer in writers:
+                writer.close()
+            self._writers = None
 
     def save_checkpoint(self, step: int, tree: Any, header: dict, keep: int) -> Path:
         """Flush the logs, then write the run's checkpoint (common.checkpoint.save_run_checkpoint): the curves of

@@ -181,6 +181,20 @@ MUTANTS = [
         GYMNAX_STEPS,
     ),
     Mutant(
+        "gymnax: explores with probability 1 − ε",
+        "mirl_gymnax.py",
+        "explore = jax.random.uniform(explore_key, greedy.shape) < epsilon",
+        "explore = jax.random.uniform(explore_key, greedy.shape) > epsilon",
+        GYMNAX_STEPS,
+    ),
+    Mutant(
+        "gymnax: exploration draws uniformly, not from ρ",
+        "mirl_gymnax.py",
+        "actions = behaviour_action(action_key, jnp.argmax(logits, axis=-1), log_prior, epsilon)",
+        "actions = behaviour_action(action_key, jnp.argmax(logits, axis=-1), 0 * log_prior, epsilon)",
+        GYMNAX_STEPS,
+    ),
+    Mutant(
         "gymnax: replay samples one slot short",
         "common/replay.py",
         "indices = jax.random.randint(key, (batch_size,), 0, filled)",
@@ -450,6 +464,13 @@ MUTANTS = [
         "return jnp.sum(gaussian - log_one_minus_tanh_squared(pre_tanh), axis=-1)",
         "return jnp.sum(gaussian + log_one_minus_tanh_squared(pre_tanh), axis=-1)",
         MISA,
+    ),
+    Mutant(
+        "misa: Polyak rate 0.1 % off",
+        "misa_d4rl.py",
+        "lambda new, old: args.tau * new + (1.0 - args.tau) * old",
+        "lambda new, old: 1.001 * args.tau * new + (1.0 - 1.001 * args.tau) * old",
+        ("tests/test_misa_official.py",),
     ),
     Mutant(
         "misa: Polyak keeps all of the old target",

@@ -434,6 +434,7 @@ def test_off_a_terminal_a_status_line_reports_progress(tmp_path, capsys):
 
     _, records, seconds = ChunkRunner(jax.jit(chunk, static_argnums=1))(jnp.asarray([17.0]), 1)
     logger.write_chunk(records, (0, 20), seconds)
+    logger.status(20)  # as the harness calls it, after the chunk's evaluation and checkpoint
     logger.close()
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("step 20/100 (20%) | ") and "SPS | episodic_return 17.0 | ETA 4" in line

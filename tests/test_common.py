@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import scalars
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from common import plot
@@ -228,3 +229,19 @@ def test_a_run_started_in_the_second_of_an_existing_one_gets_its_own_folder(tmp_
     (tmp_path / first).mkdir()
     second = make_run_name("CartPole-v1", "mirl", 1, runs=tmp_path)
     assert second != first and int(second.rsplit("__", 1)[1]) > int(first.rsplit("__", 1)[1])
+
+
+def test_a_flush_puts_everything_on_disk_and_keeps_one_event_file(tmp_path):
+    """A checkpoint flushes the logs (a run killed after it has its curves up to it): every value written so far
+    is readable from disk at once, and the run keeps writing into the same event file (ten checkpoints used to
+    leave eleven files per seed)."""
+    logger = RunLogger(tmp_path / "run", Namespace(), seed_sub_runs([1, 2]), total_steps=300, first_step=0)
+    for checkpoint in range(3):
+        for step in range(100 * checkpoint + 10, 100 * checkpoint + 101, 10):
+            logger.write(step, {"charts/episodic_return": np.array([step, -step], np.float64)})
+        logger.flush()
+        for seed, sign in ((1, 1), (2, -1)):
+            logged = scalars(tmp_path / "run", seed)["charts/episodic_return"]
+            assert logged == [(step, sign * step) for step in range(10, 100 * checkpoint + 101, 10)]
+    logger.close()
+    assert [len(list((tmp_path / "run" / f"seed_{seed}").glob("events.*"))) for seed in (1, 2)] == [1, 1]

@@ -68,6 +68,28 @@ def test_choose_is_greedy_on_pi_and_moves_the_prior(algo):
         assert float(chosen.stats.kl_sum) == pytest.approx(float(kl), rel=1e-5)
 
 
+@pytest.mark.parametrize("algo", ["mirl", "sql", "dqn"])
+def test_choose_explores_with_probability_epsilon_drawing_from_the_prior(algo):
+    """ε-greedy on 6000 Acrobot states at once: an action is the greedy one with probability 1 − ε and a draw from
+    ρ with probability ε, so P(a | greedy g) = (1 − ε)·1[a = g] + ε·ρ(a). ρ is the state's prior, uniform for sql
+    and dqn (which never move it) and set to (0.1, 0.3, 0.6) for mirl. Checked by the fraction of non-greedy
+    actions, ε·mean(1 − ρ(g)), within its 99.9 % binomial interval, and by a χ² test of the action counts."""
+    epsilon, num_envs = 0.3, 6_000
+    setup, state = setup_and_state(algo, env_id="Acrobot-v1", num_envs=num_envs, start_e=epsilon, end_e=epsilon)
+    prior = jnp.asarray([0.1, 0.3, 0.6]) if algo == "mirl" else state.prior
+    np.testing.assert_allclose(state.prior, 1 / 3)  # every algorithm starts uniform
+    state = dataclasses.replace(state, prior=prior)
+    _, actions = mg.choose(setup, state, jnp.asarray(5))
+    logits = mg.greedy_logits(setup, mg.q_values(setup, state.params, state.obs), prior, state.beta)
+    greedy, actions, prior = np.asarray(jnp.argmax(logits, axis=-1)), np.asarray(actions), np.asarray(prior)
+    explored = epsilon * np.mean(1 - prior[greedy])
+    observed = np.mean(actions != greedy)
+    assert abs(observed - explored) < 3.3 * np.sqrt(explored * (1 - explored) / num_envs), (observed, explored)
+    expected = ((1 - epsilon) * np.eye(3)[greedy] + epsilon * prior).sum(axis=0)
+    chi_square = ((np.bincount(actions, minlength=3) - expected) ** 2 / expected).sum()
+    assert chi_square < 13.82, (np.bincount(actions, minlength=3), expected)  # χ² with 2 degrees of freedom, 99.9 %
+
+
 def test_observe_stores_the_final_observation_and_truncation_is_not_termination():
     """CartPole cut at 3 steps: the transition that hits the limit stores CartPole's true next state
     (x' = x + 0.02·ẋ, Euler, as gymnax integrates), not the next episode's first observation, and is
