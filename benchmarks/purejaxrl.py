@@ -96,8 +96,9 @@ def measure(config: dict) -> dict:
         keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
         train = jax.vmap(make_peer_train(peer_config))
         if devices > 1:  # the seeds split over the devices, each running its part of the unmodified program
-            seeds = jax.sharding.PartitionSpec("seeds")
-            train = jax.shard_map(train, mesh=jax.make_mesh((devices,), ("seeds",)), in_specs=seeds, out_specs=seeds)
+            mesh, seeds = jax.make_mesh((devices,), ("seeds",)), jax.sharding.PartitionSpec("seeds")
+            train = jax.shard_map(train, mesh=mesh, in_specs=seeds, out_specs=seeds, check_vma=False)
+            keys = jax.device_put(keys, jax.sharding.NamedSharding(mesh, seeds))
         train = jax.jit(train)
         return timed(config, lambda: train.lower(keys).compile(), lambda compiled: compiled(keys), num_seeds * steps)
 
