@@ -78,7 +78,10 @@ def measure(config: dict) -> dict:
 
     steps, num_seeds = config["steps"], config["num_seeds"]
     if config["algo"].startswith("purejaxrl-dqn"):
-        devices = config["cpu_devices"] if num_seeds % config["cpu_devices"] == 0 else 1
+        from common.devices import cpu_devices_for, usable_cores
+
+        # the kit's choice for its own seeds: the most devices, up to the split asked for, that the seeds divide over
+        devices = cpu_devices_for(num_seeds, config["cpu_devices"] or usable_cores())
         jax.config.update("jax_num_cpu_devices", devices)  # before JAX starts, as the kit's split
         if config["algo"] == "purejaxrl-dqn-threefry":
             from common.cpu import unroll_threefry_on_cpu

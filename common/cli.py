@@ -102,6 +102,13 @@ class RunFlags:
         return problems
 
 
+def experiment_flags(args: RunFlags) -> dict:
+    """The flags that make a run's experiment: all but the run flags (RunFlags') and those a resumed run may change
+    (the class's RESUMABLE: checkpoints, evaluations), none of which changes what the run learns."""
+    run_flags = {field.name for field in dataclasses.fields(RunFlags)} | set(type(args).RESUMABLE)
+    return {name: value for name, value in dataclasses.asdict(args).items() if name not in run_flags}
+
+
 def check_flags(args: RunFlags) -> None:
     """Refuse, before any work, flags that cannot make a run: one UserError naming every problem."""
     problems = args.problems()

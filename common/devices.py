@@ -100,11 +100,12 @@ def is_lead_process() -> bool:
     return jax.process_index() == 0
 
 
-def agreed_time(free: Callable[[int], bool] = lambda seconds: True) -> int:
+def agreed_time(claim: Callable[[int], bool] = lambda seconds: True) -> int:
     """The time in seconds, the same in every process (process 0's): for the run name. Process 0 takes the first
-    second from now for which `free(seconds)` holds, so that runs started within one second get distinct names."""
+    second from now that `claim(seconds)` succeeds for (making the run's folder), so that runs started within one
+    second get distinct names."""
     now = int(time.time())
-    while is_lead_process() and not free(now):
+    while is_lead_process() and not claim(now):
         now += 1
     if jax.process_count() == 1:
         return now

@@ -21,7 +21,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from common.checkpoint import init_or_restore, non_finite_stop
-from common.cli import RunFlags, check_flags, start_resume
+from common.cli import RunFlags, check_flags, experiment_flags, start_resume
 from common.devices import (
     announce_placement,
     check_fits,
@@ -106,13 +106,11 @@ def run_experiment(args: RunFlags, script: str, build: Callable[[Start], Experim
     evaluation's scores per run ('scores', and 'best_scores' with keep_best) and details, the run directory and the
     last checkpoint."""
     start = start_run(args, script)
-    args = start.args
+    args, header = start.args, start.header
+    check_writable(Path("runs") / header["run_name"] if header else Path("runs"), "the run folder")
     experiment = build(start)
     if experiment.sub_runs is None:
         experiment.sub_runs = seed_sub_runs([args.seed + k for k in range(args.num_seeds)])
-    header = start.header
-    run_name = header["run_name"] if header else make_run_name(args.env_id, args.exp_name or experiment.name, args.seed)
-    check_writable(Path("runs") / run_name, "the run folder")
     first_iteration = resumed_iteration(header) if header else 0
     if header:
         check_resumable(experiment, header, args, first_iteration)
@@ -124,11 +122,16 @@ def run_experiment(args: RunFlags, script: str, build: Callable[[Start], Experim
     states = init_or_restore(experiment.init, args.resume, *experiment.init_inputs, sharding=seed_sharding(start.mesh))
     if args.resume:
         states = experiment.restored(states)
+    # named once everything above has been accepted: a new run's name claims its folder
+    run_name = header["run_name"] if header else make_run_name(args.env_id, args.exp_name or experiment.name, args.seed)
 
     if args.track and is_lead_process():
         start_tracking(args, run_name, args.wandb_project_name, args.wandb_entity)
     steps, total = args.steps_per_iteration(), args.total_iterations()
-    logger = RunLogger(Path("runs") / run_name, args, experiment.sub_runs, total * steps, first_iteration * steps)
+    logger = RunLogger(
+        Path("runs") / run_name, args, experiment.sub_runs, total * steps, first_iteration * steps,
+        experiment=experiment_flags(args),
+    )  # fmt: skip
     runner = ChunkRunner(
         jax.jit(experiment.advance, static_argnums=len(run_inputs) + 2, donate_argnums=0), logger.announces_compiles
     )
@@ -179,15 +182,18 @@ def run_experiment(args: RunFlags, script: str, build: Callable[[Start], Experim
             if evaluating and not experiment.keep_best:
                 evaluation = evaluate(states, iteration)
             logger.status(iteration * steps)
+        if first_iteration == total and not experiment.keep_best:  # its final evaluation came after its checkpoint
+            if is_lead_process():
+                print(f"{run_name} has finished its {total * steps:,} steps: evaluating it again", flush=True)
+            evaluation = evaluate(states, total)
     except KeyboardInterrupt:
         logger.close()  # what was logged reaches the disk
-        kept = f"the last checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was saved"
-        how = f"; continue with: python {script} --resume {last_checkpoint}" if last_checkpoint else ""
+        # the newest on disk: an interrupted save may have written a new one and pruned the one it replaced
+        saved = sorted(p for p in (logger.run_dir / "checkpoints").glob("step_*.eqx") if p.stem[5:].isdigit())
+        last = str(saved[-1]) if saved else last_checkpoint
+        kept = f"the last checkpoint is {last}" if last else "no checkpoint was saved"
+        how = f"; continue with: python {script} --resume {last}" if last else ""
         raise Interrupted(f"{run_name} stopped after step {iteration * steps:,}: {kept}{how}") from None
-    if first_iteration == total and not experiment.keep_best:  # its final evaluation came after its last checkpoint
-        if is_lead_process():
-            print(f"{run_name} has finished its {total * steps:,} steps: evaluating it again", flush=True)
-        evaluation = evaluate(states, total)
     logger.close()
     result = {"states": states, "run_dir": logger.run_dir, "last_checkpoint": last_checkpoint, "scores": None}
     if evaluation is not None:
@@ -195,6 +201,8 @@ def run_experiment(args: RunFlags, script: str, build: Callable[[Start], Experim
         result |= {"scores": headline, **(evaluation.details or {})}
         if is_lead_process():
             report(run_name, experiment, args, evaluation, best)
+    elif is_lead_process() and first_iteration == total:
+        print(f"{run_name} has finished its {total * steps:,} {experiment.step_unit}s: its scores are in its logs")
     elif is_lead_process():
         print(f"{run_name}: trained {total * steps:,} {experiment.step_unit}s per seed; nothing evaluated")
     return result | ({"best_scores": best or None} if experiment.keep_best else {})

@@ -34,10 +34,19 @@ class Record(NamedTuple):
 
 def make_run_name(env_id: str, exp_name: str, seed: int, runs: Path = Path("runs")) -> str:
     """CleanRL's run name (the time is process 0's in every process); env ids with slashes (Minari) become one
-    directory level. A run started in the same second as one of the same name, whose folder in `runs` exists
-    already, takes the next free second rather than writing into that run's folder."""
+    directory level. Process 0 claims the run's folder in `runs` by making it: a run started in the same second as
+    another of the same name (a loop over flags) takes the next second whose folder it could make, rather than
+    writing into that run's folder."""
     prefix = f"{env_id.replace('/', '-')}__{exp_name}__{seed}__"
-    return prefix + str(agreed_time(free=lambda seconds: not (runs / f"{prefix}{seconds}").exists()))
+
+    def claim(seconds: int) -> bool:
+        try:
+            (runs / f"{prefix}{seconds}").mkdir(parents=True)
+        except FileExistsError:
+            return False
+        return True
+
+    return prefix + str(agreed_time(claim))
 
 
 def seed_sub_runs(seeds: list[int]) -> list[str]:
@@ -45,8 +54,9 @@ def seed_sub_runs(seeds: list[int]) -> list[str]:
     return [f"seed_{seed}" for seed in seeds]
 
 
-def hyperparameter_table(args: Any) -> str:
-    rows = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
+def hyperparameter_table(flags: Any) -> str:
+    """A markdown table of `flags` (an object's attributes, or a dict), one row per flag."""
+    rows = "\n".join(f"|{key}|{value}|" for key, value in (flags if isinstance(flags, dict) else vars(flags)).items())
     return f"|param|value|\n|-|-|\n{rows}"
 
 
@@ -57,14 +67,16 @@ def drain(writer: SummaryWriter) -> bool:
     from tensorboardX import event_file_writer
 
     events = getattr(getattr(writer, "file_writer", None), "event_writer", None)
-    if not all(hasattr(events, name) for name in ("_worker", "_ev_writer", "_event_queue", "_flush_secs")):
+    known = ("_worker", "_ev_writer", "_event_queue", "_flush_secs", "_closed")
+    if not all(hasattr(events, name) for name in known) or not hasattr(event_file_writer, "_EventLoggerThread"):
         return False
-    if not hasattr(event_file_writer, "_EventLoggerThread"):
+    if events._closed or events._worker is None:
         return False
     events._worker.stop()
     events._ev_writer.flush()
-    events._worker = event_file_writer._EventLoggerThread(events._event_queue, events._ev_writer, events._flush_secs)
-    events._worker.start()
+    worker = event_file_writer._EventLoggerThread(events._event_queue, events._ev_writer, events._flush_secs)
+    worker.start()  # started before the writer holds it: an interrupt between the two leaves no unstarted thread
+    events._worker = worker
     return True
 
 
@@ -81,8 +93,11 @@ class RunLogger:
         total_steps: int,
         first_step: int,
         status_every: float | None = 30.0,
+        experiment: dict | None = None,
     ):
         self.run_dir, self.sub_runs, self.table = run_dir, sub_runs, hyperparameter_table(args)
+        # what makes the run's experiment: the flags that change what it learns (common.plot pools by them)
+        self.experiment_table = hyperparameter_table(experiment) if experiment is not None else None
         self._writers: list[SummaryWriter] | None = None
         self._files = 0  # event files opened per sub-run so far (a new one after every flush)
         # progress and logs are process 0's to show and write (common.devices.is_lead_process)
@@ -99,7 +114,8 @@ class RunLogger:
     def writers(self) -> list[SummaryWriter]:
         """One writer per sub-run, opened on first use: a run that fails before it logs leaves no run folder."""
         if self._writers is None:
-            # numbered, so that files opened within the same second neither collide nor sort out of order
+            # numbered, so that files opened within the same second (where flush could not drain) neither collide
+            # nor sort out of order
             suffix = f".{self._files:05d}"
             self._writers = [
                 SummaryWriter(str(self.run_dir / sub_run), filename_suffix=suffix) for sub_run in self.sub_runs
@@ -107,6 +123,8 @@ class RunLogger:
             if self._files == 0:
                 for writer in self._writers:
                     writer.add_text("hyperparameters", self.table)
+                    if self.experiment_table is not None:
+                        writer.add_text("experiment", self.experiment_table)
             self._files += 1
         return self._writers
 
@@ -159,7 +177,8 @@ class RunLogger:
     def write_chunk(self, records: Record, steps: tuple[int, int], seconds: float):
         """Write a training chunk's records (stacked over its logging intervals, on the host) with the chunk's speed:
         it ran from step `steps[0]` to `steps[1]` in `seconds` (training only: not compilation, nor the evaluations
-        and checkpoints between chunks). Then show the progress."""
+        and checkpoints between chunks), and advance the progress bar; the status line is the caller's, after the
+        chunk's evaluation (`status`)."""
         if self.started is None:
             self.started = (steps[0], time.perf_counter() - seconds)
         sps = (steps[1] - steps[0]) / seconds

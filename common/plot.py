@@ -6,8 +6,9 @@ Each run directory holds one sub-run per seed (`seed_*`), or, for a sweep, one f
 one sub-run per seed in each; a curve is the mean over seeds with a band of ± one standard deviation, one curve
 per label. Runs sharing a label (the experiment name in the run name by default, followed by the configuration
 in a sweep) are pooled, as one experiment: their seeds must differ (a seed trained twice is refused, naming both
-runs, unless --latest keeps its latest run), and so must nothing else that the runs recorded (their flags,
-except the run flags of common.cli.RunFlags: seeds, devices, logging, checkpoints). The table gives, per label,
+runs, unless --latest keeps its latest run), and nothing else they recorded may (the flags that make the
+experiment: all but the run flags of common.cli.RunFlags, seeds, devices, logging, checkpoints, and the
+evaluation flags a resumed run may change). The table gives, per label,
 the mean ± std over seeds of the last value of --final-tag (or of the mean of its last --final-last values, which
 evens out evaluation noise).
 """
@@ -110,8 +111,9 @@ class SeedRun:
 
 
 def recorded_flags(run_dir: Path) -> dict[str, Any] | None:
-    """The flags a run recorded (the scripts write them as a table to each sub-run's first event file), without
-    the run flags (common.cli.RunFlags: seeds, devices, logging, checkpoints); None where nothing is recorded."""
+    """The flags that make a run's experiment, as it recorded them in each sub-run's first event file: the table
+    "experiment" (common.cli.experiment_flags), or for runs from before it, "hyperparameters" without the run flags
+    (common.cli.RunFlags: seeds, devices, logging, checkpoints). None where neither is recorded."""
     from common.cli import RunFlags  # imported here: it brings JAX, which the plots need only for this
 
     sub_runs = sorted(run_dir.rglob("seed_*"))
@@ -119,12 +121,14 @@ def recorded_flags(run_dir: Path) -> dict[str, Any] | None:
         return None
     accumulator = EventAccumulator(str(sub_runs[0]), size_guidance={"tensors": 0, "scalars": 1})
     accumulator.Reload()
-    if "hyperparameters/text_summary" not in accumulator.Tags()["tensors"]:
+    tables = accumulator.Tags()["tensors"]
+    tag = next((t for t in ("experiment/text_summary", "hyperparameters/text_summary") if t in tables), None)
+    if tag is None:
         return None
-    table = accumulator.Tensors("hyperparameters/text_summary")[0].tensor_proto.string_val[0].decode()
-    run_flags = {field.name for field in dataclasses.fields(RunFlags)}
-    rows = (line.strip("|").split("|", 1) for line in table.splitlines()[2:])
-    return {name: parsed(value) for name, value in rows if name not in run_flags}
+    table = accumulator.Tensors(tag)[0].tensor_proto.string_val[0].decode()
+    skipped = set() if tag.startswith("experiment") else {field.name for field in dataclasses.fields(RunFlags)}
+    rows = (line[1:-1].partition("|") for line in table.splitlines()[2:] if line.startswith("|") and line.endswith("|"))
+    return {name: parsed(value) for name, separator, value in rows if separator and name not in skipped}
 
 
 def parsed(value: str) -> Any:
@@ -143,15 +147,15 @@ def curve_label(experiment: str, seeds: int) -> str:
 def run_time(run_dir: Path) -> float:
     """When a run started: the time in its name (`{env_id}__{exp_name}__{seed}__{time}`), else its folder's."""
     parts = run_dir.name.split("__")
-    return float(parts[3]) if len(parts) >= 4 and parts[3].isdigit() else run_dir.stat().st_mtime
+    return float(parts[-1]) if len(parts) >= 4 and parts[-1].isdigit() else run_dir.stat().st_mtime
 
 
 def seed_runs(
     runs: list[Path], labels: list[str], latest: bool, by_env: bool = True
 ) -> dict[tuple[str, str], list[SeedRun]]:
-    """Each experiment's seeds, keyed by (environment, experiment), or ("", experiment) when not `by_env`. Runs under
-    one label must have recorded the same flags (check_same_flags), and each seed is counted once: a seed trained by
-    two of them is refused, naming both, unless `latest` keeps the later run's."""
+    """Each experiment's seeds, keyed by (environment, experiment), or ("", experiment) when not `by_env`. Each seed
+    is counted once: a seed trained by two runs under one label is refused, naming both, unless `latest` keeps the
+    later run's; and the runs kept must have recorded the same flags (check_same_flags)."""
     groups: dict[tuple[str, str], list[SeedRun]] = defaultdict(list)
     for run_dir, label in sorted(zip(runs, labels, strict=True), key=lambda pair: run_time(pair[0])):
         flags = recorded_flags(run_dir)
@@ -168,7 +172,6 @@ def seed_runs(
                 )
     result = {}
     for key, seeds in groups.items():
-        check_same_flags(key[1], seeds)
         once: dict[int, SeedRun] = {}
         for seed in seeds:  # in the order the runs started
             if seed.seed in once and not latest:
@@ -178,6 +181,7 @@ def seed_runs(
                     "to keep the later"
                 )
             once[seed.seed] = seed
+        check_same_flags(key[1], list(once.values()))  # after --latest: a rerun of other flags may replace a seed
         result[key] = sorted(once.values(), key=lambda s: s.seed)
     return result
 

@@ -160,25 +160,40 @@ def loop_problems(args: Any) -> list[str]:
             problems.append(
                 f"{flag(large)} ({getattr(args, large)}) must be at least {flag(small)} ({getattr(args, small)})"
             )
-    if args.learning_starts >= args.total_timesteps:
+    if first_learning_step(args) > args.total_timesteps:
         problems.append(
-            f"--learning-starts ({args.learning_starts}) must be below --total-timesteps ({args.total_timesteps}): "
-            "the run would never learn"
+            f"--learning-starts ({args.learning_starts}) leaves no learning step before --total-timesteps "
+            f"({args.total_timesteps}): the run would never learn"
         )
-    elif first_target_copy(args) > args.total_timesteps:
+    elif first_target_copy(args, after=first_learning_step(args)) >= last_learning_step(args):
         problems.append(
-            f"--target-network-frequency ({args.target_network_frequency}) leaves no copy into the target network "
-            f"between --learning-starts ({args.learning_starts}) and --total-timesteps ({args.total_timesteps}): the "
-            "TD targets would stay those of the initial network"
+            f"--target-network-frequency ({args.target_network_frequency}) copies no trained network into the target "
+            f"network before the last gradient step (--learning-starts {args.learning_starts}, --total-timesteps "
+            f"{args.total_timesteps}): the TD targets would stay those of the initial network"
         )
     return problems
 
 
-def first_target_copy(args: Any) -> int:
-    """The environment step of the first copy into the target network: the scripts copy at the first step (a
-    multiple of --num-envs) past --learning-starts in each window [k·f, k·f + num_envs), f the target frequency."""
+def learning_period(args: Any) -> int:
+    """Environment steps between the scripts' learning phases (max of --train-frequency and --num-envs)."""
+    return max(args.train_frequency, args.num_envs)
+
+
+def first_learning_step(args: Any) -> int:
+    """The environment step of the first gradient step: the first multiple of the period past --learning-starts."""
+    return (args.learning_starts // learning_period(args) + 1) * learning_period(args)
+
+
+def last_learning_step(args: Any) -> int:
+    return args.total_timesteps // learning_period(args) * learning_period(args)
+
+
+def first_target_copy(args: Any, after: int) -> int:
+    """The environment step of the first copy into the target network at or after step `after` (> --learning-starts).
+    The scripts copy, after that step's learning, at the first step (a multiple of --num-envs) of each window
+    [k·f, k·f + num_envs), f the target frequency."""
     frequency, num_envs = args.target_network_frequency, args.num_envs
-    k = max(1, args.learning_starts // frequency)
-    while -(-k * frequency // num_envs) * num_envs <= args.learning_starts:
+    k = max(1, after // frequency)
+    while -(-k * frequency // num_envs) * num_envs < after:
         k += 1
     return -(-k * frequency // num_envs) * num_envs

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import equinox as eqx
 import h5py
 import jax
 import jax.numpy as jnp
@@ -145,8 +146,8 @@ def test_loop_flags_that_would_ruin_a_run_are_refused(name):
     tiny = GYMNAX_TINY if name == "mirl_gymnax" else ATARI_TINY
     args = SCRIPTS[name].Args(**tiny)
     cases = {
-        r"--target-network-frequency \(\d+\) leaves no copy into the target network": dict(
-            target_network_frequency=args.total_timesteps * 2
+        r"--target-network-frequency \(\d+\) copies no trained network into the target network": dict(
+            target_network_frequency=args.total_timesteps  # its one copy comes after the last gradient step
         ),
         r"--buffer-size \(\d+\) must be at least --batch-size \(\d+\)": dict(
             batch_size=args.buffer_size + args.num_envs, learning_starts=args.buffer_size + args.num_envs
@@ -161,18 +162,45 @@ def test_loop_flags_that_would_ruin_a_run_are_refused(name):
     assert run_folders() == []
 
 
-def test_first_target_copy_is_the_scripts_first_sync():
-    """common.replay.first_target_copy against the scripts' rule (learn_and_sync: past --learning-starts, at the
-    first step of each window [k·f, k·f + num_envs)), stepped through."""
-    from types import SimpleNamespace
+class Counter(eqx.Module):
+    params: jax.Array
+    target_params: jax.Array
 
-    from common.replay import first_target_copy
 
-    for num_envs, frequency, learning_starts in itertools.product((1, 4, 10), (3, 93, 100, 500), (0, 95, 100, 400)):
-        flags = SimpleNamespace(num_envs=num_envs, target_network_frequency=frequency, learning_starts=learning_starts)
-        steps = (num_envs * (i + 1) for i in itertools.count())
-        first = next(s for s in steps if s > learning_starts and s % frequency < num_envs)
-        assert first_target_copy(flags) == first, (num_envs, frequency, learning_starts)
+@pytest.mark.parametrize("train_frequency", [1, 4, 10])
+def test_the_target_rule_is_the_scripts_own_schedule(train_frequency, monkeypatch):
+    """common.replay's first learning step, last learning step and first target copy against mirl_gymnax's
+    learn_and_sync stepped through every iteration: its `learn` replaced by a counter and its parameters by the
+    count, so the target network holds the number of gradient steps taken when it was last copied."""
+    from common.replay import first_learning_step, first_target_copy, last_learning_step
+
+    def count_step(setup, state, iteration):  # a gradient step: one more in the parameters
+        return dataclasses.replace(state, params=state.params + 1)
+
+    monkeypatch.setattr(mirl_gymnax, "learn", count_step)
+    for num_envs, frequency, learning_starts in itertools.product((1, 4, 10), (3, 93, 100, 500), (0, 95, 100)):
+        if train_frequency % num_envs and num_envs % train_frequency:
+            continue
+        args = mirl_gymnax.Args(
+            num_envs=num_envs, train_frequency=train_frequency, target_network_frequency=frequency,
+            learning_starts=learning_starts, total_timesteps=1200,
+        )  # fmt: skip
+        setup = mirl_gymnax.Setup(args, None, None, None, None, None)
+        state = Counter(params=jnp.int32(0), target_params=jnp.int32(0))
+        learned, copied = [], []
+        step = jax.jit(lambda state, i, setup=setup: mirl_gymnax.learn_and_sync(setup, state, i))
+        for iteration in range(1200 // num_envs):
+            before = int(state.params)
+            state = step(state, jnp.int32(iteration))
+            env_steps = (iteration + 1) * num_envs
+            if int(state.params) > before:
+                learned.append(env_steps)
+            if int(state.target_params) == int(state.params) > 0 and env_steps not in copied:
+                copied.append(env_steps)
+        case = (num_envs, train_frequency, frequency, learning_starts)
+        assert (learned[0], learned[-1]) == (first_learning_step(args), last_learning_step(args)), case
+        copies = [c for c in copied if int(c) >= learned[0]]
+        assert copies[0] == first_target_copy(args, after=learned[0]), case
 
 
 def test_misa_sizes_are_refused_before_anything_is_built(dataset_path):
@@ -510,9 +538,7 @@ def test_command_lines_answer_bad_input_with_one_line(dataset_path, tmp_path):
 def test_unwritable_places_are_refused_before_any_work(tmp_path):
     """A file named runs (where the run folder goes), and a plot's --out inside a file: one line, nothing run."""
     Path("runs").write_text("not a folder")
-    with pytest.raises(
-        UserError, match=r"the run folder runs/CartPole-v1__mirl__1__\d+ cannot be made: runs is a file"
-    ):
+    with pytest.raises(UserError, match=r"the run folder runs cannot be made: runs is a file, not a folder"):
         mirl_gymnax.main(mirl_gymnax.Args(**GYMNAX_TINY))
     Path("runs").unlink()
     (tmp_path / "run" / "seed_1").mkdir(parents=True)

@@ -158,6 +158,33 @@ def test_a_sweep_configuration_pools_with_a_run_of_that_single_value(tmp_path):
     assert grouped["Env", "mirl lr=0.2"][0].flags["lr"] == 0.2
 
 
+def test_recorded_flags_are_the_experiments_and_read_whatever_the_values(tmp_path):
+    """The harness records the flags that make the experiment (not the run flags, nor the evaluation and checkpoint
+    flags a resume may change); plots read them back, empty values and values holding "|" included."""
+    from common.cli import experiment_flags
+    from mirl_gymnax import Args
+
+    flags = experiment_flags(Args(seed=3, num_seeds=2, checkpoint_interval=10_000, eval_episodes=3, log_interval=100))
+    assert {"seed", "num_seeds", "checkpoint_interval", "eval_episodes", "log_interval", "cpu_devices"}.isdisjoint(
+        flags
+    )
+    assert flags["learning_rate"] == (2.5e-4,) and flags["env_id"] == "CartPole-v1"
+    odd = {"env_id": "CartPole-v1", "note": "", "formula": "a|b", "learning_rate": (0.1,)}
+    logger = RunLogger(tmp_path / "run", Namespace(), seed_sub_runs([1]), total_steps=1, first_step=0, experiment=odd)
+    logger.write(1, {"charts/episodic_return": np.array([1.0])})
+    logger.close()
+    assert plot.recorded_flags(tmp_path / "run") == {**odd, "learning_rate": 0.1}
+
+
+def test_latest_applies_before_the_flags_are_compared(tmp_path):
+    """A seed rerun with corrected flags replaces the earlier run under --latest, and then pools with the others."""
+    wrong = write_run(tmp_path, "Env__mirl__1__1", [1], 0.0, total_timesteps=1_000)
+    other = write_run(tmp_path, "Env__mirl__2__2", [2], 0.0, total_timesteps=5_000)
+    rerun = write_run(tmp_path, "Env__mirl__1__3", [1], 1.0, total_timesteps=5_000)
+    table = plot.main(plot.Args(runs=[wrong, other, rerun], latest=True, out=tmp_path / "c.png"))
+    np.testing.assert_allclose(sorted(table["mirl"]), [0.0, 1.0])
+
+
 def test_plot_command_line(tmp_path):
     runs = [write_run(tmp_path, f"Env__{name}__1__0", [1], 0.0) for name in ("dqn", "mirl")]
     out = tmp_path / "cli.png"
@@ -223,12 +250,13 @@ def test_run_name_is_cleanrl_style_and_path_safe():
     assert name.startswith("mujoco-halfcheetah-medium-v0__misa__3__") and "/" not in name
 
 
-def test_a_run_started_in_the_second_of_an_existing_one_gets_its_own_folder(tmp_path):
-    """Two runs of one name started within a second would otherwise log into one folder (and plot as a mix)."""
-    first = make_run_name("CartPole-v1", "mirl", 1, runs=tmp_path)
-    (tmp_path / first).mkdir()
-    second = make_run_name("CartPole-v1", "mirl", 1, runs=tmp_path)
-    assert second != first and int(second.rsplit("__", 1)[1]) > int(first.rsplit("__", 1)[1])
+def test_runs_started_in_one_second_get_their_own_folders(tmp_path, monkeypatch):
+    """Two runs of one name started within a second (a loop over flags) would otherwise log into one folder: the
+    first claims its folder by making it, the second takes the next second."""
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.5)  # the clock stands still
+    names = [make_run_name("CartPole-v1", "mirl", 1, runs=tmp_path) for _ in range(3)]
+    assert names == [f"CartPole-v1__mirl__1__{1_700_000_000 + k}" for k in range(3)]
+    assert all((tmp_path / name).is_dir() for name in names)
 
 
 def test_a_flush_puts_everything_on_disk_and_keeps_one_event_file(tmp_path):

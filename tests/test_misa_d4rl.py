@@ -180,6 +180,20 @@ def test_without_evaluation_the_actions_keep_the_environment_box(dataset_path, c
     assert capsys.readouterr().out.splitlines()[-1].endswith(": trained 20 gradient steps per seed; nothing evaluated")
 
 
+def test_a_finished_run_resumed_says_so(dataset_path, capsys):
+    """misa keeps its best scores in its checkpoints and does not evaluate a finished run again: its last line says
+    that it had finished, not that nothing was evaluated."""
+    checkpoint = main(tiny(dataset_path, save_model=True))["last_checkpoint"]
+    capsys.readouterr()
+    again = main(Args(resume=str(checkpoint)))
+    assert again["best_scores"] is not None
+    assert (
+        capsys.readouterr()
+        .out.splitlines()[-1]
+        .endswith("has finished its 20 gradient steps: its scores are in its logs")
+    )
+
+
 def test_the_status_line_shows_the_evaluation_of_its_own_step(dataset_path, capsys, monkeypatch):
     """Off a terminal, the status line after an evaluation shows that evaluation's score, not the one before."""
     import functools
