@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -188,7 +189,7 @@ MUTANTS = [
         GYMNAX_STEPS,
     ),
     Mutant(
-        "gymnax: exploration draws uniformly, not from ρ",
+        "gymnax: choose explores uniformly, not from ρ",
         "mirl_gymnax.py",
         "actions = behaviour_action(action_key, jnp.argmax(logits, axis=-1), log_prior, epsilon)",
         "actions = behaviour_action(action_key, jnp.argmax(logits, axis=-1), 0 * log_prior, epsilon)",
@@ -568,6 +569,9 @@ def run_mutant(mutant: Mutant, workdir: Path, env: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-k", default="", help="only the mutants whose name contains this")
+    repeated = [name for name, count in Counter(m.name for m in MUTANTS).items() if count > 1]
+    if repeated:  # results are kept by name: a repeated one would hide a mutant's outcome
+        raise SystemExit(f"mutant names must differ: {repeated}")
     selected = [m for m in MUTANTS if parser.parse_args().k in m.name]
     results = {}
     with tempfile.TemporaryDirectory(prefix="mirl-jax-mutants-") as scratch:
