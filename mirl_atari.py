@@ -561,7 +561,7 @@ def build(start: Start) -> Experiment:
     """The seeds' agents and their envpools (one training and one evaluation pool per device) for common.experiment."""
     args, mesh = start.args, start.mesh
     check_env_id(args.env_id)
-    seeds = [args.seed + k for k in range(args.num_seeds)]
+    seeds = args.seeds()
     obs_shape = (4, 84, 84)
     pools, pool_steps, handles = open_pools(args, seeds, mesh, training=True)
     eval_pools, eval_pool_steps, eval_handles = open_pools(args, seeds, mesh, training=False)

@@ -633,7 +633,7 @@ def build(start: Start) -> Experiment:
     if envs is not None:
         datasets.check_against_env(data, info, envs)
     box = datasets.action_box(info, data.actions, args.action_clip)
-    seeds = [args.seed + k for k in range(args.num_seeds)]
+    seeds = args.seeds()
     arrays, scale_obs = datasets.training_arrays(data, info, box, args.action_clip, args.normalize_obs)
     dataset = Batch(**dataclasses.asdict(arrays))
     obs_dim, action_dim = dataset.observations.shape[1], dataset.actions.shape[1]

@@ -20,7 +20,6 @@ highest final scores of any seed of any experiment in that environment (the tabl
 {out}_profiles.png (the fraction of runs above each normalised score, with 95% CIs), and prints the table.
 """
 
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from scipy.stats import trim_mean
 
 from common.cli import run_script
 from common.errors import UserError, check_writable
-from common.plot import check_run_dirs, curve_label, read_scalars, run_label, seed_runs
+from common.plot import check_run_dirs, curve_label, curves_and_finals, run_label, seed_runs
 
 
 @dataclass
@@ -77,18 +76,11 @@ class Runs:
 
 def read_runs(run_dirs: list[Path], tag: str, final_tag: str, final_last: int, latest: bool = False) -> Runs:
     check_run_dirs(run_dirs)
-    curves, finals = defaultdict(list), defaultdict(list)
-    for key, seeds in seed_runs(run_dirs, [run_label(run) for run in run_dirs], latest).items():
-        for seed in seeds:
-            steps, values = read_scalars(seed.sub_run, tag)
-            if len(steps):
-                curves[key].append((steps, values))
-            _, final = read_scalars(seed.sub_run, final_tag)
-            if len(final):
-                finals[key].append(float(final[-final_last:].mean()))
+    groups = seed_runs(run_dirs, [run_label(run) for run in run_dirs], latest)
+    curves, finals = curves_and_finals(groups, tag, final_tag, final_last)
     if not finals:
         raise UserError(f"no seed of these runs logged {final_tag}")
-    return Runs(dict(curves), dict(finals))
+    return Runs(curves, finals)
 
 
 def normalisers(runs: Runs, reference: list[str] | None) -> dict[str, tuple[float, float, str]]:

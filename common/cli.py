@@ -82,6 +82,10 @@ class RunFlags:
         """Iterations between TensorBoard writes."""
         return max(1, self.log_interval // self.steps_per_iteration())
 
+    def seeds(self) -> list[int]:
+        """The seeds of the run: --seed, --seed + 1, …, --seed + --num-seeds − 1."""
+        return list(range(self.seed, self.seed + self.num_seeds))
+
     def num_runs(self) -> int:
         """Agents the program trains: the seeds (times the configurations of a sweep)."""
         return self.num_seeds

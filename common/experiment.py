@@ -110,7 +110,7 @@ def run_experiment(args: RunFlags, script: str, build: Callable[[Start], Experim
     check_writable(Path("runs") / header["run_name"] if header else Path("runs"), "the run folder")
     experiment = build(start)
     if experiment.sub_runs is None:
-        experiment.sub_runs = seed_sub_runs([args.seed + k for k in range(args.num_seeds)])
+        experiment.sub_runs = seed_sub_runs(args.seeds())
     first_iteration = resumed_iteration(header) if header else 0
     if header:
         check_resumable(experiment, header, args, first_iteration)
@@ -142,7 +142,7 @@ def run_experiment(args: RunFlags, script: str, build: Callable[[Start], Experim
         best = (header.get("best_scores") if header else None) or []
     last_checkpoint, evaluation = args.resume, None
     swept = len(experiment.sub_runs) > args.num_seeds  # the agents are configurations × seeds, configuration-major
-    labels = experiment.sub_runs if swept else [args.seed + k for k in range(args.num_seeds)]
+    labels = experiment.sub_runs if swept else args.seeds()
     ends = (evaluate_every, checkpoint_every)
 
     def evaluate(states, iteration: int) -> Evaluation | None:
@@ -258,7 +258,7 @@ def log_evaluation(logger: RunLogger, evaluation: Evaluation, step: int, best: l
 def report(run_name: str, experiment: Experiment, args: RunFlags, evaluation: Evaluation, best: list | None) -> None:
     """One line per configuration: the headline score's mean and spread over the seeds, and each seed's."""
     tag, headline = next(iter(evaluation.scores.items()))
-    seeds = list(range(args.seed, args.seed + args.num_seeds))
+    seeds = args.seeds()
     for first in range(0, len(experiment.sub_runs), args.num_seeds):
         config = experiment.sub_runs[first].rpartition("/")[0]
         scores = np.asarray(headline[first : first + args.num_seeds], np.float64)

@@ -57,12 +57,31 @@ class Args:
 
 
 def read_scalars(sub_run: Path, tag: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of `tag` in one sub-run's logs, empty where it was not logged."""
+    return read_tags(sub_run, (tag,))[0]
+
+
+def read_tags(sub_run: Path, tags: tuple[str, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """read_scalars of each of `tags`, the logs read once."""
     accumulator = EventAccumulator(str(sub_run), size_guidance={"scalars": 0})
     accumulator.Reload()
-    if tag not in accumulator.Tags()["scalars"]:
-        return np.empty(0), np.empty(0)
-    events = accumulator.Scalars(tag)
-    return np.array([e.step for e in events]), np.array([e.value for e in events])
+    logged = accumulator.Tags()["scalars"]
+    events = [accumulator.Scalars(tag) if tag in logged else [] for tag in tags]
+    return [(np.array([e.step for e in tag_events]), np.array([e.value for e in tag_events])) for tag_events in events]
+
+
+def curves_and_finals(groups: dict, tag: str, final_tag: str, final_last: int) -> tuple[dict, dict]:
+    """Per group of seeds (seed_runs'): each seed's curve of `tag` as (steps, values), and its final score, the
+    mean of `final_tag`'s last `final_last` values; seeds that logged neither are left out of that one."""
+    curves, finals = defaultdict(list), defaultdict(list)
+    for key, seeds in groups.items():
+        for seed in seeds:
+            (steps, values), (_, final) = read_tags(seed.sub_run, (tag, final_tag))
+            if len(steps):
+                curves[key].append((steps, values))
+            if len(final):
+                finals[key].append(float(final[-final_last:].mean()))
+    return dict(curves), dict(finals)
 
 
 def run_label(run_dir: Path) -> str:
@@ -216,15 +235,8 @@ def main(args: Args) -> dict[str, np.ndarray]:
     labels = args.labels or [run_label(run) for run in args.runs]
     if len(labels) != len(args.runs):
         raise UserError(f"{len(labels)} labels for {len(args.runs)} runs")
-    curves, finals = defaultdict(list), defaultdict(list)
-    for (_, experiment), seeds in seed_runs(args.runs, labels, args.latest, by_env=False).items():
-        for seed in seeds:
-            steps, values = read_scalars(seed.sub_run, args.tag)
-            if len(steps):
-                curves[experiment].append((steps, values))
-            _, final = read_scalars(seed.sub_run, args.final_tag)
-            if len(final):
-                finals[experiment].append(final[-args.final_last :].mean())
+    groups = {experiment: seeds for (_, experiment), seeds in seed_runs(args.runs, labels, args.latest, False).items()}
+    curves, finals = curves_and_finals(groups, args.tag, args.final_tag, args.final_last)
 
     figure, axis = plt.subplots(figsize=(6.4, 4.0))
     for label, seeds in curves.items():

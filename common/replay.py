@@ -193,7 +193,11 @@ def first_target_copy(args: Any, after: int) -> int:
     The scripts copy, after that step's learning, at the first step (a multiple of --num-envs) of each window
     [k·f, k·f + num_envs), f the target frequency."""
     frequency, num_envs = args.target_network_frequency, args.num_envs
+
+    def copy_step(k: int) -> int:  # the first multiple of num_envs at or after k·f
+        return -(-k * frequency // num_envs) * num_envs
+
     k = max(1, after // frequency)
-    while -(-k * frequency // num_envs) * num_envs < after:
+    while copy_step(k) < after:
         k += 1
-    return -(-k * frequency // num_envs) * num_envs
+    return copy_step(k)

@@ -30,7 +30,7 @@ def grid_runs(args: Any, names: tuple[str, ...]) -> list[Run]:
     for values in itertools.product(*(getattr(args, name) for name in names)):
         config = dict(zip(names, values, strict=True))
         directory = ",".join(f"{name}={config[name]!r}" for name in swept(args, names))
-        for seed in range(args.seed, args.seed + args.num_seeds):
+        for seed in args.seeds():
             runs.append(Run(seed, config, f"{directory}/seed_{seed}" if directory else f"seed_{seed}"))
     return runs
 
