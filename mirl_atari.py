@@ -4,11 +4,11 @@ Atari games with the DeepMind preprocessing.
 
 The equations are mirl_gymnax.py's, line for line (a test keeps them so): the soft value V(s) = logsumexp_a(log ρ(a)
 + β Q(s, a)) / β in the TD target, the policy π ∝ ρ exp(βQ), the prior update ρ ← ρ + α_ρ (π − ρ) and the
-temperature update β ← β + α_β (1/L − β). envpool's XLA interface puts the environment step inside the compiled
-program: acting, storing, sampling, learning, ρ, β and ε are one `jax.lax.scan`, and `--num-seeds N` trains N seeds
-from one envpool per device. The replay (common.replay.FrameReplay) stores each frame once and rebuilds the stacks
-when it samples. Reading order: flags, network, equations, state, steps, `make_train`; then what common.experiment
-needs.
+temperature update β ← β + α_β (c/L − β), c = 1 in the published rule. envpool's XLA interface puts the environment
+step inside the compiled program: acting, storing, sampling, learning, ρ, β and ε are one `jax.lax.scan`, and
+`--num-seeds N` trains N seeds from one envpool per device. The replay (common.replay.FrameReplay) stores each frame
+once and rebuilds the stacks when it samples. Reading order: flags, network, equations, state, steps, `make_train`;
+then what common.experiment needs.
 """
 
 import dataclasses
@@ -105,6 +105,8 @@ class Args(RunFlags):
     """lower clip for β: the entropy bonus per step stays below log|A| ≤ 2.9, the scale of a clipped reward"""
     beta_max: float = 1e3
     """upper clip for β"""
+    beta_scale: float = 1.0
+    """c in β's rule: β moves towards c / L (1: the published rule; L and 1/β need not share a scale)"""
     td_loss_floor: float = 1e-3
     """β moves towards 1/max(L, floor): a near-zero loss (sparse rewards) must not send β to infinity"""
 
@@ -180,9 +182,9 @@ def update_prior(prior: jax.Array, mean_policy: jax.Array, alpha: float, num_sta
     return jnp.where(jnp.abs(total - 1.0) > 1e-5, prior / total, prior)
 
 
-def update_beta(beta, loss, alpha: float, loss_floor: float, beta_min: float, beta_max: float) -> jax.Array:
-    """β ← β + α_β (1 / max(L, floor) − β), clipped to [β_min, β_max]."""
-    beta = beta + alpha * (1.0 / jnp.maximum(loss, loss_floor) - beta)
+def update_beta(beta, loss, alpha, scale, loss_floor: float, beta_min, beta_max: float) -> jax.Array:
+    """β ← β + α_β (c / max(L, floor) − β), clipped to [β_min, β_max]; c = `scale`."""
+    beta = beta + alpha * (scale / jnp.maximum(loss, loss_floor) - beta)
     return jnp.clip(beta, beta_min, beta_max)
 
 
@@ -229,6 +231,7 @@ class Hypers(eqx.Module):
     alpha_beta: jax.Array
     beta_init: jax.Array
     beta_min: jax.Array
+    beta_scale: jax.Array
 
 
 class AgentState(eqx.Module):
@@ -385,7 +388,9 @@ def apply_td_step(setup: Setup, state: AgentState, grads, loss: jax.Array, q_mea
     params = optax.apply_updates(state.params, updates)
     beta = state.beta
     if args.algo != "dqn":
-        beta = update_beta(beta, loss, hypers.alpha_beta, args.td_loss_floor, hypers.beta_min, args.beta_max)
+        beta = update_beta(
+            beta, loss, hypers.alpha_beta, hypers.beta_scale, args.td_loss_floor, hypers.beta_min, args.beta_max
+        )
     env_steps = (iteration + 1) * args.num_envs
     nan_step = jnp.where((state.nan_step < 0) & ~jnp.isfinite(loss), env_steps, state.nan_step)
     stats = state.stats.add(td_loss_sum=loss, q_sum=q_mean, updates=1)
@@ -539,7 +544,7 @@ def make_train(
 def flag_problems(args: Args, problems: list[str]) -> list[str]:
     """What makes the flags unable to make a run, added to the run flags' `problems`."""
     positive = "total_timesteps num_envs batch_size buffer_size train_frequency target_network_frequency eval_episodes "
-    positive += "checkpoint_interval eval_interval learning_rate td_loss_floor beta_max max_episode_steps"
+    positive += "checkpoint_interval eval_interval learning_rate td_loss_floor beta_max max_episode_steps beta_scale"
     unit = "gamma start_e end_e alpha_rho alpha_beta eval_epsilon repeat_action_probability"
     problems += out_of_range(args, positive, unit_interval=unit, fraction="exploration_fraction")
     if problems:  # the rules below assume these

@@ -6,7 +6,7 @@ The equations, each a pure function below:
 - soft value      V(s) = logsumexp_a(log ρ(a) + β Q(s, a)) / β, the TD target y = r + γ(1 − terminated) V(s')
 - policy          π(a|s) ∝ ρ(a) exp(β Q(s, a)); acting is ε-greedy on argmax π, exploring from ρ
 - prior           ρ ← ρ + α_ρ (π(·|s) − ρ) per acting state
-- temperature     β ← β + α_β (1 / L − β) per gradient step, L the minibatch TD loss
+- temperature     β ← β + α_β (c / L − β) per gradient step, L the minibatch TD loss (c = 1, the published rule)
 
 Acting, the environments, the replay, ρ, β, target syncs and gradient steps are one `jax.lax.scan` on the device;
 `--num-seeds N` trains N seeds at once (vmapped), and each combination of the "swept" flags' values trains in the
@@ -51,6 +51,10 @@ class Args(RunFlags):
     """the id of a discrete-action gymnax environment"""
     full_action_set: bool = False
     """MinAtar: the engine's 6 actions instead of the game's minimal set (many then do the same thing)"""
+    redundant_actions: int = 0
+    """K extra actions, each an exact copy of --copied-action: what a uniform prior wastes, a learned one can leave"""
+    copied_action: int | None = None
+    """the action the redundant ones copy (default: the game's no-op; needed where it has none, as in CartPole)"""
     algo: Literal["mirl", "sql", "dqn"] = "mirl"
     """mirl: learned prior ρ, adaptive β; sql: uniform prior, adaptive β; dqn: hard max backup"""
     total_timesteps: int = 500_000
@@ -91,6 +95,8 @@ class Args(RunFlags):
     """lower clip for β; swept"""
     beta_max: float = 1e3
     """upper clip for β"""
+    beta_scale: tuple[float, ...] = (1.0,)
+    """c in β's rule: β moves towards c / L (1: the published rule; L and 1/β need not share a scale); swept"""
     td_loss_floor: float = 1e-3
     """β moves towards 1/max(L, floor): a near-zero loss must not send β to infinity"""
     eval_episodes: int = 10
@@ -176,9 +182,9 @@ def update_prior(prior: jax.Array, mean_policy: jax.Array, alpha: float, num_sta
     return jnp.where(jnp.abs(total - 1.0) > 1e-5, prior / total, prior)
 
 
-def update_beta(beta, loss, alpha: float, loss_floor: float, beta_min: float, beta_max: float) -> jax.Array:
-    """β ← β + α_β (1 / max(L, floor) − β), clipped to [β_min, β_max]."""
-    beta = beta + alpha * (1.0 / jnp.maximum(loss, loss_floor) - beta)
+def update_beta(beta, loss, alpha, scale, loss_floor: float, beta_min, beta_max: float) -> jax.Array:
+    """β ← β + α_β (c / max(L, floor) − β), clipped to [β_min, β_max]; c = `scale`."""
+    beta = beta + alpha * (scale / jnp.maximum(loss, loss_floor) - beta)
     return jnp.clip(beta, beta_min, beta_max)
 
 
@@ -225,6 +231,7 @@ class Hypers(eqx.Module):
     alpha_beta: jax.Array
     beta_init: jax.Array
     beta_min: jax.Array
+    beta_scale: jax.Array
 
 
 SWEPT_FLAGS = tuple(field.name for field in dataclasses.fields(Hypers))
@@ -372,7 +379,9 @@ def apply_td_step(setup: Setup, state: AgentState, grads, loss: jax.Array, q_mea
     params = optax.apply_updates(state.params, updates)
     beta = state.beta
     if args.algo != "dqn":
-        beta = update_beta(beta, loss, hypers.alpha_beta, args.td_loss_floor, hypers.beta_min, args.beta_max)
+        beta = update_beta(
+            beta, loss, hypers.alpha_beta, hypers.beta_scale, args.td_loss_floor, hypers.beta_min, args.beta_max
+        )
     env_steps = (iteration + 1) * args.num_envs
     nan_step = jnp.where((state.nan_step < 0) & ~jnp.isfinite(loss), env_steps, state.nan_step)
     stats = state.stats.add(td_loss_sum=loss, q_sum=q_mean, updates=1)
@@ -436,6 +445,8 @@ def interval_metrics(setup: Setup, states: AgentState, iteration: jax.Array) -> 
     scalars["mirl/beta"] = states.beta
     scalars["mirl/prior_entropy"] = -jnp.sum(states.prior * jnp.log(states.prior), axis=-1)
     scalars["mirl/kl_pi_prior"] = nan_mean(stats.kl_sum, stats.acting_states)
+    if setup.args.redundant_actions:  # the copies are the last actions
+        scalars["mirl/prior_on_copies"] = states.prior[..., -setup.args.redundant_actions :].sum(axis=-1)
     return scalars, {"mirl/prior": states.prior}
 
 
@@ -509,9 +520,9 @@ def make_train(args: Args, env, env_params) -> Trainer:
 def flag_problems(args: Args, problems: list[str]) -> list[str]:
     """What makes the flags unable to make a run, added to the run flags' `problems`."""
     positive = "total_timesteps num_envs batch_size buffer_size train_frequency target_network_frequency "
-    positive += "checkpoint_interval learning_rate td_loss_floor eval_episodes beta_max"
+    positive += "checkpoint_interval learning_rate td_loss_floor eval_episodes beta_max beta_scale"
     unit, fraction, finite = "gamma start_e end_e alpha_rho alpha_beta", "exploration_fraction", "beta_init beta_min"
-    problems += out_of_range(args, positive, unit_interval=unit, fraction=fraction, finite=finite)
+    problems += out_of_range(args, positive, "redundant_actions", unit, fraction, finite)
     if problems:  # the rules below assume these
         return problems
     problems += not_multiples(args, ("total_timesteps", "buffer_size", "checkpoint_interval"), of="num_envs")
@@ -519,7 +530,8 @@ def flag_problems(args: Args, problems: list[str]) -> list[str]:
     beta_min, beta_init = args.beta_min, args.beta_init
     if not (0 < min(beta_min) and max(beta_min) <= min(beta_init) and max(beta_init) <= args.beta_max):
         problems.append("need 0 < --beta-min <= --beta-init <= --beta-max (for every value swept)")
-    unused = {"dqn": ("alpha_rho", "alpha_beta", "beta_init", "beta_min"), "sql": ("alpha_rho",)}.get(args.algo, ())
+    unused = {"dqn": ("alpha_rho", "alpha_beta", "beta_init", "beta_min", "beta_scale"), "sql": ("alpha_rho",)}
+    unused = unused.get(args.algo, ())
     return problems + sweep_problems(args, SWEPT_FLAGS, unused, f"with --algo {args.algo}")
 
 
@@ -530,7 +542,7 @@ INTERVALS_PER_CHUNK = 10
 def build(start: Start) -> Experiment:
     """The runs of these flags (every configuration of the swept flags with every seed) for common.experiment."""
     args = start.args
-    env, env_params = make_env(args.env_id, args.full_action_set)
+    env, env_params = make_env(args.env_id, args.full_action_set, args.redundant_actions, args.copied_action)
     runs = grid_runs(args, SWEPT_FLAGS)
     trainer = make_train(args, env, env_params)
     num_configs = len(runs) // args.num_seeds

@@ -12,10 +12,10 @@ Runs go to runs/{game}__{algo}__{seed}__{time} (the full action set's as {algo}-
 {out}_minimal_* and {out}_full_*, and the tables are printed.
 """
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import studies
 import tyro
 
 GAMES = ["Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar", "Seaquest-MinAtar", "SpaceInvaders-MinAtar"]
@@ -69,55 +69,9 @@ def run_flags(args: Args, game: str, algo: str, full: bool) -> list[str]:
     ]  # fmt: skip
 
 
-def latest_checkpoint(game: str, experiment: str, flags: list[str]) -> Path | None:
-    """The newest checkpoint of this experiment's newest run made with exactly these flags (a run with others,
-    another budget say, is another experiment: it is neither continued nor counted)."""
-    import json
-
-    import mirl_gymnax
-    from common.checkpoint import read_header
-
-    wanted = json.loads(json.dumps(dataclasses.asdict(tyro.cli(mirl_gymnax.Args, args=flags))))  # as headers hold it
-    ignored = {"resume": None} | ({"cpu_devices": 0} if wanted["cpu_devices"] == 0 else {})  # 0: the run's own
-    found = []
-    for run_dir in sorted(Path("runs").glob(f"{game}__{experiment}__*"), key=lambda p: int(p.name.split("__")[-1])):
-        checkpoints = sorted(run_dir.glob("checkpoints/step_*.eqx"))
-        saved = read_header(checkpoints[-1])["args"] if checkpoints else {}
-        if {**saved, **ignored} == {**wanted, **ignored}:
-            found.append(checkpoints[-1])
-    return found[-1] if found else None
-
-
-def evaluated(run_dir: Path) -> bool:
-    """Every seed of the run logged its final evaluation."""
-    from common.plot import read_scalars, seed_dirs
-
-    return all(len(read_scalars(sub_run, "eval/episodic_return")[0]) for sub_run in seed_dirs(run_dir))
-
-
-def train(argv: list[str]) -> Path:
-    """One mirl_gymnax.py run, in this process; its run directory."""
-    import mirl_gymnax
-    from common.cli import parse
-
-    return mirl_gymnax.main(parse(mirl_gymnax.Args, mirl_gymnax.SCRIPT, argv))["run_dir"]
-
-
 def run_or_continue(args: Args, game: str, algo: str, full: bool) -> Path:
-    """The run directory of this part of the study: finished before, finished now from its last checkpoint (the
-    last one of a finished run: only its evaluation is left), or run from the start."""
-    experiment = experiment_name(algo, full)
-    flags = run_flags(args, game, algo, full)
-    checkpoint = latest_checkpoint(game, experiment, flags)
-    if checkpoint is not None:
-        run_dir = checkpoint.parents[1]
-        if checkpoint.name == f"step_{args.steps:09d}.eqx" and evaluated(run_dir):
-            print(f"{game} {experiment}: done, {run_dir}")
-            return run_dir
-        print(f"{game} {experiment}: resuming {checkpoint}")
-        return train(["--resume", str(checkpoint)])
-    print(f"{game} {experiment}: starting")
-    return train(flags)
+    """The run directory of this part of the study (studies.run_or_continue)."""
+    return studies.run_or_continue(game, experiment_name(algo, full), run_flags(args, game, algo, full), args.steps)
 
 
 def main(args: Args) -> dict:

@@ -1,5 +1,6 @@
-"""gymnax environments for the MIRL script: ids checked against gymnax's registry (discrete actions only), the
-dtype in which a replay stores each environment's observations without loss, and whole episodes played by a policy."""
+"""gymnax environments for the MIRL script: ids checked against gymnax's registry (discrete actions only), copies of
+an action added on request (the redundancy study), the dtype in which a replay stores each environment's observations
+without loss, and whole episodes played by a policy."""
 
 import difflib
 from collections.abc import Callable
@@ -13,7 +14,9 @@ from common.errors import UserError
 CONTINUOUS_ENV_IDS = ("Pendulum-v1", "MountainCarContinuous-v0", "PointRobot-misc", "Reacher-misc", "Swimmer-misc")
 
 
-def make_env(env_id: str, full_action_set: bool = False):
+def make_env(env_id: str, full_action_set: bool = False, redundant_actions: int = 0, copied_action: int | None = None):
+    """gymnax's environment and parameters; with `redundant_actions` K > 0, wrapped in RedundantActions: K more
+    actions, each a copy of `copied_action` (by default the game's no-op, see NO_OP_ACTIONS)."""
     # imported here, not at the top: gymnax makes arrays as it is imported, which starts JAX's devices, and a run
     # of several processes must join them first (common.devices.join_processes)
     import gymnax
@@ -30,16 +33,57 @@ def make_env(env_id: str, full_action_set: bool = False):
     env, env_params = gymnax.make(env_id, **({"use_minimal_action_set": False} if full_action_set else {}))
     if not isinstance(env.action_space(env_params), spaces.Discrete):
         raise UserError(f"{env_id} has a continuous action space; MIRL needs discrete actions: {', '.join(discrete)}")
-    return env, env_params
+    if redundant_actions == 0:
+        if copied_action is not None:
+            raise UserError("--copied-action names the action that --redundant-actions copies: give both")
+        return env, env_params
+    num_actions = env.action_space(env_params).n
+    if copied_action is None:
+        if env_id not in NO_OP_ACTIONS:
+            raise UserError(
+                f"{env_id} has no action that does nothing: name the one the redundant actions copy with "
+                f"--copied-action (0 to {num_actions - 1})"
+            )
+        copied_action = NO_OP_ACTIONS[env_id]
+    if not 0 <= copied_action < num_actions:
+        raise UserError(f"--copied-action ({copied_action}) must be one of {env_id}'s actions, 0 to {num_actions - 1}")
+    return RedundantActions(env, num_actions, redundant_actions, copied_action), env_params
+
+
+MINATAR_GAMES = ("Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar", "Seaquest-MinAtar", "SpaceInvaders-MinAtar")
+# The action that changes nothing, where a game has one, read from gymnax 1.0's source: Acrobot's torque
+# available_torque[1] = 0, MountainCar's and Catch's push (action − 1) = 0, and MinAtar's action_set[0] = 0, 'n'
+# (no-op) in the minimal and the full set of every game. A test checks each against the game's own steps.
+NO_OP_ACTIONS = {"Acrobot-v1": 1, "MountainCar-v0": 1, "Catch-bsuite": 1} | {game: 0 for game in MINATAR_GAMES}
+
+
+class RedundantActions:
+    """An environment with `copies` more actions, each an exact copy of action `copied`: the agent's action
+    a >= `num_actions` plays `copied`. Copies that change nothing are what a uniform prior wastes exploration and
+    value on, and what a learned marginal prior can learn to leave (docs/results.md, the redundancy study)."""
+
+    def __init__(self, env, num_actions: int, copies: int, copied: int):
+        self.env, self.num_actions, self.copies, self.copied = env, num_actions, copies, copied
+
+    def __getattr__(self, name):  # reset, observation_space, default_params...: the game's own
+        return getattr(self.env, name)
+
+    def game_action(self, action: jax.Array) -> jax.Array:
+        return jnp.where(action < self.num_actions, action, self.copied)
+
+    def step(self, key, state, action, params=None):
+        return self.env.step(key, state, self.game_action(action), params)
+
+    def action_space(self, params=None):
+        from gymnax.environments import spaces
+
+        return spaces.Discrete(self.num_actions + self.copies)
 
 
 # Environments whose observations are 0/1 grids by construction: gymnax 1.0's `get_obs` of each writes only
 # 0, 1, True or False into a zero array before casting it to float32. They are stored as uint8, a quarter of
 # float32's memory, without loss; every other environment in its own dtype (a test round-trips them all).
-BYTE_GRID_ENV_IDS = (
-    *("Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar", "Seaquest-MinAtar", "SpaceInvaders-MinAtar"),
-    *("Catch-bsuite", "DeepSea-bsuite", "Pong-misc"),
-)
+BYTE_GRID_ENV_IDS = (*MINATAR_GAMES, "Catch-bsuite", "DeepSea-bsuite", "Pong-misc")
 
 
 def replay_obs_dtype(env_id: str, env, env_params) -> jnp.dtype:

@@ -39,7 +39,7 @@ FREE_NUMBERS = {"log_alpha_prime_init", "lagrange_gap"}
 # flags for which 0 is meaningful: keep every checkpoint, no evaluation, no exploration, a term switched off, ...
 MIRL_ZERO = ("seed", "cpu_devices", "keep_checkpoints", "alpha_rho", "alpha_beta", "end_e", "start_e", "gamma")
 ZERO_ALLOWED = {
-    "mirl_gymnax": MIRL_ZERO,
+    "mirl_gymnax": MIRL_ZERO + ("redundant_actions",),
     "mirl_atari": MIRL_ZERO + ("eval_epsilon", "repeat_action_probability"),
     "misa_d4rl": (
         "seed", "cpu_devices", "keep_checkpoints", "eval_episodes", "bc_weight", "fixed_alpha", "regularizer_weight",

@@ -9,6 +9,7 @@ from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import minatar_study  # noqa: E402
+import studies  # noqa: E402
 
 TINY_FLAGS = [
     *("--buffer-size", "1000", "--learning-starts", "400", "--batch-size", "32", "--num-envs", "4"),
@@ -52,6 +53,6 @@ def test_the_study_runs_at_tiny_sizes_and_continues(tmp_path, monkeypatch, capsy
     longer = minatar_study.run_flags(
         minatar_study.Args(**{**vars(args), "steps": 1_200}), "Breakout-MinAtar", "dqn", False
     )
-    assert minatar_study.latest_checkpoint("Breakout-MinAtar", "dqn", longer) is None
+    assert studies.latest_checkpoint("Breakout-MinAtar", "dqn", longer) is None
     same = minatar_study.run_flags(args, "Breakout-MinAtar", "dqn", False)
-    assert minatar_study.latest_checkpoint("Breakout-MinAtar", "dqn", same) is not None
+    assert studies.latest_checkpoint("Breakout-MinAtar", "dqn", same) is not None

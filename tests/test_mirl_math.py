@@ -137,16 +137,26 @@ def test_prior_stays_a_distribution():
 
 
 def test_beta_rule_hand_computed():
-    assert update_beta(1.0, 0.25, 0.5, 1e-3, 1e-2, 1e3) == pytest.approx(2.5)  # 1 + 0.5 (4 - 1)
-    assert update_beta(2.0, 0.5, 0.1, 1e-3, 1e-2, 1e3) == pytest.approx(2.0)  # fixed point β = 1/L
-    assert update_beta(3.0, 0.5, 0.0, 1e-3, 1e-2, 1e3) == pytest.approx(3.0)  # α_β = 0 keeps β
+    assert update_beta(1.0, 0.25, 0.5, 1.0, 1e-3, 1e-2, 1e3) == pytest.approx(2.5)  # 1 + 0.5 (4 - 1)
+    assert update_beta(2.0, 0.5, 0.1, 1.0, 1e-3, 1e-2, 1e3) == pytest.approx(2.0)  # fixed point β = 1/L
+    assert update_beta(3.0, 0.5, 0.0, 1.0, 1e-3, 1e-2, 1e3) == pytest.approx(3.0)  # α_β = 0 keeps β
+
+
+def test_beta_scale_multiplies_the_target():
+    # --beta-scale c: β moves towards c/L, so its fixed point is c/L and c = 1 is the published rule bit for bit
+    assert update_beta(1.0, 0.25, 0.5, 10.0, 1e-3, 1e-2, 1e3) == pytest.approx(20.5)  # 1 + 0.5 (40 - 1)
+    assert update_beta(20.0, 0.5, 0.1, 10.0, 1e-3, 1e-2, 1e3) == pytest.approx(20.0)  # fixed point β = c/L
+    assert update_beta(1.0, 0.0, 1.0, 3.0, 1e-2, 1e-2, 1e3) == pytest.approx(300.0)  # the floor bounds c/L too
+    beta, loss = jnp.float32(1.7), jnp.float32(0.37)
+    published = jnp.clip(beta + jnp.float32(0.01) * (1.0 / jnp.maximum(loss, 1e-3) - beta), 1e-2, 1e3)
+    assert update_beta(beta, loss, jnp.float32(0.01), jnp.float32(1.0), 1e-3, 1e-2, 1e3) == published
 
 
 def test_beta_guard_and_clip():
     # a zero loss would send β to infinity: the floor turns 1/L into 1/floor, and the clip bounds it
-    assert update_beta(1.0, 0.0, 1.0, 1e-2, 1e-2, 1e3) == pytest.approx(100.0)
-    assert update_beta(1.0, 0.0, 1.0, 1e-6, 1e-2, 1e3) == pytest.approx(1e3)
-    assert update_beta(1.0, 1e6, 1.0, 1e-3, 1e-2, 1e3) == pytest.approx(1e-2)
+    assert update_beta(1.0, 0.0, 1.0, 1.0, 1e-2, 1e-2, 1e3) == pytest.approx(100.0)
+    assert update_beta(1.0, 0.0, 1.0, 1.0, 1e-6, 1e-2, 1e3) == pytest.approx(1e3)
+    assert update_beta(1.0, 1e6, 1.0, 1.0, 1e-3, 1e-2, 1e3) == pytest.approx(1e-2)
 
 
 def test_exploration_draws_follow_prior():
@@ -251,7 +261,6 @@ def test_patch_conv_is_a_valid_convolution(size, stride, image_size, channels):
         "td_target",
         "apply_td_step",
         "learn_and_sync",
-        "interval_metrics",
     ],
 )
 def test_atari_script_has_the_same_math(name):
@@ -262,3 +271,14 @@ def test_atari_script_has_the_same_math(name):
     import mirl_gymnax
 
     assert inspect.getsource(getattr(mirl_atari, name)) == inspect.getsource(getattr(mirl_gymnax, name))
+
+
+def test_atari_logs_what_gymnax_logs():
+    """interval_metrics too, but for ρ's mass on --redundant-actions' copies, which only mirl_gymnax.py adds."""
+    import mirl_atari
+    import mirl_gymnax
+
+    lines = inspect.getsource(mirl_gymnax.interval_metrics).splitlines()
+    start = next(i for i, line in enumerate(lines) if "if setup.args.redundant_actions:" in line)
+    assert "prior_on_copies" in lines[start + 1]
+    assert inspect.getsource(mirl_atari.interval_metrics).splitlines() == lines[:start] + lines[start + 2 :]

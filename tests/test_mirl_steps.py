@@ -126,12 +126,12 @@ def flat_params(state) -> np.ndarray:
     return np.concatenate([np.ravel(x) for x in jax.tree.leaves(state.params)])
 
 
-@pytest.mark.parametrize("algo", ["mirl", "dqn"])
-def test_learn_by_hand(algo):
+@pytest.mark.parametrize("algo, beta_scale", [("mirl", 1.0), ("mirl", 3.0), ("dqn", 1.0)])
+def test_learn_by_hand(algo, beta_scale):
     """After 4 iterations of 2 environments the replay holds 8 transitions, all the same (the other 56 slots
     are empty): the minibatch loss is (Q(s, a) − y)² of that transition; β moves by the rule from that
-    loss; a non-finite loss records its step (the first one is kept)."""
-    setup, state = setup_and_state(algo, alpha_beta=0.5, beta_init=2.0, learning_rate=1e-3)
+    loss, towards --beta-scale / L; a non-finite loss records its step (the first one is kept)."""
+    setup, state = setup_and_state(algo, alpha_beta=0.5, beta_init=2.0, learning_rate=1e-3, beta_scale=beta_scale)
     obs, next_obs = jnp.asarray([0.1, -0.2, 0.03, 0.4]), jnp.asarray([0.2, 0.1, -0.05, 0.3])
     state = fill_with_one_transition(state, 8, obs, 1, 0.7, next_obs, False)
     state = dataclasses.replace(state, prior=jnp.asarray([0.4, 0.6]))
@@ -145,7 +145,7 @@ def test_learn_by_hand(algo):
     loss = (q_taken - target) ** 2
     assert float(learned.stats.td_loss_sum) == pytest.approx(loss, rel=1e-4)
     assert float(learned.stats.q_sum) == pytest.approx(q_taken, rel=1e-5)
-    expected_beta = 2.0 if algo == "dqn" else 2.0 + 0.5 * (1.0 / max(loss, 1e-3) - 2.0)
+    expected_beta = 2.0 if algo == "dqn" else 2.0 + 0.5 * (beta_scale / max(loss, 1e-3) - 2.0)
     assert float(learned.beta) == pytest.approx(expected_beta, rel=1e-4)
     # Adam's first step moves each parameter by the run's learning rate times m̂/(√v̂ + ε) = g/(|g| + ε): by
     # 1e-3 where the gradient is not tiny, never more
