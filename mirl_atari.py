@@ -30,8 +30,8 @@ from common.cpu import Dense, PatchConv, unroll_threefry_on_cpu
 from common.devices import shard_seeds
 from common.errors import not_multiples, out_of_range
 from common.experiment import Evaluation, Experiment, MemoryNeed, Start, run_experiment
-from common.logger import Record, live_seeds_only, nan_mean
-from common.loop import Chunk, scan_logged
+from common.logger import Record, interval_means, live_seeds_only
+from common.loop import Chunk, interval_problems, scan_logged
 from common.replay import FrameReplay, loop_problems
 
 SCRIPT = os.path.basename(__file__)
@@ -200,26 +200,6 @@ def linear_schedule(start: float, end: float, duration: int, t: jax.Array) -> ja
 
 
 # --- Training state
-class IntervalStats(eqx.Module):
-    """Sums over the current logging interval, reduced to means when they are written."""
-
-    return_sum: jax.Array
-    length_sum: jax.Array
-    episodes: jax.Array  # whole games (a lost life is not one)
-    td_loss_sum: jax.Array
-    q_sum: jax.Array
-    updates: jax.Array
-    kl_sum: jax.Array
-    acting_states: jax.Array
-
-    @staticmethod
-    def zeros() -> "IntervalStats":
-        return IntervalStats(**{field.name: jnp.zeros((), jnp.float32) for field in dataclasses.fields(IntervalStats)})
-
-    def add(self, **increments: jax.Array) -> "IntervalStats":
-        return dataclasses.replace(self, **{name: getattr(self, name) + value for name, value in increments.items()})
-
-
 class Hypers(eqx.Module):
     """The swept flags' values of one run, as float32 arrays in the state rather than constants of the program,
     vmapped over like the seeds: one compiled program trains a grid. A new swept flag: a field here, a tuple in
@@ -248,7 +228,6 @@ class AgentState(eqx.Module):
     prior: jax.Array  # ρ
     beta: jax.Array  # β
     key: jax.Array
-    stats: IntervalStats
     nan_step: jax.Array  # environment step of the first non-finite TD loss, -1 if none
     hypers: Hypers  # the run's configuration
 
@@ -323,26 +302,26 @@ def epsilon_at(setup: Setup, hypers: Hypers, iteration: jax.Array) -> jax.Array:
     )
 
 
-def choose(setup: Setup, state: AgentState, iteration: jax.Array) -> tuple[AgentState, jax.Array]:
+def choose(setup: Setup, state: AgentState, iteration: jax.Array) -> tuple[AgentState, jax.Array, dict]:
     """Behave on the current observations (ε-greedy on argmax π, exploring from ρ) and update ρ from the
-    acting states."""
+    acting states. Returns the state, the actions and the step's tally (see interval_metrics)."""
     args = setup.args
     key, action_key = jax.random.split(state.key)
     log_prior = jnp.log(state.prior)
     logits = greedy_logits(setup, q_values(setup, state.params, state.obs), state.prior, state.beta)
     epsilon = epsilon_at(setup, state.hypers, iteration)
     actions = behaviour_action(action_key, jnp.argmax(logits, axis=-1), log_prior, epsilon)
-    prior, stats = state.prior, state.stats
+    prior, tally = state.prior, {}
     if args.algo != "dqn":  # one log-softmax serves ρ's update and the logged I(S; A)
         log_policy = jax.nn.log_softmax(logits, axis=-1)
-        stats = stats.add(kl_sum=jnp.sum(kl_to_prior(log_policy, log_prior)))
+        tally["mirl/kl_pi_prior"] = (jnp.sum(kl_to_prior(log_policy, log_prior)), args.num_envs)
         if args.algo == "mirl":  # sql and dqn keep ρ uniform
             prior = update_prior(prior, jnp.exp(log_policy).mean(axis=0), state.hypers.alpha_rho, args.num_envs)
-    return dataclasses.replace(state, prior=prior, key=key, stats=stats.add(acting_states=args.num_envs)), actions
+    return dataclasses.replace(state, prior=prior, key=key), actions, tally
 
 
-def observe(setup: Setup, state: AgentState, actions: jax.Array, step: EnvStep, iteration: jax.Array) -> AgentState:
-    """Store the environments' step and keep the true game score of finished games."""
+def observe(setup: Setup, state: AgentState, actions: jax.Array, step: EnvStep, iteration: jax.Array):
+    """Store the environments' step and keep the true game score of finished games; tally the games that end."""
     replay = state.replay.add(
         iteration % state.replay.num_rows,
         frame=state.obs[:, -1],
@@ -354,11 +333,10 @@ def observe(setup: Setup, state: AgentState, actions: jax.Array, step: EnvStep, 
     )
     game_return = state.game_return + step.score
     game_end = step.game_over | step.truncated
-    stats = state.stats.add(
-        return_sum=jnp.sum(jnp.where(game_end, game_return, 0.0)),
-        length_sum=jnp.sum(jnp.where(game_end, step.elapsed, 0)),
-        episodes=jnp.sum(game_end),
-    )
+    tally = {
+        "charts/episodic_return": (jnp.sum(jnp.where(game_end, game_return, 0.0)), jnp.sum(game_end)),
+        "charts/episodic_length": (jnp.sum(jnp.where(game_end, step.elapsed, 0)), jnp.sum(game_end)),
+    }
     return dataclasses.replace(
         state,
         replay=replay,
@@ -366,8 +344,7 @@ def observe(setup: Setup, state: AgentState, actions: jax.Array, step: EnvStep, 
         obs_first=step.elapsed == 0,
         after_done=step.terminated | step.truncated,
         game_return=jnp.where(game_end, 0.0, game_return),
-        stats=stats,
-    )
+    ), tally
 
 
 def td_target(setup: Setup, next_q: jax.Array, rewards, terminated, prior: jax.Array, beta: jax.Array) -> jax.Array:
@@ -379,10 +356,10 @@ def td_target(setup: Setup, next_q: jax.Array, rewards, terminated, prior: jax.A
     return rewards + setup.args.gamma * (1.0 - terminated) * next_value
 
 
-def apply_td_step(setup: Setup, state: AgentState, grads, loss: jax.Array, q_mean: jax.Array, iteration) -> AgentState:
-    """Adam on the TD loss's gradients, then β from the same minibatch loss. A non-finite loss is recorded with
-    its step and the host stops the run at the chunk's end, before anything is saved or evaluated: cheaper than
-    masking every step's update, which made a CartPole run measurably slower."""
+def apply_td_step(setup: Setup, state: AgentState, grads, loss: jax.Array, q_mean: jax.Array, iteration):
+    """Adam on the TD loss's gradients, then β from the same minibatch loss; tallies the loss and the mean Q. A
+    non-finite loss is recorded with its step and the host stops the run at the chunk's end, before anything is
+    saved or evaluated: cheaper than masking every step's update, which made a CartPole run measurably slower."""
     args, hypers = setup.args, state.hypers
     updates, opt_state = setup.optimizer(hypers.learning_rate).update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -393,11 +370,11 @@ def apply_td_step(setup: Setup, state: AgentState, grads, loss: jax.Array, q_mea
         )
     env_steps = (iteration + 1) * args.num_envs
     nan_step = jnp.where((state.nan_step < 0) & ~jnp.isfinite(loss), env_steps, state.nan_step)
-    stats = state.stats.add(td_loss_sum=loss, q_sum=q_mean, updates=1)
-    return dataclasses.replace(state, params=params, opt_state=opt_state, beta=beta, stats=stats, nan_step=nan_step)
+    tally = {"losses/td_loss": (loss, 1), "losses/q_values": (q_mean, 1)}
+    return dataclasses.replace(state, params=params, opt_state=opt_state, beta=beta, nan_step=nan_step), tally
 
 
-def learn(setup: Setup, state: AgentState, iteration: jax.Array) -> AgentState:
+def learn(setup: Setup, state: AgentState, iteration: jax.Array) -> tuple[AgentState, dict]:
     """One gradient step on a replay minibatch (see apply_td_step); rows that are not valid transitions
     (FrameReplay.gather) get no weight."""
     args = setup.args
@@ -417,38 +394,35 @@ def learn(setup: Setup, state: AgentState, iteration: jax.Array) -> AgentState:
     return apply_td_step(setup, dataclasses.replace(state, key=key), grads, loss, q_mean, iteration)
 
 
-def learn_and_sync(setup: Setup, state: AgentState, iteration: jax.Array) -> AgentState:
+def learn_and_sync(setup: Setup, state: AgentState, iteration: jax.Array) -> tuple[AgentState, dict]:
     """After the environments' step: learn every --train-frequency steps once --learning-starts is past, and
-    copy the Q-network into the target network every --target-network-frequency steps. `iteration` is
-    shared by all seeds (not vmapped), so these branches stay branches under vmap."""
+    copy the Q-network into the target network every --target-network-frequency steps; tallies each gradient
+    step (zeros where none is taken). `iteration` is shared by all seeds (not vmapped), so these branches stay
+    branches under vmap."""
     args = setup.args
     env_steps = (iteration + 1) * args.num_envs
     learning = env_steps > args.learning_starts
 
     def learn_phase(state):
-        return jax.lax.fori_loop(0, updates_per_learn(args), lambda _, s: learn(setup, s, iteration), state)
+        return jax.lax.scan(lambda s, _: learn(setup, s, iteration), state, length=updates_per_learn(args))
 
-    state = jax.lax.cond(learning & (env_steps % learn_period(args) == 0), learn_phase, lambda s: s, state)
+    def no_learning(state):
+        return state, jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(learn_phase, state)[1])
+
+    state, tally = jax.lax.cond(learning & (env_steps % learn_period(args) == 0), learn_phase, no_learning, state)
     sync = learning & (env_steps % args.target_network_frequency < args.num_envs)
     target_params = jax.lax.cond(sync, lambda: state.params, lambda: state.target_params)
-    return dataclasses.replace(state, target_params=target_params)
+    return dataclasses.replace(state, target_params=target_params), tally
 
 
-def interval_metrics(setup: Setup, states: AgentState, iteration: jax.Array) -> tuple[dict, dict]:
-    """Per-seed scalars and bar charts of the logging interval that ends at `iteration`."""
-    stats = states.stats
-    scalars = {
-        "charts/episodic_return": nan_mean(stats.return_sum, stats.episodes),
-        "charts/episodic_length": nan_mean(stats.length_sum, stats.episodes),
-        "charts/epsilon": epsilon_at(setup, states.hypers, iteration),
-        "losses/td_loss": nan_mean(stats.td_loss_sum, stats.updates),
-        "losses/q_values": nan_mean(stats.q_sum, stats.updates),
-    }
+def interval_metrics(setup: Setup, states: AgentState, iteration: jax.Array, tallies: dict) -> tuple[dict, dict]:
+    """Per-seed scalars and bar charts of the logging interval that ends at `iteration`: the means of what the steps
+    tallied over it (a new mean: an entry `tag: (total, count)` in a step's tally) and values of the state."""
+    scalars = interval_means(tallies) | {"charts/epsilon": epsilon_at(setup, states.hypers, iteration)}
     if setup.args.algo == "dqn":
         return scalars, {}
     scalars["mirl/beta"] = states.beta
     scalars["mirl/prior_entropy"] = -jnp.sum(states.prior * jnp.log(states.prior), axis=-1)
-    scalars["mirl/kl_pi_prior"] = nan_mean(stats.kl_sum, stats.acting_states)
     return scalars, {"mirl/prior": states.prior}
 
 
@@ -480,13 +454,14 @@ def make_train(
             prior=jnp.full(num_actions, 1.0 / num_actions, jnp.float32),
             beta=hypers.beta_init,
             key=loop_key,
-            stats=IntervalStats.zeros(),
             nan_step=jnp.asarray(-1, jnp.int32),
             hypers=hypers,
         )
 
-    def observe_and_learn(state: AgentState, actions, step: EnvStep, iteration: jax.Array) -> AgentState:
-        return learn_and_sync(setup, observe(setup, state, actions, step, iteration), iteration)
+    def observe_and_learn(state: AgentState, actions, step: EnvStep, iteration: jax.Array) -> tuple[AgentState, dict]:
+        state, games = observe(setup, state, actions, step, iteration)
+        state, learning = learn_and_sync(setup, state, iteration)
+        return state, games | learning
 
     def run(states: AgentState, handles: jax.Array, first_iteration: jax.Array, chunk: Chunk):
         """Advance all seeds (leading axis of `states`) by `chunk.length` steps of their environments, whose pools
@@ -494,15 +469,15 @@ def make_train(
 
         def iterate(carry, iteration):
             states, handles = carry
-            states, actions = jax.vmap(choose, in_axes=(None, 0, None))(setup, states, iteration)
+            states, actions, acting = jax.vmap(choose, in_axes=(None, 0, None))(setup, states, iteration)
             handles, step = env_step(handles, actions)
-            states = jax.vmap(observe_and_learn, in_axes=(0, 0, 0, None))(states, actions, step, iteration)
-            return (states, handles), None
+            states, rest = jax.vmap(observe_and_learn, in_axes=(0, 0, 0, None))(states, actions, step, iteration)
+            return (states, handles), acting | rest
 
-        def end_interval(carry, iteration, _):
+        def end_interval(carry, iteration, tallies):
             states, handles = carry
-            scalars, bar_charts = live_seeds_only(states.nan_step, interval_metrics(setup, states, iteration))
-            states = dataclasses.replace(states, stats=jax.vmap(lambda _: IntervalStats.zeros())(states.nan_step))
+            metrics = interval_metrics(setup, states, iteration, tallies)
+            scalars, bar_charts = live_seeds_only(states.nan_step, metrics)
             return (states, handles), Record((iteration + 1) * args.num_envs, scalars, bar_charts)
 
         # envpool's handle orders the steps inside the chunk; its bytes stay the same, so the next chunk takes the same
@@ -551,6 +526,7 @@ def flag_problems(args: Args, problems: list[str]) -> list[str]:
         return problems
     names = ("total_timesteps", "buffer_size", "checkpoint_interval", "eval_interval")
     problems += not_multiples(args, names, of="num_envs") + loop_problems(args)
+    problems += interval_problems(args, ("checkpoint_interval", "eval_interval"))
     if args.buffer_size // args.num_envs <= 4:
         problems.append("--buffer-size must hold more than 4 steps of every environment (a frame stack and its next)")
     if args.learning_starts < 2 * args.num_envs:
@@ -592,6 +568,7 @@ def build(start: Start) -> Experiment:
         evaluate=evaluate,
         evaluate_every=args.eval_interval // args.num_envs,
         checkpoint_every=args.checkpoint_interval // args.num_envs,
+        whole_intervals=True,
         memory=(MemoryNeed.replays(1, args.num_seeds, args.buffer_size, FrameReplay.bytes_per_transition(obs_shape)),),
         restored=lambda states: dataclasses.replace(
             states, **jax.vmap(fresh_games)(shard_seeds(jnp.asarray(obs), mesh))

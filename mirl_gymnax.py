@@ -17,6 +17,7 @@ import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar, Literal, NamedTuple
 
 import equinox as eqx
@@ -31,8 +32,8 @@ from common.devices import host_value
 from common.envs import episode_returns, make_env, replay_obs_dtype
 from common.errors import not_multiples, out_of_range
 from common.experiment import Evaluation, Experiment, MemoryNeed, Start, run_experiment
-from common.logger import Record, live_seeds_only, nan_mean
-from common.loop import Chunk, scan_logged_over_seeds
+from common.logger import Record, interval_means, live_seeds_only
+from common.loop import Chunk, interval_problems, scan_logged_over_seeds
 from common.replay import Replay, loop_problems
 from common.sweep import Run, grid_runs, stacked_values, sweep_problems
 
@@ -200,26 +201,6 @@ def linear_schedule(start: float, end: float, duration: int, t: jax.Array) -> ja
 
 
 # --- Training state
-class IntervalStats(eqx.Module):
-    """Sums over the current logging interval, reduced to means when they are written."""
-
-    return_sum: jax.Array
-    length_sum: jax.Array
-    episodes: jax.Array
-    td_loss_sum: jax.Array
-    q_sum: jax.Array
-    updates: jax.Array
-    kl_sum: jax.Array
-    acting_states: jax.Array
-
-    @staticmethod
-    def zeros() -> "IntervalStats":
-        return IntervalStats(**{field.name: jnp.zeros((), jnp.float32) for field in dataclasses.fields(IntervalStats)})
-
-    def add(self, **increments: jax.Array) -> "IntervalStats":
-        return dataclasses.replace(self, **{name: getattr(self, name) + value for name, value in increments.items()})
-
-
 class Hypers(eqx.Module):
     """The swept flags' values of one run, as float32 arrays in the state rather than constants of the program,
     vmapped over like the seeds: one compiled program trains a grid. A new swept flag: a field here, a tuple in
@@ -256,7 +237,6 @@ class AgentState(eqx.Module):
     prior: jax.Array  # ρ
     beta: jax.Array  # β
     key: jax.Array
-    stats: IntervalStats
     nan_step: jax.Array  # environment step of the first non-finite TD loss, -1 if none
     hypers: Hypers  # the run's configuration
 
@@ -317,26 +297,26 @@ def epsilon_at(setup: Setup, hypers: Hypers, iteration: jax.Array) -> jax.Array:
     )
 
 
-def choose(setup: Setup, state: AgentState, iteration: jax.Array) -> tuple[AgentState, jax.Array]:
+def choose(setup: Setup, state: AgentState, iteration: jax.Array) -> tuple[AgentState, jax.Array, dict]:
     """Behave on the current observations (ε-greedy on argmax π, exploring from ρ) and update ρ from the
-    acting states."""
+    acting states. Returns the state, the actions and the step's tally (see interval_metrics)."""
     args = setup.args
     key, action_key = jax.random.split(state.key)
     log_prior = jnp.log(state.prior)
     logits = greedy_logits(setup, q_values(setup, state.params, state.obs), state.prior, state.beta)
     epsilon = epsilon_at(setup, state.hypers, iteration)
     actions = behaviour_action(action_key, jnp.argmax(logits, axis=-1), log_prior, epsilon)
-    prior, stats = state.prior, state.stats
+    prior, tally = state.prior, {}
     if args.algo != "dqn":  # one log-softmax serves ρ's update and the logged I(S; A)
         log_policy = jax.nn.log_softmax(logits, axis=-1)
-        stats = stats.add(kl_sum=jnp.sum(kl_to_prior(log_policy, log_prior)))
+        tally["mirl/kl_pi_prior"] = (jnp.sum(kl_to_prior(log_policy, log_prior)), args.num_envs)
         if args.algo == "mirl":  # sql and dqn keep ρ uniform
             prior = update_prior(prior, jnp.exp(log_policy).mean(axis=0), state.hypers.alpha_rho, args.num_envs)
-    return dataclasses.replace(state, prior=prior, key=key, stats=stats.add(acting_states=args.num_envs)), actions
+    return dataclasses.replace(state, prior=prior, key=key), actions, tally
 
 
-def observe(setup: Setup, state: AgentState, actions: jax.Array, iteration: jax.Array) -> AgentState:
-    """Step every environment with `actions`, store the transitions, and count finished episodes."""
+def observe(setup: Setup, state: AgentState, actions: jax.Array, iteration: jax.Array) -> tuple[AgentState, dict]:
+    """Step every environment with `actions` and store the transitions; tally the episodes that end."""
     args = setup.args
     key, env_key = jax.random.split(state.key)
     step = jax.vmap(setup.env.step, in_axes=(0, 0, 0, None))
@@ -350,15 +330,14 @@ def observe(setup: Setup, state: AgentState, actions: jax.Array, iteration: jax.
     done = terminated | truncated
     episode_return = state.episode_return + rewards
     episode_length = state.episode_length + 1
-    stats = state.stats.add(
-        return_sum=jnp.sum(jnp.where(done, episode_return, 0.0)),
-        length_sum=jnp.sum(jnp.where(done, episode_length, 0.0)),
-        episodes=jnp.sum(done),
-    )
-    state = dataclasses.replace(state, replay=replay, env_state=env_state, obs=obs, key=key, stats=stats)
+    tally = {
+        "charts/episodic_return": (jnp.sum(jnp.where(done, episode_return, 0.0)), jnp.sum(done)),
+        "charts/episodic_length": (jnp.sum(jnp.where(done, episode_length, 0.0)), jnp.sum(done)),
+    }
+    state = dataclasses.replace(state, replay=replay, env_state=env_state, obs=obs, key=key)
     return dataclasses.replace(
         state, episode_return=jnp.where(done, 0.0, episode_return), episode_length=jnp.where(done, 0.0, episode_length)
-    )
+    ), tally
 
 
 def td_target(setup: Setup, next_q: jax.Array, rewards, terminated, prior: jax.Array, beta: jax.Array) -> jax.Array:
@@ -370,10 +349,10 @@ def td_target(setup: Setup, next_q: jax.Array, rewards, terminated, prior: jax.A
     return rewards + setup.args.gamma * (1.0 - terminated) * next_value
 
 
-def apply_td_step(setup: Setup, state: AgentState, grads, loss: jax.Array, q_mean: jax.Array, iteration) -> AgentState:
-    """Adam on the TD loss's gradients, then β from the same minibatch loss. A non-finite loss is recorded with
-    its step and the host stops the run at the chunk's end, before anything is saved or evaluated: cheaper than
-    masking every step's update, which made a CartPole run measurably slower."""
+def apply_td_step(setup: Setup, state: AgentState, grads, loss: jax.Array, q_mean: jax.Array, iteration):
+    """Adam on the TD loss's gradients, then β from the same minibatch loss; tallies the loss and the mean Q. A
+    non-finite loss is recorded with its step and the host stops the run at the chunk's end, before anything is
+    saved or evaluated: cheaper than masking every step's update, which made a CartPole run measurably slower."""
     args, hypers = setup.args, state.hypers
     updates, opt_state = setup.optimizer(hypers.learning_rate).update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -384,11 +363,11 @@ def apply_td_step(setup: Setup, state: AgentState, grads, loss: jax.Array, q_mea
         )
     env_steps = (iteration + 1) * args.num_envs
     nan_step = jnp.where((state.nan_step < 0) & ~jnp.isfinite(loss), env_steps, state.nan_step)
-    stats = state.stats.add(td_loss_sum=loss, q_sum=q_mean, updates=1)
-    return dataclasses.replace(state, params=params, opt_state=opt_state, beta=beta, stats=stats, nan_step=nan_step)
+    tally = {"losses/td_loss": (loss, 1), "losses/q_values": (q_mean, 1)}
+    return dataclasses.replace(state, params=params, opt_state=opt_state, beta=beta, nan_step=nan_step), tally
 
 
-def learn(setup: Setup, state: AgentState, iteration: jax.Array) -> AgentState:
+def learn(setup: Setup, state: AgentState, iteration: jax.Array) -> tuple[AgentState, dict]:
     """One gradient step on a replay minibatch (see apply_td_step)."""
     args = setup.args
     key, sample_key = jax.random.split(state.key)
@@ -407,44 +386,43 @@ def learn(setup: Setup, state: AgentState, iteration: jax.Array) -> AgentState:
     return apply_td_step(setup, dataclasses.replace(state, key=key), grads, loss, q_mean, iteration)
 
 
-def learn_and_sync(setup: Setup, state: AgentState, iteration: jax.Array) -> AgentState:
+def learn_and_sync(setup: Setup, state: AgentState, iteration: jax.Array) -> tuple[AgentState, dict]:
     """After the environments' step: learn every --train-frequency steps once --learning-starts is past, and
-    copy the Q-network into the target network every --target-network-frequency steps. `iteration` is
-    shared by all seeds (not vmapped), so these branches stay branches under vmap."""
+    copy the Q-network into the target network every --target-network-frequency steps; tallies each gradient
+    step (zeros where none is taken). `iteration` is shared by all seeds (not vmapped), so these branches stay
+    branches under vmap."""
     args = setup.args
     env_steps = (iteration + 1) * args.num_envs
     learning = env_steps > args.learning_starts
 
     def learn_phase(state):
-        return jax.lax.fori_loop(0, updates_per_learn(args), lambda _, s: learn(setup, s, iteration), state)
+        return jax.lax.scan(lambda s, _: learn(setup, s, iteration), state, length=updates_per_learn(args))
 
-    state = jax.lax.cond(learning & (env_steps % learn_period(args) == 0), learn_phase, lambda s: s, state)
+    def no_learning(state):
+        return state, jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(learn_phase, state)[1])
+
+    state, tally = jax.lax.cond(learning & (env_steps % learn_period(args) == 0), learn_phase, no_learning, state)
     sync = learning & (env_steps % args.target_network_frequency < args.num_envs)
     target_params = jax.lax.cond(sync, lambda: state.params, lambda: state.target_params)
-    return dataclasses.replace(state, target_params=target_params)
+    return dataclasses.replace(state, target_params=target_params), tally
 
 
-def iterate(setup: Setup, state: AgentState, iteration: jax.Array) -> AgentState:
-    """One seed, one step of all its environments: behave, step and store, learn."""
-    state, actions = choose(setup, state, iteration)
-    return learn_and_sync(setup, observe(setup, state, actions, iteration), iteration)
+def iterate(setup: Setup, state: AgentState, iteration: jax.Array) -> tuple[AgentState, dict]:
+    """One seed, one step of all its environments: behave, step and store, learn; with the step's tally."""
+    state, actions, acting = choose(setup, state, iteration)
+    state, episodes = observe(setup, state, actions, iteration)
+    state, learning = learn_and_sync(setup, state, iteration)
+    return state, acting | episodes | learning
 
 
-def interval_metrics(setup: Setup, states: AgentState, iteration: jax.Array) -> tuple[dict, dict]:
-    """Per-seed scalars and bar charts of the logging interval that ends at `iteration`."""
-    stats = states.stats
-    scalars = {
-        "charts/episodic_return": nan_mean(stats.return_sum, stats.episodes),
-        "charts/episodic_length": nan_mean(stats.length_sum, stats.episodes),
-        "charts/epsilon": epsilon_at(setup, states.hypers, iteration),
-        "losses/td_loss": nan_mean(stats.td_loss_sum, stats.updates),
-        "losses/q_values": nan_mean(stats.q_sum, stats.updates),
-    }
+def interval_metrics(setup: Setup, states: AgentState, iteration: jax.Array, tallies: dict) -> tuple[dict, dict]:
+    """Per-seed scalars and bar charts of the logging interval that ends at `iteration`: the means of what the steps
+    tallied over it (a new mean: an entry `tag: (total, count)` in a step's tally) and values of the state."""
+    scalars = interval_means(tallies) | {"charts/epsilon": epsilon_at(setup, states.hypers, iteration)}
     if setup.args.algo == "dqn":
         return scalars, {}
     scalars["mirl/beta"] = states.beta
     scalars["mirl/prior_entropy"] = -jnp.sum(states.prior * jnp.log(states.prior), axis=-1)
-    scalars["mirl/kl_pi_prior"] = nan_mean(stats.kl_sum, stats.acting_states)
     if setup.args.redundant_actions:  # the copies are the last actions
         scalars["mirl/prior_on_copies"] = states.prior[..., -setup.args.redundant_actions :].sum(axis=-1)
     return scalars, {"mirl/prior": states.prior}
@@ -480,7 +458,6 @@ def make_train(args: Args, env, env_params) -> Trainer:
             prior=jnp.full(num_actions, 1.0 / num_actions, jnp.float32),
             beta=hypers.beta_init,
             key=loop_key,
-            stats=IntervalStats.zeros(),
             nan_step=jnp.asarray(-1, jnp.int32),
             hypers=hypers,
         )
@@ -488,15 +465,13 @@ def make_train(args: Args, env, env_params) -> Trainer:
     def run(states: AgentState, first_iteration: jax.Array, chunk: Chunk) -> tuple[AgentState, Record]:
         """Advance all seeds (leading axis of `states`) by `chunk.length` iterations from `first_iteration`."""
 
-        def iterate_one(state: AgentState, iteration: jax.Array) -> tuple[AgentState, None]:
-            return iterate(setup, state, iteration), None
-
-        def end_interval(states: AgentState, iteration: jax.Array, _) -> tuple[AgentState, Record]:
-            scalars, bar_charts = live_seeds_only(states.nan_step, interval_metrics(setup, states, iteration))
-            states = dataclasses.replace(states, stats=jax.vmap(lambda _: IntervalStats.zeros())(states.nan_step))
+        def end_interval(states: AgentState, iteration: jax.Array, tallies: dict) -> tuple[AgentState, Record]:
+            metrics = interval_metrics(setup, states, iteration, tallies)
+            scalars, bar_charts = live_seeds_only(states.nan_step, metrics)
             return states, Record((iteration + 1) * args.num_envs, scalars, bar_charts)
 
-        return scan_logged_over_seeds(iterate_one, states, first_iteration, chunk, args.log_every(), end_interval)
+        step = partial(iterate, setup)
+        return scan_logged_over_seeds(step, states, first_iteration, chunk, args.log_every(), end_interval)
 
     def evaluate(states: AgentState, keys: jax.Array) -> jax.Array:
         """Greedy episodes (argmax π for mirl/sql, argmax Q for dqn), --eval-episodes per seed, in parallel."""
@@ -526,7 +501,7 @@ def flag_problems(args: Args, problems: list[str]) -> list[str]:
     if problems:  # the rules below assume these
         return problems
     problems += not_multiples(args, ("total_timesteps", "buffer_size", "checkpoint_interval"), of="num_envs")
-    problems += loop_problems(args)
+    problems += loop_problems(args) + interval_problems(args, ("checkpoint_interval",))
     beta_min, beta_init = args.beta_min, args.beta_init
     if not (0 < min(beta_min) and max(beta_min) <= min(beta_init) and max(beta_init) <= args.beta_max):
         problems.append("need 0 < --beta-min <= --beta-init <= --beta-max (for every value swept)")
@@ -568,6 +543,7 @@ def build(start: Start) -> Experiment:
         evaluate=evaluate,
         checkpoint_every=args.checkpoint_interval // args.num_envs,
         intervals_per_chunk=INTERVALS_PER_CHUNK,
+        whole_intervals=True,
         memory=(MemoryNeed.replays(num_configs, args.num_seeds, args.buffer_size, transition_bytes),),
         score_label=f"greedy eval/episodic_return over {args.eval_episodes} episodes per seed",
     )

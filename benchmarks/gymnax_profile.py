@@ -102,7 +102,7 @@ def profile(args: Args) -> dict:
     parts = {
         "whole iteration": lambda state, i: kit.iterate(setup, state, i),
         "learning phase": lambda state, i: kit.learn_and_sync(setup, state, i),
-        "acting": lambda state, i: kit.observe(setup, *kit.choose(setup, state, i), i),
+        "acting": lambda state, i: kit.observe(setup, *kit.choose(setup, state, i)[:2], i),
     }
     if not one_seed:
         parts = {name: jax.vmap(part, in_axes=(0, None)) for name, part in parts.items()}

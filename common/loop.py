@@ -35,6 +35,19 @@ def chunks(
         iteration += length
 
 
+def interval_problems(args: Any, chunk_ends: tuple[str, ...]) -> list[str]:
+    """A logging interval's means come from one compiled chunk (scan_logged hands `at_boundary` the steps' outputs),
+    so intervals must lie whole inside chunks: each of the flags `chunk_ends` (steps between checkpoints,
+    evaluations), where chunks end, must be a whole number of logging intervals."""
+    interval = args.log_every() * args.steps_per_iteration()
+    return [
+        f"--{name.replace('_', '-')} ({getattr(args, name)}) must be a whole number of logging intervals ({interval} "
+        f"steps: --log-interval {args.log_interval})"
+        for name in chunk_ends
+        if getattr(args, name) % interval
+    ]
+
+
 def scan_logged(
     step: Callable[[Any, jax.Array], tuple[Any, Any]],
     carry: Any,

@@ -175,6 +175,20 @@ MUTANTS = [
         ("tests/test_redundant_actions.py",),
     ),
     Mutant(
+        "logger: an interval's sums taken as a tree reduction, not in step order",
+        "common/logger.py",
+        "return jax.lax.scan(lambda total, value: (total + value, None), jnp.zeros_like(steps[0]), steps)[0]",
+        "return steps.sum(axis=0)",
+        ("tests/test_loop.py",),
+    ),
+    Mutant(
+        "gymnax: an episode's end tallied in every environment",
+        "mirl_gymnax.py",
+        '"charts/episodic_return": (jnp.sum(jnp.where(done, episode_return, 0.0)), jnp.sum(done)),',
+        '"charts/episodic_return": (jnp.sum(jnp.where(done, episode_return, 0.0)), done.size),',
+        GYMNAX_STEPS,
+    ),
+    Mutant(
         "gymnax: ε schedule over the whole run",
         "mirl_gymnax.py",
         "args.start_e, hypers.end_e, args.exploration_fraction * args.total_timesteps, iteration * args.num_envs",

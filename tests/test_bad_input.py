@@ -175,7 +175,7 @@ def test_the_target_rule_is_the_scripts_own_schedule(train_frequency, monkeypatc
     from common.replay import first_learning_step, first_target_copy, last_learning_step
 
     def count_step(setup, state, iteration):  # a gradient step: one more in the parameters
-        return dataclasses.replace(state, params=state.params + 1)
+        return dataclasses.replace(state, params=state.params + 1), {}
 
     monkeypatch.setattr(mirl_gymnax, "learn", count_step)
     for num_envs, frequency, learning_starts in itertools.product((1, 4, 10), (3, 93, 100, 500), (0, 95, 100)):
@@ -191,7 +191,7 @@ def test_the_target_rule_is_the_scripts_own_schedule(train_frequency, monkeypatc
         step = jax.jit(lambda state, i, setup=setup: mirl_gymnax.learn_and_sync(setup, state, i))
         for iteration in range(1200 // num_envs):
             before = int(state.params)
-            state = step(state, jnp.int32(iteration))
+            state, _ = step(state, jnp.int32(iteration))
             env_steps = (iteration + 1) * num_envs
             if int(state.params) > before:
                 learned.append(env_steps)

@@ -12,20 +12,29 @@ from behaviour_record import RUNS, digest, fingerprint, record
 from conftest import ROOT
 
 RECORDS = json.loads((ROOT / "tests" / "reference" / "behaviour.json").read_text())["records"]
-# Leaves the MIRL state gained after the recorded commit, at the end of its checkpoints, each with the value that
-# reproduces the recorded runs; every other array is still compared bit for bit.
+# How the MIRL state's leaves changed after the recorded commit. Its checkpoints hold the leaves in field order,
+# ending with the interval sums (8 leaves), nan_step and the Hypers (6): the sums left the state (the steps tally
+# into scan outputs; a checkpoint ends an interval, so they were zero in every recorded one), and the Hypers gained
+# --beta-scale at the end, with the value that reproduces the recorded runs. Every other array is compared bit for bit.
+REMOVED_SUMS, LAST_LEAVES = 8, 1 + 6
 ADDED_LEAVES = {"hypers.beta_scale (--beta-scale 1, the published rule)": 1.0}
 
 
-def added_since_record(run: str, expected: dict, got: dict) -> dict:
-    """The checkpoint leaves of `got` past the recorded ones, which must be ADDED_LEAVES in order (MIRL runs)."""
+def as_now(run: str, expected: dict, got: dict) -> tuple[dict, dict]:
+    """The record renumbered as this kit's checkpoints hold it, and `got` without the added leaves (checked)."""
     if not run.startswith(("gymnax_", "atari_")):
-        return {}
-    recorded = sum(name.startswith(f"{run}/checkpoint/") for name in expected)
-    names = [f"{run}/checkpoint/{index:03d}" for index in range(recorded, recorded + len(ADDED_LEAVES))]
-    for name, (what, value) in zip(names, ADDED_LEAVES.items(), strict=True):
+        return expected, got
+    prefix = f"{run}/checkpoint/"
+    recorded = [expected[name] for name in sorted(name for name in expected if name.startswith(prefix))]
+    cut = len(recorded) - REMOVED_SUMS - LAST_LEAVES
+    assert all(digest["sum"] == 0 for digest in recorded[cut : cut + REMOVED_SUMS]), "the removed sums were not zero"
+    kept = recorded[:cut] + recorded[cut + REMOVED_SUMS :]
+    renumbered = {f"{prefix}{index:03d}": digest for index, digest in enumerate(kept)}
+    for index, (what, value) in enumerate(ADDED_LEAVES.items(), start=len(kept)):
+        name = f"{prefix}{index:03d}"
         assert name in got and (got[name] == value).all() and got[name].dtype == "float32", f"{what} at {name}"
-    return {name: got[name] for name in names}
+        got = {key: array for key, array in got.items() if key != name}
+    return {name: digest for name, digest in expected.items() if not name.startswith(prefix)} | renumbered, got
 
 
 @pytest.mark.parametrize("run", RUNS)
@@ -36,9 +45,8 @@ def test_runs_compute_what_the_recorded_commit_computed(run):
     (reference,) = here
     expected = {name: value for name, value in reference["arrays"].items() if name.startswith(f"{run}/")}
     assert expected, f"the record holds no arrays of {run}"
-    arrays = record(names=(run,))
-    added = added_since_record(run, expected, arrays)
-    got = {name: digest(array) for name, array in arrays.items() if name not in added}
+    expected, arrays = as_now(run, expected, record(names=(run,)))
+    got = {name: digest(array) for name, array in arrays.items()}
     assert sorted(got) == sorted(expected), "the run checkpoints or logs other arrays than the recorded commit's"
     differ = {name: (expected[name]["sum"], got[name]["sum"]) for name in expected if got[name] != expected[name]}
     assert not differ, f"{len(differ)} of {len(expected)} arrays differ from {reference['commit']}'s (sums): {differ}"

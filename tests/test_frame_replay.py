@@ -13,7 +13,7 @@ import pytest
 
 import mirl_atari
 from common.replay import FrameReplay
-from mirl_atari import AgentState, EnvStep, IntervalStats, fresh_games
+from mirl_atari import AgentState, EnvStep, fresh_games
 
 STACK = 4
 
@@ -64,7 +64,7 @@ def fill(replay: FrameReplay, num_steps: int, num_envs: int, seed: int, interrup
     obs = np.stack([env.reset()[0] for env in envs])
     # the agent's other fields play no part in storing a step
     state = AgentState(None, None, None, replay, **fresh_games(jnp.asarray(obs)), prior=None, beta=None, key=None,
-                       stats=IntervalStats.zeros(), nan_step=None, hypers=None)  # fmt: skip
+                       nan_step=None, hypers=None)  # fmt: skip
     observe = jax.jit(mirl_atari.observe, static_argnums=0)
     rows = replay.num_rows
     reference, after_done = {}, np.zeros(num_envs, bool)
@@ -81,7 +81,7 @@ def fill(replay: FrameReplay, num_steps: int, num_envs: int, seed: int, interrup
         rewards, terminated, truncated, next_elapsed = (np.array([s[i] for s in steps]) for i in range(1, 5))
         game_over = np.array([env.pending_reset == "game" for env in envs])
         step = EnvStep(next_obs, rewards, terminated, truncated, rewards, game_over, next_elapsed)
-        state = observe(None, state, jnp.asarray(actions), jax.tree.map(jnp.asarray, step), jnp.asarray(t))
+        state, _ = observe(None, state, jnp.asarray(actions), jax.tree.map(jnp.asarray, step), jnp.asarray(t))
         for e in range(num_envs):
             reference[t % rows, e] = dict(
                 obs=obs[e],
@@ -207,9 +207,9 @@ def test_learn_gives_no_weight_to_invalid_transitions():
     hypers = mirl_atari.only_configuration(args)
     state = AgentState(
         params, params, setup.optimizer(hypers.learning_rate).init(params), replay, **fresh_games(stack),
-        prior=jnp.full(4, 0.25), beta=jnp.asarray(1.0), key=jax.random.key(2), stats=IntervalStats.zeros(),
-        nan_step=jnp.asarray(-1), hypers=hypers,
+        prior=jnp.full(4, 0.25), beta=jnp.asarray(1.0), key=jax.random.key(2), nan_step=jnp.asarray(-1),
+        hypers=hypers,
     )  # fmt: skip
-    learned = jax.jit(mirl_atari.learn, static_argnums=0)(setup, state, jnp.asarray(15))
+    _, tally = jax.jit(mirl_atari.learn, static_argnums=0)(setup, state, jnp.asarray(15))
     q_taken = float(mirl_atari.q_values(setup, params, stack)[0, 1])
-    assert float(learned.stats.td_loss_sum) == pytest.approx((q_taken - 0.5) ** 2, rel=1e-4)
+    assert float(tally["losses/td_loss"][0]) == pytest.approx((q_taken - 0.5) ** 2, rel=1e-4)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from common.cpu import unroll_threefry_on_cpu
-from common.loop import Chunk, chunks, scan_logged
+from common.logger import interval_means
+from common.loop import Chunk, chunks, interval_problems, scan_logged
 
 
 @pytest.mark.parametrize("log_every", [1, 3, 5])
@@ -87,3 +88,36 @@ def test_unrolled_threefry_gives_jax_own_bits_without_a_loop():
         assert " while(" in looped.lower(jax.random.key(7)).compile().as_text()
     finally:
         unroll_threefry_on_cpu()
+
+
+def test_interval_means_sum_in_step_order_as_a_running_sum_does():
+    """Totals and counts over [iterations, seeds, gradient steps], summed one after the other in step order (the
+    running sums the state used to carry, bit for bit), then divided; NaN where nothing was counted."""
+    rng = np.random.default_rng(0)
+    losses = rng.normal(size=(50, 3, 2)).astype(np.float32) * np.float32(1e3) ** rng.integers(-2, 3, (50, 3, 2))
+    counts = rng.integers(0, 2, (50, 3, 2)).astype(np.int32)
+    counts[:, 2] = 0  # a seed that took no step
+    means = interval_means({"loss": (jnp.asarray(losses * counts), jnp.asarray(counts))})
+    for seed in range(3):
+        total, count = np.float32(0), np.float32(0)
+        for iteration in range(50):
+            for update in range(2):
+                total += np.float32(losses[iteration, seed, update] * counts[iteration, seed, update])
+                count += np.float32(counts[iteration, seed, update])
+        expected = total / count if count else np.nan
+        np.testing.assert_array_equal(np.asarray(means["loss"][seed]), np.float32(expected))
+    per_seed = jnp.asarray(losses[:, :, 0])
+    assert interval_means({"q": (per_seed, jnp.ones((50, 3)))})["q"].shape == (3,)
+
+
+def test_chunk_ends_must_be_whole_logging_intervals():
+    from mirl_gymnax import Args
+
+    assert interval_problems(Args(log_interval=5_000, checkpoint_interval=100_000), ("checkpoint_interval",)) == []
+    (problem,) = interval_problems(Args(log_interval=3_000, checkpoint_interval=100_000), ("checkpoint_interval",))
+    assert problem.startswith("--checkpoint-interval (100000) must be a whole number of logging intervals")
+    assert problem.endswith("(3000 steps: --log-interval 3000)")
+    # a log interval that is not a multiple of the environments logs every whole iteration below it: 20 steps here
+    assert not interval_problems(Args(log_interval=25, num_envs=10, checkpoint_interval=100), ("checkpoint_interval",))
+    (problem,) = interval_problems(Args(log_interval=25, num_envs=10, checkpoint_interval=30), ("checkpoint_interval",))
+    assert problem.endswith("(20 steps: --log-interval 25)")

@@ -16,6 +16,7 @@ import pytest
 from conftest import assert_rows_close, leaves, run_sharded_and_single, scalars
 from gymnax.environments import spaces
 
+import mirl_gymnax
 from common import plot
 from common.checkpoint import read_header
 from common.cli import parse
@@ -46,6 +47,20 @@ TINY = dict(
 @pytest.fixture(autouse=True)
 def in_tmp_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+
+
+def test_a_new_logged_mean_is_one_entry_in_a_steps_tally(monkeypatch):
+    """What the README tells a fork: a tally entry `tag: (total, count)` is logged as its mean over each interval."""
+    observe = mirl_gymnax.observe
+
+    def observe_and_tally(setup, state, actions, iteration):
+        state, tally = observe(setup, state, actions, iteration)
+        return state, tally | {"charts/action_mean": (jnp.sum(actions), actions.shape[0])}
+
+    monkeypatch.setattr(mirl_gymnax, "observe", observe_and_tally)
+    logged = scalars(main(Args(**TINY))["run_dir"], 1)["charts/action_mean"]
+    assert len(logged) == TINY["total_timesteps"] // TINY["log_interval"]
+    assert all(0 < value < 1 for _, value in logged)  # CartPole's actions 0 and 1, both taken in every interval
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Breakout-MinAtar"])

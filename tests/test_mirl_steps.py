@@ -52,7 +52,7 @@ def test_choose_is_greedy_on_pi_and_moves_the_prior(algo):
     setup, state = setup_and_state(algo, start_e=0.0, end_e=0.0, alpha_rho=0.1, beta_init=3.0)
     prior = jnp.asarray([0.3, 0.7])
     state = dataclasses.replace(state, prior=prior)
-    chosen, actions = mg.choose(setup, state, jnp.asarray(5))
+    chosen, actions, tally = mg.choose(setup, state, jnp.asarray(5))
     q = mg.q_values(setup, state.params, state.obs)
     logits = jnp.log(prior) + 3.0 * q if algo != "dqn" else q
     np.testing.assert_array_equal(actions, jnp.argmax(logits, axis=-1))
@@ -61,11 +61,13 @@ def test_choose_is_greedy_on_pi_and_moves_the_prior(algo):
         np.testing.assert_allclose(chosen.prior, prior + (1 - 0.9**2) * (policy - prior), rtol=1e-5)
     else:
         np.testing.assert_array_equal(chosen.prior, prior)
-    assert float(chosen.stats.acting_states) == 2
-    if algo != "dqn":
+    if algo != "dqn":  # Σ_k KL(π(·|s_k) ‖ ρ) over the 2 acting states
         log_pi = jax.nn.log_softmax(logits, axis=-1)
         kl = jnp.sum(jnp.exp(log_pi) * (log_pi - jnp.log(prior)))
-        assert float(chosen.stats.kl_sum) == pytest.approx(float(kl), rel=1e-5)
+        total, count = tally["mirl/kl_pi_prior"]
+        assert float(total) == pytest.approx(float(kl), rel=1e-5) and count == 2
+    else:
+        assert tally == {}
 
 
 @pytest.mark.parametrize("algo", ["mirl", "sql", "dqn"])
@@ -79,7 +81,7 @@ def test_choose_explores_with_probability_epsilon_drawing_from_the_prior(algo):
     prior = jnp.asarray([0.1, 0.3, 0.6]) if algo == "mirl" else state.prior
     np.testing.assert_allclose(state.prior, 1 / 3)  # every algorithm starts uniform
     state = dataclasses.replace(state, prior=prior)
-    _, actions = mg.choose(setup, state, jnp.asarray(5))
+    _, actions, _ = mg.choose(setup, state, jnp.asarray(5))
     logits = mg.greedy_logits(setup, mg.q_values(setup, state.params, state.obs), prior, state.beta)
     greedy, actions, prior = np.asarray(jnp.argmax(logits, axis=-1)), np.asarray(actions), np.asarray(prior)
     explored = epsilon * np.mean(1 - prior[greedy])
@@ -95,9 +97,11 @@ def test_observe_stores_the_final_observation_and_truncation_is_not_termination(
     (x' = x + 0.02·ẋ, Euler, as gymnax integrates), not the next episode's first observation, and is
     not terminal; the stored observation of the next row is the reset one."""
     setup, state = setup_and_state("dqn", env_params_update={"max_steps_in_episode": 3}, start_e=1.0, end_e=1.0)
+    ended = []
     for iteration in range(4):
-        state, actions = mg.choose(setup, state, jnp.asarray(iteration))
-        state = mg.observe(setup, state, actions, jnp.asarray(iteration))
+        state, actions, _ = mg.choose(setup, state, jnp.asarray(iteration))
+        state, tally = mg.observe(setup, state, actions, jnp.asarray(iteration))
+        ended.append([float(x) for pair in tally.values() for x in pair])
     replay, num_envs = state.replay, 2
     rows = np.asarray(replay.obs[: 4 * num_envs]).reshape(4, num_envs, -1)
     next_rows = np.asarray(replay.next_obs[: 4 * num_envs]).reshape(4, num_envs, -1)
@@ -106,7 +110,8 @@ def test_observe_stores_the_final_observation_and_truncation_is_not_termination(
     np.testing.assert_array_equal(next_rows[:2], rows[1:3])  # within an episode, the next row continues it
     assert not (next_rows[2] == rows[3]).all(axis=-1).any()  # the 3rd step is cut: the 4th row is a reset
     assert not terminated[2].any()  # truncation is not termination
-    assert float(state.stats.episodes) == num_envs
+    # the episodes' ends are tallied in the step that ends them: return and length 3 each, in both environments
+    assert ended == [[0.0, 0.0, 0.0, 0.0]] * 2 + [[6.0, 2.0, 6.0, 2.0], [0.0, 0.0, 0.0, 0.0]]
 
 
 def fill_with_one_transition(state, rows, obs, action, reward, next_obs, terminated):
@@ -135,7 +140,7 @@ def test_learn_by_hand(algo, beta_scale):
     obs, next_obs = jnp.asarray([0.1, -0.2, 0.03, 0.4]), jnp.asarray([0.2, 0.1, -0.05, 0.3])
     state = fill_with_one_transition(state, 8, obs, 1, 0.7, next_obs, False)
     state = dataclasses.replace(state, prior=jnp.asarray([0.4, 0.6]))
-    learned = mg.learn(setup, state, jnp.asarray(3))
+    learned, tally = mg.learn(setup, state, jnp.asarray(3))
     next_q = mg.q_values(setup, state.target_params, next_obs[None])[0]
     if algo == "dqn":
         target = 0.7 + 0.99 * float(next_q.max())
@@ -143,8 +148,8 @@ def test_learn_by_hand(algo, beta_scale):
         target = 0.7 + 0.99 * float(np.log(0.4 * np.exp(2.0 * next_q[0]) + 0.6 * np.exp(2.0 * next_q[1])) / 2.0)
     q_taken = float(mg.q_values(setup, state.params, obs[None])[0, 1])
     loss = (q_taken - target) ** 2
-    assert float(learned.stats.td_loss_sum) == pytest.approx(loss, rel=1e-4)
-    assert float(learned.stats.q_sum) == pytest.approx(q_taken, rel=1e-5)
+    assert float(tally["losses/td_loss"][0]) == pytest.approx(loss, rel=1e-4) and tally["losses/td_loss"][1] == 1
+    assert float(tally["losses/q_values"][0]) == pytest.approx(q_taken, rel=1e-5) and tally["losses/q_values"][1] == 1
     expected_beta = 2.0 if algo == "dqn" else 2.0 + 0.5 * (beta_scale / max(loss, 1e-3) - 2.0)
     assert float(learned.beta) == pytest.approx(expected_beta, rel=1e-4)
     # Adam's first step moves each parameter by the run's learning rate times m̂/(√v̂ + ε) = g/(|g| + ε): by
@@ -154,9 +159,9 @@ def test_learn_by_hand(algo, beta_scale):
 
     # a non-finite loss records its environment step (the host stops the run there); the first one is kept
     broken = fill_with_one_transition(state, 8, obs, 1, np.nan, next_obs, False)
-    stopped = mg.learn(setup, broken, jnp.asarray(3))
+    stopped, _ = mg.learn(setup, broken, jnp.asarray(3))
     assert int(stopped.nan_step) == 4 * 2
-    assert int(mg.learn(setup, stopped, jnp.asarray(5)).nan_step) == 4 * 2
+    assert int(mg.learn(setup, stopped, jnp.asarray(5))[0].nan_step) == 4 * 2
 
 
 def test_learn_and_sync_follow_the_schedule():
@@ -170,11 +175,13 @@ def test_learn_and_sync_follow_the_schedule():
         return any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
     for iteration, steps in [(7, 16), (9, 20), (12, 26), (20, 42)]:  # before learning starts; off the beat
-        same = mg.learn_and_sync(setup, state, jnp.asarray(iteration))
+        same, tally = mg.learn_and_sync(setup, state, jnp.asarray(iteration))
         assert not changed(same.params, state.params) and not changed(same.target_params, state.target_params), steps
-    learns = mg.learn_and_sync(setup, state, jnp.asarray(13))  # 28 steps: learn, no copy
+        assert float(tally["losses/td_loss"][1].sum()) == 0  # no gradient step tallied
+    learns, tally = mg.learn_and_sync(setup, state, jnp.asarray(13))  # 28 steps: learn, no copy
     assert changed(learns.params, state.params) and not changed(learns.target_params, state.target_params)
-    syncs = mg.learn_and_sync(setup, state, jnp.asarray(19))  # 40 steps: learn and copy the new network
+    assert tally["losses/td_loss"][1].tolist() == [1]  # one gradient step per phase (2 envs, every 4 steps)
+    syncs, _ = mg.learn_and_sync(setup, state, jnp.asarray(19))  # 40 steps: learn and copy the new network
     assert changed(syncs.params, state.params) and not changed(syncs.target_params, syncs.params)
 
 
