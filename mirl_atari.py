@@ -557,7 +557,8 @@ def build(start: Start) -> Experiment:
         eval_obs = shard_seeds(jnp.asarray(reset_pools(eval_pools, args.num_seeds)), mesh)
         returns, _ = evaluate_games(states, eval_handles, eval_obs, jax.random.key(args.seed + iteration))
         returns = np.asarray(returns)
-        return Evaluation({"eval/episodic_return": returns.mean(axis=1)}, {"eval_returns": returns})
+        scores = {"eval/episodic_return": returns.mean(axis=1)}
+        return Evaluation(scores, "eval/episodic_return", {"eval_returns": returns})
 
     return Experiment(
         name=args.algo,

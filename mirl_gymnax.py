@@ -532,7 +532,8 @@ def build(start: Start) -> Experiment:
 
     def evaluate(states: AgentState, iteration: int) -> Evaluation:
         returns = host_value(greedy_returns(states, np.int32(args.seed)))
-        return Evaluation({"eval/episodic_return": returns.mean(axis=1)}, {"eval_returns": returns, "runs": runs})
+        scores = {"eval/episodic_return": returns.mean(axis=1)}
+        return Evaluation(scores, "eval/episodic_return", {"eval_returns": returns, "runs": runs})
 
     return Experiment(
         name=args.algo,

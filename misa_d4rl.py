@@ -46,6 +46,15 @@ SCRIPT = os.path.basename(__file__)
 unroll_threefry_on_cpu()  # the same random bits, faster on a CPU
 
 
+# Per-domain settings of the official launch scripts; a flag left at None takes these
+DOMAIN_DEFAULTS = {
+    "locomotion": dict(total_steps=1_200_000, q_lr=3e-4, layer_norm=False, bc_weight=0.5, auto_alpha=True),
+    "antmaze": dict(total_steps=2_000_000, q_lr=1e-4, layer_norm=True, bc_weight=0.5, auto_alpha=True),
+    "kitchen": dict(total_steps=1_000_000, q_lr=1e-4, layer_norm=True, bc_weight=3.0, auto_alpha=True),
+    "adroit": dict(total_steps=1_000_000, q_lr=3e-4, layer_norm=True, bc_weight=5.0, auto_alpha=False),
+}
+
+
 @dataclass(frozen=True)
 class Args(RunFlags):
     # the run's flags (seeds, devices, checkpoints, logging) are common.cli.RunFlags'
@@ -554,15 +563,6 @@ def make_train(args: Args, obs_dim: int, action_dim: int) -> Trainer:
 
 
 # --- The run around the algorithm: data, evaluation, flag checks, and what common.experiment needs
-# Per-domain settings of the official launch scripts; a flag left at None takes these
-DOMAIN_DEFAULTS = {
-    "locomotion": dict(total_steps=1_200_000, q_lr=3e-4, layer_norm=False, bc_weight=0.5, auto_alpha=True),
-    "antmaze": dict(total_steps=2_000_000, q_lr=1e-4, layer_norm=True, bc_weight=0.5, auto_alpha=True),
-    "kitchen": dict(total_steps=1_000_000, q_lr=1e-4, layer_norm=True, bc_weight=3.0, auto_alpha=True),
-    "adroit": dict(total_steps=1_000_000, q_lr=3e-4, layer_norm=True, bc_weight=5.0, auto_alpha=False),
-}
-
-
 DERIVED_FLAGS = (*DOMAIN_DEFAULTS["locomotion"], "lagrange", "add_positive", "hmc_adaptation_steps", "eval_interval")
 DERIVED_FLAGS += ("eval_episodes", "log_interval")
 
@@ -648,7 +648,8 @@ def build(start: Start) -> Experiment:
         returns = datasets.evaluate_policies(act, policies, len(seeds), envs, scale_obs, box, env_seeds).mean(axis=1)
         normalized = datasets.normalized_score(info, returns)  # the headline where the dataset has reference scores
         scores = {"eval/normalized_score": normalized} if normalized is not None else {}
-        return Evaluation({**scores, "eval/episodic_return": returns}, {"returns": returns})
+        headline = "eval/normalized_score" if scores else "eval/episodic_return"
+        return Evaluation({**scores, "eval/episodic_return": returns}, headline, {"returns": returns})
 
     rows, dataset_bytes = len(dataset.rewards), sum(x.nbytes for x in dataset)
     return Experiment(

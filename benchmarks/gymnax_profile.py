@@ -99,17 +99,23 @@ def profile(args: Args) -> dict:
     one_seed = args.num_seeds == 1  # run without the seed axis, as common.loop.scan_logged_over_seeds does
     if one_seed:
         states = jax.tree.map(lambda x: x[0], states)
-    parts = {
+
+    def acting(state, i):
+        state, actions, acting_tally = kit.choose(setup, state, i)
+        state, episodes_tally = kit.observe(setup, state, actions, i)
+        return state, acting_tally | episodes_tally
+
+    parts = {  # each (state, i) -> (state, its tally), as the loop steps
         "whole iteration": lambda state, i: kit.iterate(setup, state, i),
         "learning phase": lambda state, i: kit.learn_and_sync(setup, state, i),
-        "acting": lambda state, i: kit.observe(setup, *kit.choose(setup, state, i)[:2], i),
+        "acting": acting,
     }
     if not one_seed:
         parts = {name: jax.vmap(part, in_axes=(0, None)) for name, part in parts.items()}
 
-    def scanned(part):
+    def scanned(part):  # the tallies leave as the scan's outputs, as in the loop
         iterations = first + jnp.arange(args.iterations, dtype=jnp.int32)
-        return jax.jit(lambda states: jax.lax.scan(lambda s, i: (part(s, i), None), states, iterations)[0])
+        return jax.jit(lambda states: jax.lax.scan(part, states, iterations))
 
     iteration = jnp.int32(first)
     flops = {

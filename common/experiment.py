@@ -46,11 +46,15 @@ class Start(NamedTuple):
 
 
 class Evaluation(NamedTuple):
-    """One evaluation of every run: `scores[tag]` holds one value per run and is written to TensorBoard (the first
-    tag is the headline: the progress shows it and the final line reports it); `details` go into main's result."""
+    """One evaluation of every run: `scores[tag]` holds one value per run and is written to TensorBoard; `headline`
+    names the tag the progress shows and the final line reports; `details` go into main's result."""
 
     scores: dict[str, np.ndarray]
+    headline: str
     details: dict[str, Any] | None = None
+
+    def headline_scores(self) -> tuple[str, np.ndarray]:
+        return self.headline, self.scores[self.headline]
 
 
 class MemoryNeed(NamedTuple):
@@ -197,7 +201,7 @@ def run_experiment(args: RunFlags, script: str, build: Callable[[Start], Experim
     logger.close()
     result = {"states": states, "run_dir": logger.run_dir, "last_checkpoint": last_checkpoint, "scores": None}
     if evaluation is not None:
-        headline = next(iter(evaluation.scores.values()))
+        _, headline = evaluation.headline_scores()
         result |= {"scores": headline, **(evaluation.details or {})}
         if is_lead_process():
             report(run_name, experiment, args, evaluation, best)
@@ -242,7 +246,7 @@ def resumed_iteration(header: dict) -> int:
 def log_evaluation(logger: RunLogger, evaluation: Evaluation, step: int, best: list | None) -> list | None:
     """Write every run's scores at `step`; where best scores are kept (`best`: those so far, [] before the first),
     also each run's best headline score as eval/best_{name}. Returns the new best scores."""
-    tag, headline = next(iter(evaluation.scores.items()))
+    tag, headline = evaluation.headline_scores()
     name = tag.rpartition("/")[2]
     if best is not None:
         best = headline.tolist() if not best else np.maximum(best, headline).tolist()
@@ -257,7 +261,7 @@ def log_evaluation(logger: RunLogger, evaluation: Evaluation, step: int, best: l
 
 def report(run_name: str, experiment: Experiment, args: RunFlags, evaluation: Evaluation, best: list | None) -> None:
     """One line per configuration: the headline score's mean and spread over the seeds, and each seed's."""
-    tag, headline = next(iter(evaluation.scores.items()))
+    tag, headline = evaluation.headline_scores()
     seeds = args.seeds()
     for first in range(0, len(experiment.sub_runs), args.num_seeds):
         config = experiment.sub_runs[first].rpartition("/")[0]

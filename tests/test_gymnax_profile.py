@@ -49,3 +49,17 @@ def test_the_learning_phase_is_the_q_networks_forward_and_backward_passes():
     assert expected <= learning_flops < 1.1 * expected
     assert abs(whole_flops - learning_flops - acting_flops) < 0.05 * whole_flops  # the parts make the whole
     assert all(seconds > 0 for seconds, _ in programs.values())
+
+
+def test_mirl_cost_swaps_the_scripts_own_functions():
+    """benchmarks/mirl_cost.py swaps functions of mirl_gymnax.py by name: each must exist and take its arguments."""
+    import inspect
+
+    import mirl_cost
+
+    import mirl_gymnax
+
+    for swap in mirl_cost.SWAPS.values():
+        for name, replacement in swap.items():
+            parameters = inspect.signature(getattr(mirl_gymnax, name)).parameters
+            inspect.signature(replacement).bind(*parameters)

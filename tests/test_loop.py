@@ -94,20 +94,21 @@ def test_interval_means_sum_in_step_order_as_a_running_sum_does():
     """Totals and counts over [iterations, seeds, gradient steps], summed one after the other in step order (the
     running sums the state used to carry, bit for bit), then divided; NaN where nothing was counted."""
     rng = np.random.default_rng(0)
-    losses = rng.normal(size=(50, 3, 2)).astype(np.float32) * np.float32(1e3) ** rng.integers(-2, 3, (50, 3, 2))
-    counts = rng.integers(0, 2, (50, 3, 2)).astype(np.int32)
+    # magnitudes from 1e-3 to 1e3, where the order of float32 additions shows in the sums (it does for both seeds)
+    losses = (rng.normal(size=(200, 3, 2)) * 10.0 ** rng.integers(-3, 4, (200, 3, 2))).astype(np.float32)
+    counts = rng.integers(0, 2, (200, 3, 2)).astype(np.int32)
     counts[:, 2] = 0  # a seed that took no step
     means = interval_means({"loss": (jnp.asarray(losses * counts), jnp.asarray(counts))})
     for seed in range(3):
         total, count = np.float32(0), np.float32(0)
-        for iteration in range(50):
+        for iteration in range(200):
             for update in range(2):
                 total += np.float32(losses[iteration, seed, update] * counts[iteration, seed, update])
                 count += np.float32(counts[iteration, seed, update])
         expected = total / count if count else np.nan
         np.testing.assert_array_equal(np.asarray(means["loss"][seed]), np.float32(expected))
     per_seed = jnp.asarray(losses[:, :, 0])
-    assert interval_means({"q": (per_seed, jnp.ones((50, 3)))})["q"].shape == (3,)
+    assert interval_means({"q": (per_seed, jnp.ones((200, 3)))})["q"].shape == (3,)
 
 
 def test_chunk_ends_must_be_whole_logging_intervals():

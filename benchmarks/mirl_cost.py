@@ -1,0 +1,109 @@
+"""What each of mirl's equations costs over dqn's in mirl_gymnax.py's training iteration.
+
+    python benchmarks/mirl_cost.py                    # CartPole-v1, one seed: the PureJaxRL comparison's shape
+    python benchmarks/mirl_cost.py --num-seeds 8
+
+Each variant is mirl_gymnax.py's own iteration (`iterate`, scanned as the loop scans it, its tallies leaving as
+the scan's outputs) with some of mirl's functions swapped, in the module, for what dqn does in their place:
+ρ's update for none, the logged KL for zeros, the soft value for the max, β's update for none, the greedy
+action on log ρ + βQ for the greedy action on Q. With all five swapped, what is left of mirl is dqn's iteration
+but for the algo's branches. After one warm-up past --learning-starts, every variant advances the same state by
+--iterations iterations, the variants in turn for --repeats rounds; medians. A variant's saving over mirl is
+what those functions cost in the compiled iteration (XLA fuses them with their neighbours, so the savings need
+not add up to the gap between mirl and dqn: the table says how much they do).
+"""
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import tyro
+
+import mirl_gymnax as kit
+from common.loop import Chunk
+from common.sweep import grid_runs
+
+SWAPS = {
+    "ρ not updated": {"update_prior": lambda prior, mean_policy, alpha, num_states: prior},
+    "no KL logged": {"kl_to_prior": lambda log_policy, log_prior: jnp.zeros(log_policy.shape[:-1])},
+    "max in the target": {"soft_value": lambda q, log_prior, beta: q.max(axis=-1)},
+    "β not updated": {"update_beta": lambda beta, *_: beta},
+    "greedy on Q": {"greedy_logits": lambda setup, q, prior, beta: q},
+}
+
+
+@dataclass
+class Args:
+    env_id: str = "CartPole-v1"
+    """a gymnax environment id"""
+    num_seeds: int = 1
+    """vmapped seeds (one seed runs without the seed axis, as in the script)"""
+    iterations: int = 20_000
+    """iterations per timed scan"""
+    repeats: int = 5
+    """rounds; each times every variant once"""
+
+
+def variants() -> dict[str, tuple[str, dict]]:
+    """name: (algo, {module function: replacement})."""
+    table = {"dqn": ("dqn", {}), "mirl": ("mirl", {})}
+    table |= {f"mirl, {name}": ("mirl", swap) for name, swap in SWAPS.items()}
+    return table | {"mirl, all five": ("mirl", {k: v for swap in SWAPS.values() for k, v in swap.items()})}
+
+
+def compiled_iterations(args: Args, algo: str, swap: dict):
+    """The variant's scan of `iterate` over --iterations, compiled, and the warmed-up state it starts from."""
+    originals = {name: getattr(kit, name) for name in swap}
+    for name, function in swap.items():
+        setattr(kit, name, function)
+    try:
+        train_args = kit.Args(env_id=args.env_id, algo=algo, num_seeds=args.num_seeds)
+        env, env_params = kit.make_env(args.env_id)
+        setup = kit.make_setup(train_args, env, env_params)
+        trainer = kit.make_train(train_args, env, env_params)
+        hypers = kit.stacked_hypers(grid_runs(train_args, kit.SWEPT_FLAGS))
+        states = jax.jit(jax.vmap(trainer.init))(jax.vmap(jax.random.key)(jnp.arange(args.num_seeds)), hypers)
+        first = -(-train_args.learning_starts // train_args.num_envs)
+        states, _ = jax.jit(trainer.run, static_argnums=2)(states, jnp.int32(0), Chunk(first, log_phase=0))
+        step = lambda state, i: kit.iterate(setup, state, i)  # noqa: E731
+        if args.num_seeds == 1:  # as common.loop.scan_logged_over_seeds runs one seed
+            states = jax.tree.map(lambda x: x[0], states)
+        else:
+            step = jax.vmap(step, in_axes=(0, None))
+        iterations = first + jnp.arange(args.iterations, dtype=jnp.int32)
+        program = jax.jit(lambda s: jax.lax.scan(step, s, iterations)).lower(states).compile()
+    finally:
+        for name, function in originals.items():
+            setattr(kit, name, function)
+    return program, states
+
+
+def main(args: Args) -> dict[str, float]:
+    programs = {name: compiled_iterations(args, algo, swap) for name, (algo, swap) in variants().items()}
+    for program, states in programs.values():
+        jax.block_until_ready(program(states))
+    seconds = {name: [] for name in programs}
+    for _ in range(args.repeats):
+        for name, (program, states) in programs.items():
+            start = time.perf_counter()
+            jax.block_until_ready(program(states))
+            seconds[name].append((time.perf_counter() - start) / args.iterations)
+    median = {name: statistics.median(values) for name, values in seconds.items()}
+    mirl, dqn = median["mirl"], median["dqn"]
+    print(f"{args.env_id}, {args.num_seeds} seed(s), {jax.devices()[0].device_kind}, jax {jax.__version__}, "
+          f"{args.iterations:,} iterations × {args.repeats} rounds")  # fmt: skip
+    print("\n| variant | µs per iteration (median) | all rounds | saving over mirl, µs | share of mirl − dqn |")
+    print("|-|-|-|-|-|")
+    for name, value in median.items():
+        rounds = " ".join(f"{s * 1e6:.0f}" for s in seconds[name])
+        swapped = name.startswith("mirl,")
+        saving = f"{(mirl - value) * 1e6:.1f} | {(mirl - value) / (mirl - dqn):.0%}" if swapped else "|"
+        print(f"| {name} | {value * 1e6:.1f} | {rounds} | {saving} |")
+    print(f"\nmirl / dqn time per iteration: {mirl / dqn:.3f}")
+    return median
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
