@@ -108,7 +108,7 @@ class Args(RunFlags):
     beta_scale: float = 1.0
     """c in β's rule: β moves towards c / L (1: the published rule; L and 1/β need not share a scale)"""
     td_loss_floor: float = 1e-3
-    """β moves towards 1/max(L, floor): a near-zero loss (sparse rewards) must not send β to infinity"""
+    """β moves towards c/max(L, floor): a near-zero loss (sparse rewards) must not send β to infinity"""
 
     RESUMABLE: ClassVar = ("checkpoint_interval", "eval_interval", "eval_episodes", "eval_epsilon")
     EXTENSION_NOTE: ClassVar = ": from here on, ε and the learning rate follow the schedules of a run of that length"
@@ -465,7 +465,9 @@ def make_train(
 
     def run(states: AgentState, handles: jax.Array, first_iteration: jax.Array, chunk: Chunk):
         """Advance all seeds (leading axis of `states`) by `chunk.length` steps of their environments, whose pools
-        `handles` name."""
+        `handles` name; the chunk starts a logging interval (an interval's means come from one chunk)."""
+        if chunk.log_phase:
+            raise ValueError(f"a chunk of {chunk} starts inside a --log-interval ({args.log_every()} iterations)")
 
         def iterate(carry, iteration):
             states, handles = carry
@@ -526,7 +528,7 @@ def flag_problems(args: Args, problems: list[str]) -> list[str]:
         return problems
     names = ("total_timesteps", "buffer_size", "checkpoint_interval", "eval_interval")
     problems += not_multiples(args, names, of="num_envs") + loop_problems(args)
-    problems += interval_problems(args, ("checkpoint_interval", "eval_interval"))
+    problems += interval_problems(args, ("eval_interval",) + ("checkpoint_interval",) * args.save_model)
     if args.buffer_size // args.num_envs <= 4:
         problems.append("--buffer-size must hold more than 4 steps of every environment (a frame stack and its next)")
     if args.learning_starts < 2 * args.num_envs:
@@ -568,7 +570,7 @@ def build(start: Start) -> Experiment:
         run_inputs=(handles,),
         evaluate=evaluate,
         evaluate_every=args.eval_interval // args.num_envs,
-        checkpoint_every=args.checkpoint_interval // args.num_envs,
+        checkpoint_every=args.checkpoint_interval // args.num_envs if args.save_model else None,
         whole_intervals=True,
         memory=(MemoryNeed.replays(1, args.num_seeds, args.buffer_size, FrameReplay.bytes_per_transition(obs_shape)),),
         restored=lambda states: dataclasses.replace(

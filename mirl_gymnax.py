@@ -29,7 +29,7 @@ import optax
 from common.cli import RunFlags, run_script
 from common.cpu import Dense, PatchConv, unroll_threefry_on_cpu
 from common.devices import host_value
-from common.envs import episode_returns, make_env, replay_obs_dtype
+from common.envs import episode_returns, make_env, redundancy_problems, replay_obs_dtype
 from common.errors import not_multiples, out_of_range
 from common.experiment import Evaluation, Experiment, MemoryNeed, Start, run_experiment
 from common.logger import Record, interval_means, live_seeds_only
@@ -99,7 +99,7 @@ class Args(RunFlags):
     beta_scale: tuple[float, ...] = (1.0,)
     """c in β's rule: β moves towards c / L (1: the published rule; L and 1/β need not share a scale); swept"""
     td_loss_floor: float = 1e-3
-    """β moves towards 1/max(L, floor): a near-zero loss must not send β to infinity"""
+    """β moves towards c/max(L, floor): a near-zero loss must not send β to infinity"""
     eval_episodes: int = 10
     """greedy evaluation episodes per seed at the end"""
 
@@ -463,7 +463,10 @@ def make_train(args: Args, env, env_params) -> Trainer:
         )
 
     def run(states: AgentState, first_iteration: jax.Array, chunk: Chunk) -> tuple[AgentState, Record]:
-        """Advance all seeds (leading axis of `states`) by `chunk.length` iterations from `first_iteration`."""
+        """Advance all seeds (leading axis of `states`) by `chunk.length` iterations from `first_iteration`, which
+        starts a logging interval (an interval's means come from one chunk)."""
+        if chunk.log_phase:
+            raise ValueError(f"a chunk of {chunk} starts inside a --log-interval ({args.log_every()} iterations)")
 
         def end_interval(states: AgentState, iteration: jax.Array, tallies: dict) -> tuple[AgentState, Record]:
             metrics = interval_metrics(setup, states, iteration, tallies)
@@ -497,11 +500,14 @@ def flag_problems(args: Args, problems: list[str]) -> list[str]:
     positive = "total_timesteps num_envs batch_size buffer_size train_frequency target_network_frequency "
     positive += "checkpoint_interval learning_rate td_loss_floor eval_episodes beta_max beta_scale"
     unit, fraction, finite = "gamma start_e end_e alpha_rho alpha_beta", "exploration_fraction", "beta_init beta_min"
-    problems += out_of_range(args, positive, "redundant_actions", unit, fraction, finite)
+    problems += out_of_range(
+        args, positive, non_negative="redundant_actions", unit_interval=unit, fraction=fraction, finite=finite
+    )
     if problems:  # the rules below assume these
         return problems
     problems += not_multiples(args, ("total_timesteps", "buffer_size", "checkpoint_interval"), of="num_envs")
-    problems += loop_problems(args) + interval_problems(args, ("checkpoint_interval",))
+    problems += loop_problems(args) + redundancy_problems(args.env_id, args.redundant_actions, args.copied_action)
+    problems += interval_problems(args, ("checkpoint_interval",) if args.save_model else ())
     beta_min, beta_init = args.beta_min, args.beta_init
     if not (0 < min(beta_min) and max(beta_min) <= min(beta_init) and max(beta_init) <= args.beta_max):
         problems.append("need 0 < --beta-min <= --beta-init <= --beta-max (for every value swept)")
@@ -542,7 +548,7 @@ def build(start: Start) -> Experiment:
         init_inputs=(np.asarray([run.seed for run in runs], np.int32), stacked_hypers(runs)),
         advance=trainer.run,
         evaluate=evaluate,
-        checkpoint_every=args.checkpoint_interval // args.num_envs,
+        checkpoint_every=args.checkpoint_interval // args.num_envs if args.save_model else None,
         intervals_per_chunk=INTERVALS_PER_CHUNK,
         whole_intervals=True,
         memory=(MemoryNeed.replays(num_configs, args.num_seeds, args.buffer_size, transition_bytes),),

@@ -6,7 +6,8 @@
 Each variant is mirl_gymnax.py's own iteration (`iterate`, scanned as the loop scans it, its tallies leaving as
 the scan's outputs) with some of mirl's functions swapped, in the module, for what dqn does in their place:
 ρ's update for none, the logged KL for zeros, the soft value for the max, β's update for none, the greedy
-action on log ρ + βQ for the greedy action on Q. With all five swapped, what is left of mirl is dqn's iteration
+action on log ρ + βQ for the greedy action on Q (whose log-softmax then also feeds ρ's update and the KL, where
+they are left in). With all five swapped, what is left of mirl is dqn's iteration
 but for the algo's branches. After one warm-up past --learning-starts, every variant advances the same state by
 --iterations iterations, the variants in turn for --repeats rounds; medians. A variant's saving over mirl is
 what those functions cost in the compiled iteration (XLA fuses them with their neighbours, so the savings need
@@ -99,7 +100,8 @@ def main(args: Args) -> dict[str, float]:
     for name, value in median.items():
         rounds = " ".join(f"{s * 1e6:.0f}" for s in seconds[name])
         swapped = name.startswith("mirl,")
-        saving = f"{(mirl - value) * 1e6:.1f} | {(mirl - value) / (mirl - dqn):.0%}" if swapped else "|"
+        share = f"{(mirl - value) / (mirl - dqn):.0%}" if mirl > dqn else "- (mirl is not slower)"
+        saving = f"{(mirl - value) * 1e6:.1f} | {share}" if swapped else "|"
         print(f"| {name} | {value * 1e6:.1f} | {rounds} | {saving} |")
     print(f"\nmirl / dqn time per iteration: {mirl / dqn:.3f}")
     return median

@@ -79,13 +79,6 @@ def parts(args: Args) -> list[tuple[str, str, int]]:
     return [(env, algo, copies) for env, copies in plan for algo in args.algos]
 
 
-def prior_mass(run_dir: Path) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each seed's logged ρ mass on the copies, (steps, values)."""
-    from common.plot import read_scalars, seed_dirs
-
-    return [read_scalars(sub_run, COPIES_TAG) for sub_run in seed_dirs(run_dir)]
-
-
 def main(args: Args) -> dict:
     import matplotlib
 
@@ -98,7 +91,8 @@ def main(args: Args) -> dict:
                 for part in parts(args)}  # fmt: skip
     envs = list(dict.fromkeys(env for env, _, _ in run_dirs))
     # seeds counted once, and runs of one experiment with one set of flags (common.aggregate's reader)
-    finals = read_runs(list(run_dirs.values()), COPIES_TAG, "eval/episodic_return", 1).finals
+    runs = read_runs(list(run_dirs.values()), COPIES_TAG, "eval/episodic_return", 1)
+    finals, mass_curves = runs.finals, runs.curves  # each seed's final score, and ρ's mass on the copies
     results = {"scores": {}, "prior_on_copies": {}}
     figure, axes = plt.subplots(2, len(envs), figsize=(4.4 * len(envs), 7.2), squeeze=False)
     header = " | ".join(f"{algo}: IQM [95% CI]" for algo in args.algos)
@@ -112,7 +106,7 @@ def main(args: Args) -> dict:
             point, low, high = np.asarray(cells).T
             axes[0, column].errorbar(copies, point, yerr=[point - low, high - point], marker="o", capsize=3, label=algo)
         for k in copies:
-            mass = {algo: prior_mass(run_dirs[(env, algo, k)]) for algo in args.algos if algo != "dqn" and k > 0}
+            mass = {algo: mass_curves[(env, f"{algo}-K{k}")] for algo in args.algos if algo != "dqn" and k > 0}
             ends = {algo: np.asarray([values[-1] for _, values in seeds]) for algo, seeds in mass.items()}
             results["prior_on_copies"].update({(env, algo, k): end for algo, end in ends.items()})
             cells = [results["scores"][(env, algo, k)] for algo in args.algos]

@@ -18,11 +18,15 @@ def latest_checkpoint(env_id: str, experiment: str, flags: list[str]) -> Path | 
 
     wanted = json.loads(json.dumps(dataclasses.asdict(tyro.cli(mirl_gymnax.Args, args=flags))))  # as headers hold it
     ignored = {"resume": None} | ({"cpu_devices": 0} if wanted["cpu_devices"] == 0 else {})  # 0: the run's own
+    # a flag added after a run was made is at its default there: the kit's new flags default to what it did before
+    # (tests/test_behaviour.py shows it), so a finished part is found again; an unfinished one cannot resume (the
+    # state's layout changed with them) and the checkpoint says so
+    defaults = json.loads(json.dumps(dataclasses.asdict(mirl_gymnax.Args())))
     found = []
     for run_dir in sorted(Path("runs").glob(f"{env_id}__{experiment}__*"), key=lambda p: int(p.name.split("__")[-1])):
         checkpoints = sorted(run_dir.glob("checkpoints/step_*.eqx"))
         saved = read_header(checkpoints[-1])["args"] if checkpoints else {}
-        if {**saved, **ignored} == {**wanted, **ignored}:
+        if saved and {**defaults, **saved, **ignored} == {**wanted, **ignored}:
             found.append(checkpoints[-1])
     return found[-1] if found else None
 

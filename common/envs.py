@@ -33,21 +33,27 @@ def make_env(env_id: str, full_action_set: bool = False, redundant_actions: int 
     env, env_params = gymnax.make(env_id, **({"use_minimal_action_set": False} if full_action_set else {}))
     if not isinstance(env.action_space(env_params), spaces.Discrete):
         raise UserError(f"{env_id} has a continuous action space; MIRL needs discrete actions: {', '.join(discrete)}")
+    problems = redundancy_problems(env_id, redundant_actions, copied_action)
+    if problems:
+        raise UserError("; ".join(problems))
     if redundant_actions == 0:
-        if copied_action is not None:
-            raise UserError("--copied-action names the action that --redundant-actions copies: give both")
         return env, env_params
-    num_actions = env.action_space(env_params).n
-    if copied_action is None:
-        if env_id not in NO_OP_ACTIONS:
-            raise UserError(
-                f"{env_id} has no action that does nothing: name the one the redundant actions copy with "
-                f"--copied-action (0 to {num_actions - 1})"
-            )
-        copied_action = NO_OP_ACTIONS[env_id]
-    if not 0 <= copied_action < num_actions:
-        raise UserError(f"--copied-action ({copied_action}) must be one of {env_id}'s actions, 0 to {num_actions - 1}")
-    return RedundantActions(env, num_actions, redundant_actions, copied_action), env_params
+    game_actions = env.action_space(env_params).n
+    copied_action = NO_OP_ACTIONS[env_id] if copied_action is None else copied_action
+    if not 0 <= copied_action < game_actions:
+        raise UserError(f"--copied-action ({copied_action}) must be one of {env_id}'s actions, 0 to {game_actions - 1}")
+    return RedundantActions(env, game_actions, redundant_actions, copied_action), env_params
+
+
+def redundancy_problems(env_id: str, redundant_actions: int, copied_action: int | None) -> list[str]:
+    """What is wrong with --redundant-actions and --copied-action, before any environment is made."""
+    if redundant_actions == 0 and copied_action is not None:
+        return ["--copied-action names the action that --redundant-actions copies: give both"]
+    if redundant_actions and copied_action is None and env_id not in NO_OP_ACTIONS:
+        return [f"{env_id} has no action that does nothing: name the one the redundant actions copy (--copied-action)"]
+    if copied_action is not None and copied_action < 0:
+        return [f"--copied-action ({copied_action}) must be one of {env_id}'s actions, from 0"]
+    return []
 
 
 MINATAR_GAMES = ("Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar", "Seaquest-MinAtar", "SpaceInvaders-MinAtar")
@@ -59,25 +65,29 @@ NO_OP_ACTIONS = {"Acrobot-v1": 1, "MountainCar-v0": 1, "Catch-bsuite": 1} | {gam
 
 class RedundantActions:
     """An environment with `copies` more actions, each an exact copy of action `copied`: the agent's action
-    a >= `num_actions` plays `copied`. Copies that change nothing are what a uniform prior wastes exploration and
+    a >= `game_actions` plays `copied`. Copies that change nothing are what a uniform prior wastes exploration and
     value on, and what a learned marginal prior can learn to leave (docs/results.md, the redundancy study)."""
 
-    def __init__(self, env, num_actions: int, copies: int, copied: int):
-        self.env, self.num_actions, self.copies, self.copied = env, num_actions, copies, copied
+    def __init__(self, env, game_actions: int, copies: int, copied: int):
+        self.env, self.game_actions, self.copies, self.copied = env, game_actions, copies, copied
 
     def __getattr__(self, name):  # reset, observation_space, default_params...: the game's own
         return getattr(self.env, name)
 
     def game_action(self, action: jax.Array) -> jax.Array:
-        return jnp.where(action < self.num_actions, action, self.copied)
+        return jnp.where(action < self.game_actions, action, self.copied)
 
     def step(self, key, state, action, params=None):
         return self.env.step(key, state, self.game_action(action), params)
 
+    @property
+    def num_actions(self) -> int:
+        return self.game_actions + self.copies
+
     def action_space(self, params=None):
         from gymnax.environments import spaces
 
-        return spaces.Discrete(self.num_actions + self.copies)
+        return spaces.Discrete(self.num_actions)
 
 
 # Environments whose observations are 0/1 grids by construction: gymnax 1.0's `get_obs` of each writes only

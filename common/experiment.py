@@ -201,8 +201,8 @@ def run_experiment(args: RunFlags, script: str, build: Callable[[Start], Experim
     logger.close()
     result = {"states": states, "run_dir": logger.run_dir, "last_checkpoint": last_checkpoint, "scores": None}
     if evaluation is not None:
-        _, headline = evaluation.headline_scores()
-        result |= {"scores": headline, **(evaluation.details or {})}
+        _, scores = evaluation.headline_scores()
+        result |= {"scores": scores, **(evaluation.details or {})}
         if is_lead_process():
             report(run_name, experiment, args, evaluation, best)
     elif is_lead_process() and first_iteration == total:

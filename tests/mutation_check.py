@@ -156,15 +156,15 @@ MUTANTS = [
     Mutant(
         "envs: a redundant action plays action 0, not the copied one",
         "common/envs.py",
-        "return jnp.where(action < self.num_actions, action, self.copied)",
-        "return jnp.where(action < self.num_actions, action, 0)",
+        "return jnp.where(action < self.game_actions, action, self.copied)",
+        "return jnp.where(action < self.game_actions, action, 0)",
         ("tests/test_redundant_actions.py",),
     ),
     Mutant(
         "envs: the last original action counts as a copy",
         "common/envs.py",
-        "return jnp.where(action < self.num_actions, action, self.copied)",
-        "return jnp.where(action < self.num_actions - 1, action, self.copied)",
+        "return jnp.where(action < self.game_actions, action, self.copied)",
+        "return jnp.where(action < self.game_actions - 1, action, self.copied)",
         ("tests/test_redundant_actions.py",),
     ),
     Mutant(

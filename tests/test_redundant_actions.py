@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import mirl_gymnax as mg
-from common.cli import experiment_flags
+from common.cli import check_flags, experiment_flags
 from common.envs import NO_OP_ACTIONS, RedundantActions, make_env
 from common.errors import UserError
 from common.sweep import grid_runs
@@ -70,14 +70,22 @@ def test_the_listed_no_ops_do_nothing():
 
 
 def test_bad_choices_are_refused_naming_the_fix():
-    with pytest.raises(UserError, match="--copied-action \\(0 to 1\\)"):
-        make_env("CartPole-v1", redundant_actions=2)  # CartPole has no no-op
+    with pytest.raises(UserError, match="CartPole-v1 has no action that does nothing.*--copied-action"):
+        make_env("CartPole-v1", redundant_actions=2)
     with pytest.raises(UserError, match="must be one of CartPole-v1's actions, 0 to 1"):
         make_env("CartPole-v1", redundant_actions=2, copied_action=2)
     with pytest.raises(UserError, match="give both"):
         make_env("Acrobot-v1", copied_action=1)
-    with pytest.raises(UserError, match="--redundant-actions"):
-        mg.main(mg.Args(redundant_actions=-1))
+    # the flags alone are refused before anything is built, as every flag is
+    for flags, message in [
+        (dict(redundant_actions=-1), "--redundant-actions \\(-1\\) must be non-negative"),
+        (dict(redundant_actions=2), "CartPole-v1 has no action that does nothing"),
+        (dict(copied_action=0), "give both"),
+        (dict(redundant_actions=2, copied_action=-1), "must be one of CartPole-v1's actions"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            check_flags(mg.Args(**flags))
+    check_flags(mg.Args(env_id="Acrobot-v1", redundant_actions=2))  # its no-op by default
 
 
 def train(env, **flags):
