@@ -3,15 +3,15 @@
     python benchmarks/mirl_cost.py                    # CartPole-v1, one seed: the PureJaxRL comparison's shape
     python benchmarks/mirl_cost.py --num-seeds 8
 
-Each variant is mirl_gymnax.py's own iteration (`iterate`, scanned as the loop scans it, its tallies leaving as
-the scan's outputs) with some of mirl's functions swapped, in the module, for what dqn does in their place:
-ρ's update for none, the logged KL for zeros, the soft value for the max, β's update for none, the greedy
-action on log ρ + βQ for the greedy action on Q (whose log-softmax then also feeds ρ's update and the KL, where
-they are left in). With all five swapped, what is left of mirl is dqn's iteration
-but for the algo's branches. After one warm-up past --learning-starts, every variant advances the same state by
---iterations iterations, the variants in turn for --repeats rounds; medians. A variant's saving over mirl is
-what those functions cost in the compiled iteration (XLA fuses them with their neighbours, so the savings need
-not add up to the gap between mirl and dqn: the table says how much they do).
+Each variant is mirl_gymnax.py's own training chunk (`run`: the compiled program a run executes, logging
+included) with some of mirl's functions swapped, in the module, for what dqn does in their place: ρ's update for
+none, the logged KL for zeros, the soft value for the max, β's update for none, the greedy action on log ρ + βQ
+for the greedy action on Q (whose log-softmax then also feeds ρ's update and the KL, where they are left in).
+With all five swapped, what is left of mirl is dqn's iteration but for the algo's branches. After one warm-up
+past --learning-starts, every variant advances the same state by --iterations iterations, the variants in turn
+for --repeats rounds; medians. Each chunk's compile time is given too (once, not a median). A variant's saving
+over mirl is what those functions cost in the compiled iteration (XLA fuses them with their neighbours, so the
+savings need not add up to the gap between mirl and dqn: the table says how much they do).
 """
 
 import statistics
@@ -54,55 +54,54 @@ def variants() -> dict[str, tuple[str, dict]]:
     return table | {"mirl, all five": ("mirl", {k: v for swap in SWAPS.values() for k, v in swap.items()})}
 
 
-def compiled_iterations(args: Args, algo: str, swap: dict):
-    """The variant's scan of `iterate` over --iterations, compiled, and the warmed-up state it starts from."""
+def compiled_chunk(args: Args, algo: str, swap: dict):
+    """The variant's training chunk of --iterations iterations (`run`, the program the script runs), compiled, with
+    the warmed-up states and the iteration it starts from."""
     originals = {name: getattr(kit, name) for name in swap}
     for name, function in swap.items():
         setattr(kit, name, function)
     try:
         train_args = kit.Args(env_id=args.env_id, algo=algo, num_seeds=args.num_seeds)
         env, env_params = kit.make_env(args.env_id)
-        setup = kit.make_setup(train_args, env, env_params)
         trainer = kit.make_train(train_args, env, env_params)
         hypers = kit.stacked_hypers(grid_runs(train_args, kit.SWEPT_FLAGS))
         states = jax.jit(jax.vmap(trainer.init))(jax.vmap(jax.random.key)(jnp.arange(args.num_seeds)), hypers)
-        first = -(-train_args.learning_starts // train_args.num_envs)
-        states, _ = jax.jit(trainer.run, static_argnums=2)(states, jnp.int32(0), Chunk(first, log_phase=0))
-        step = lambda state, i: kit.iterate(setup, state, i)  # noqa: E731
-        if args.num_seeds == 1:  # as common.loop.scan_logged_over_seeds runs one seed
-            states = jax.tree.map(lambda x: x[0], states)
-        else:
-            step = jax.vmap(step, in_axes=(0, None))
-        iterations = first + jnp.arange(args.iterations, dtype=jnp.int32)
-        program = jax.jit(lambda s: jax.lax.scan(step, s, iterations)).lower(states).compile()
+        log_every = train_args.log_every()
+        first = -(-train_args.learning_starts // train_args.num_envs // log_every) * log_every  # learning from here
+        run = jax.jit(trainer.run, static_argnums=2)
+        states, _ = run(states, jnp.int32(0), Chunk(first, log_phase=0))
+        chunk = Chunk(args.iterations // log_every * log_every, log_phase=0)
+        start = time.perf_counter()
+        program = run.lower(states, jnp.int32(first), chunk).compile()
+        compile_seconds = time.perf_counter() - start
     finally:
         for name, function in originals.items():
             setattr(kit, name, function)
-    return program, states
+    return program, (states, jnp.int32(first)), chunk.length, compile_seconds
 
 
 def main(args: Args) -> dict[str, float]:
-    programs = {name: compiled_iterations(args, algo, swap) for name, (algo, swap) in variants().items()}
-    for program, states in programs.values():
-        jax.block_until_ready(program(states))
+    programs = {name: compiled_chunk(args, algo, swap) for name, (algo, swap) in variants().items()}
+    for program, inputs, *_ in programs.values():
+        jax.block_until_ready(program(*inputs))
     seconds = {name: [] for name in programs}
     for _ in range(args.repeats):
-        for name, (program, states) in programs.items():
+        for name, (program, inputs, iterations, _) in programs.items():
             start = time.perf_counter()
-            jax.block_until_ready(program(states))
-            seconds[name].append((time.perf_counter() - start) / args.iterations)
+            jax.block_until_ready(program(*inputs))
+            seconds[name].append((time.perf_counter() - start) / iterations)
     median = {name: statistics.median(values) for name, values in seconds.items()}
     mirl, dqn = median["mirl"], median["dqn"]
     print(f"{args.env_id}, {args.num_seeds} seed(s), {jax.devices()[0].device_kind}, jax {jax.__version__}, "
           f"{args.iterations:,} iterations × {args.repeats} rounds")  # fmt: skip
-    print("\n| variant | µs per iteration (median) | all rounds | saving over mirl, µs | share of mirl − dqn |")
-    print("|-|-|-|-|-|")
+    print("\n| variant | µs per iteration (median) | all rounds | saving over mirl, µs | of mirl − dqn | compile s |")
+    print("|-|-|-|-|-|-|")
     for name, value in median.items():
         rounds = " ".join(f"{s * 1e6:.0f}" for s in seconds[name])
         swapped = name.startswith("mirl,")
         share = f"{(mirl - value) / (mirl - dqn):.0%}" if mirl > dqn else "- (mirl is not slower)"
         saving = f"{(mirl - value) * 1e6:.1f} | {share}" if swapped else "|"
-        print(f"| {name} | {value * 1e6:.1f} | {rounds} | {saving} |")
+        print(f"| {name} | {value * 1e6:.1f} | {rounds} | {saving} | {programs[name][3]:.2f} |")
     print(f"\nmirl / dqn time per iteration: {mirl / dqn:.3f}")
     return median
 
