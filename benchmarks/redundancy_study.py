@@ -105,7 +105,7 @@ def main(args: Args) -> dict:
             results["scores"].update({(env, algo, k): cell for k, cell in zip(copies, cells, strict=True)})
             point, low, high = np.asarray(cells).T
             axes[0, column].errorbar(copies, point, yerr=[point - low, high - point], marker="o", capsize=3, label=algo)
-        for k in copies:
+        for index, k in enumerate(copies):
             mass = {algo: mass_curves[(env, f"{algo}-K{k}")] for algo in args.algos if algo != "dqn" and k > 0}
             ends = {algo: np.asarray([values[-1] for _, values in seeds]) for algo, seeds in mass.items()}
             results["prior_on_copies"].update({(env, algo, k): end for algo, end in ends.items()})
@@ -116,8 +116,8 @@ def main(args: Args) -> dict:
             print(f"| {env} | {k} | {seeds} | {scores} | {on_copies or '-'} |")
             for algo, seeds in mass.items():
                 steps, values = seeds[0][0], np.mean([v for _, v in seeds], axis=0)
-                style = "-" if algo == "mirl" else ":"
-                axes[1, column].plot(steps, values, style, label=f"{algo}, K={k}")
+                style = "-" if algo == "mirl" else ":"  # one colour per K
+                axes[1, column].plot(steps, values, style, color=f"C{index}", label=f"{algo}, K={k}")
         axes[0, column].set(title=env, xlabel="K (copies of one action)", ylabel="final greedy return (IQM, 95% CI)")
         axes[0, column].set_xscale("symlog", linthresh=1)
         axes[1, column].set(xlabel="environment steps", ylabel="ρ's mass on the copies (mean over seeds)")
