@@ -60,6 +60,7 @@ def measure(config: dict) -> dict:
         total_timesteps=warmup + steps,
         learning_starts=warmup,
         buffer_size=config["buffer_size"],
+        log_interval=warmup,  # the timed chunk starts a logging interval, as every chunk must
     )
     seeds = list(range(1, num_seeds + 1))
     mesh = seed_mesh(num_seeds)
@@ -81,7 +82,7 @@ def measure(config: dict) -> dict:
         logger,
         run,
         states,
-        list(chunks(warmup_iterations, total_iterations, args.log_every(), 1, ends_every)),
+        list(chunks(warmup_iterations, total_iterations, args.log_every(), max(1, steps // warmup), ends_every)),
         lambda states, first, chunk: (states, handles, first, chunk),
         args.num_envs,
     )
