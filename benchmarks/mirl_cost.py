@@ -7,11 +7,12 @@ Each variant is mirl_gymnax.py's own training chunk (`run`: the compiled program
 included) with some of mirl's functions swapped, in the module, for what dqn does in their place: ρ's update for
 none, the logged KL for zeros, the soft value for the max, β's update for none, the greedy action on log ρ + βQ
 for the greedy action on Q (whose log-softmax then also feeds ρ's update and the KL, where they are left in).
-With all five swapped, what is left of mirl is dqn's iteration but for the algo's branches. After one warm-up
-past --learning-starts, every variant advances the same state by --iterations iterations, the variants in turn
-for --repeats rounds; medians. Each chunk's compile time is given too (once, not a median). A variant's saving
-over mirl is what those functions cost in the compiled iteration (XLA fuses them with their neighbours, so the
-savings need not add up to the gap between mirl and dqn: the table says how much they do).
+With all five swapped, what is left of mirl is dqn's iteration but for the algo's branches. Each variant
+is compiled as the script compiles its chunks (the states donated) and trained from --warmup steps (past
+--learning-starts) on, one variant after the other for --repeats rounds of --chunks chunks, after a round that
+warms up; medians. The compile time of each chunk is given too (once). A variant's saving over mirl is what
+those functions cost in the compiled iteration (XLA fuses them with their neighbours, so the savings need not add
+up to the gap between mirl and dqn: the table says how much they do).
 """
 
 import statistics
@@ -41,8 +42,10 @@ class Args:
     """a gymnax environment id"""
     num_seeds: int = 1
     """vmapped seeds (one seed runs without the seed axis, as in the script)"""
-    iterations: int = 20_000
-    """iterations per timed scan"""
+    chunks: int = 1
+    """chunks timed per round, each as long as the script's (its INTERVALS_PER_CHUNK logging intervals)"""
+    warmup: int = 0
+    """environment steps trained before the timed chunk (at least --learning-starts: the default)"""
     repeats: int = 5
     """rounds; each times every variant once"""
 
@@ -55,8 +58,8 @@ def variants() -> dict[str, tuple[str, dict]]:
 
 
 def compiled_chunk(args: Args, algo: str, swap: dict):
-    """The variant's training chunk of --iterations iterations (`run`, the program the script runs), compiled, with
-    the warmed-up states and the iteration it starts from."""
+    """The variant's training chunk (`run`, as the script compiles it), the warmed-up states and the iteration they
+    start from, the chunk's length and its compile seconds."""
     originals = {name: getattr(kit, name) for name in swap}
     for name, function in swap.items():
         setattr(kit, name, function)
@@ -67,33 +70,36 @@ def compiled_chunk(args: Args, algo: str, swap: dict):
         hypers = kit.stacked_hypers(grid_runs(train_args, kit.SWEPT_FLAGS))
         states = jax.jit(jax.vmap(trainer.init))(jax.vmap(jax.random.key)(jnp.arange(args.num_seeds)), hypers)
         log_every = train_args.log_every()
-        first = -(-train_args.learning_starts // train_args.num_envs // log_every) * log_every  # learning from here
-        run = jax.jit(trainer.run, static_argnums=2)
-        states, _ = run(states, jnp.int32(0), Chunk(first, log_phase=0))
-        chunk = Chunk(args.iterations // log_every * log_every, log_phase=0)
-        start = time.perf_counter()
+        warmup = max(args.warmup, train_args.learning_starts) // train_args.num_envs
+        first = -(-warmup // log_every) * log_every  # learning from here on, from a whole interval
+        states, _ = jax.jit(trainer.run, static_argnums=2)(states, jnp.int32(0), Chunk(first, log_phase=0))
+        chunk = Chunk(kit.INTERVALS_PER_CHUNK * log_every, log_phase=0)
+        start = time.perf_counter()  # compiled as the script compiles it, its states donated
+        run = jax.jit(trainer.run, static_argnums=2, donate_argnums=0)
         program = run.lower(states, jnp.int32(first), chunk).compile()
         compile_seconds = time.perf_counter() - start
     finally:
         for name, function in originals.items():
             setattr(kit, name, function)
-    return program, (states, jnp.int32(first)), chunk.length, compile_seconds
+    return program, [states, jnp.int32(first)], chunk.length, compile_seconds
 
 
 def main(args: Args) -> dict[str, float]:
     programs = {name: compiled_chunk(args, algo, swap) for name, (algo, swap) in variants().items()}
-    for program, inputs, *_ in programs.values():
-        jax.block_until_ready(program(*inputs))
     seconds = {name: [] for name in programs}
-    for _ in range(args.repeats):
+    for round_ in range(1 + args.repeats):  # the first round warms up
         for name, (program, inputs, iterations, _) in programs.items():
             start = time.perf_counter()
-            jax.block_until_ready(program(*inputs))
-            seconds[name].append((time.perf_counter() - start) / iterations)
+            for _ in range(args.chunks):  # each variant goes on training from where its last chunk ended
+                inputs[0] = program(*inputs)[0]
+                inputs[1] = inputs[1] + iterations
+            jax.block_until_ready(inputs[0])
+            if round_:
+                seconds[name].append((time.perf_counter() - start) / (iterations * args.chunks))
     median = {name: statistics.median(values) for name, values in seconds.items()}
     mirl, dqn = median["mirl"], median["dqn"]
     print(f"{args.env_id}, {args.num_seeds} seed(s), {jax.devices()[0].device_kind}, jax {jax.__version__}, "
-          f"{args.iterations:,} iterations × {args.repeats} rounds")  # fmt: skip
+          f"{args.chunks} chunks × {args.repeats} rounds, from step {args.warmup:,}")  # fmt: skip
     print("\n| variant | µs per iteration (median) | all rounds | saving over mirl, µs | of mirl − dqn | compile s |")
     print("|-|-|-|-|-|-|")
     for name, value in median.items():
