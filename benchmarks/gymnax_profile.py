@@ -9,7 +9,10 @@ scans of --iterations iterations of three programs, each compiled first and vmap
 iteration (`iterate`), its learning phase alone (`learn_and_sync`: the gradient step and the target copy)
 and its acting alone (`choose` and `observe`: the Q-network on the current observations, the environments'
 step, the replay write). The three alternate over --repeats; medians.
-Each program's FLOPs per iteration are XLA's cost analysis of one iteration.
+Each program's FLOPs per iteration are XLA's cost analysis of one iteration. These programs do not donate their
+state, as the script's chunks do, and XLA:CPU compiles the two differently: dqn's iteration took 183 µs here
+undonated against 167–179 µs donated, mirl's 188 against 207–214 (benchmarks/mirl_cost.py times the script's own
+chunks). Read these parts as shares of an iteration, not as the script's speed.
 
 The learning phase's matrix products (every dot_general of its jaxpr, batched over the seeds as the loop
 runs them) are listed with their FLOPs: the share of the work that is matmuls. Their speed alone is not
