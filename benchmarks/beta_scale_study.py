@@ -47,13 +47,12 @@ class Args:
 
 def run_flags(args: Args, algo: str) -> list[str]:
     """The mirl_gymnax.py flags of one method's program (dqn: no β, so no sweep)."""
-    study = minatar_study.Args(steps=args.steps)
     scales = [] if algo == "dqn" else ["--beta-scale", *map(str, args.scales)]
     return [
         *("--env-id", args.game, "--algo", algo, "--exp-name", f"{algo}-c" if scales else algo, *scales),
         *("--num-seeds", str(args.num_seeds), "--total-timesteps", str(args.steps)),
         *("--save-model", "--checkpoint-interval", str(args.checkpoint_interval)),
-        *study.flags, "--exploration-fraction", str(min(1.0, study.exploration_steps / args.steps)),
+        *minatar_study.game_flags(minatar_study.Args(steps=args.steps)),
         *args.flags,
     ]  # fmt: skip
 
@@ -91,10 +90,7 @@ def main(args: Args) -> dict:
     axis.set(title=args.game, xlabel="environment steps", ylabel="episodic return (mean over seeds)")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(f"{args.out}_curves.png", dpi=110, bbox_inches="tight")
-    plt.close("all")
-    print(f"\nwrote {args.out}_curves.png")
+    studies.save_figure(figure, f"{args.out}_curves.png")
     return results
 
 

@@ -86,18 +86,27 @@ def matrix_products(jaxpr, count: int = 1) -> list[Product]:
     return found
 
 
+def warmed_up(train_args: kit.Args, warmup: int = 0) -> tuple:
+    """mirl_gymnax.py's setup and trainer for `train_args`, and its seeds' states (seeds 0, 1, ...) trained past
+    --learning-starts and `warmup` environment steps, to a whole logging interval; with that iteration."""
+    env, env_params = kit.make_env(train_args.env_id)
+    trainer = kit.make_train(train_args, env, env_params)
+    hypers = kit.stacked_hypers(grid_runs(train_args, kit.SWEPT_FLAGS))
+    keys = jax.vmap(jax.random.key)(jnp.arange(train_args.num_seeds))
+    states = jax.jit(jax.vmap(trainer.init))(keys, hypers)
+    log_every = train_args.log_every()
+    iterations = max(warmup, train_args.learning_starts) // train_args.num_envs
+    first = -(-iterations // log_every) * log_every  # learning from here on, from a whole interval
+    states, _ = jax.jit(trainer.run, static_argnums=2)(states, jnp.int32(0), Chunk(first, log_phase=0))
+    return kit.make_setup(train_args, env, env_params), trainer, states, first
+
+
 def profile(args: Args) -> dict:
     """The measurements as a dict: per program its median seconds per iteration and FLOPs per iteration, and
     the learning phase's matrix products."""
     train_args = kit.Args(env_id=args.env_id, algo=args.algo, num_seeds=args.num_seeds)
     assert kit.learn_period(train_args) == train_args.num_envs, "one learning phase per iteration, as the defaults"
-    env, env_params = kit.make_env(args.env_id)
-    setup = kit.make_setup(train_args, env, env_params)
-    trainer = kit.make_train(train_args, env, env_params)
-    hypers = kit.stacked_hypers(grid_runs(train_args, kit.SWEPT_FLAGS))
-    states = jax.jit(jax.vmap(trainer.init))(jax.vmap(jax.random.key)(jnp.arange(args.num_seeds)), hypers)
-    first = -(-train_args.learning_starts // train_args.num_envs)  # learning from here on
-    states, _ = jax.jit(trainer.run, static_argnums=2)(states, jnp.int32(0), Chunk(first, log_phase=0))
+    setup, _, states, first = warmed_up(train_args)
 
     one_seed = args.num_seeds == 1  # run without the seed axis, as common.loop.scan_logged_over_seeds does
     if one_seed:

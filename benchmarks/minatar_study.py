@@ -57,15 +57,19 @@ def experiment_name(algo: str, full: bool) -> str:
     return f"{algo}-full" if full else algo
 
 
+def game_flags(args: Args) -> list[str]:
+    """The flags every game and algorithm of the study shares (the other MinAtar studies train with them too)."""
+    return ["--exploration-fraction", str(min(1.0, args.exploration_steps / args.steps)), *args.flags]
+
+
 def run_flags(args: Args, game: str, algo: str, full: bool) -> list[str]:
     """The mirl_gymnax.py flags of one part of the study."""
     return [
         *("--env-id", game, "--algo", algo, "--exp-name", experiment_name(algo, full)),
         *("--num-seeds", str(args.num_seeds), "--total-timesteps", str(args.steps)),
-        *("--exploration-fraction", str(min(1.0, args.exploration_steps / args.steps))),
         *("--save-model", "--checkpoint-interval", str(args.checkpoint_interval)),
         *(["--full-action-set"] if full else []),
-        *args.flags,
+        *game_flags(args),
     ]  # fmt: skip
 
 

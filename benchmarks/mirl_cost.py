@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import tyro
+from gymnax_profile import warmed_up
 
 import mirl_gymnax as kit
 from common.loop import Chunk
-from common.sweep import grid_runs
 
 SWAPS = {
     "ρ not updated": {"update_prior": lambda prior, mean_policy, alpha, num_states: prior},
@@ -65,15 +65,8 @@ def compiled_chunk(args: Args, algo: str, swap: dict):
         setattr(kit, name, function)
     try:
         train_args = kit.Args(env_id=args.env_id, algo=algo, num_seeds=args.num_seeds)
-        env, env_params = kit.make_env(args.env_id)
-        trainer = kit.make_train(train_args, env, env_params)
-        hypers = kit.stacked_hypers(grid_runs(train_args, kit.SWEPT_FLAGS))
-        states = jax.jit(jax.vmap(trainer.init))(jax.vmap(jax.random.key)(jnp.arange(args.num_seeds)), hypers)
-        log_every = train_args.log_every()
-        warmup = max(args.warmup, train_args.learning_starts) // train_args.num_envs
-        first = -(-warmup // log_every) * log_every  # learning from here on, from a whole interval
-        states, _ = jax.jit(trainer.run, static_argnums=2)(states, jnp.int32(0), Chunk(first, log_phase=0))
-        chunk = Chunk(kit.INTERVALS_PER_CHUNK * log_every, log_phase=0)
+        _, trainer, states, first = warmed_up(train_args, args.warmup)
+        chunk = Chunk(kit.INTERVALS_PER_CHUNK * train_args.log_every(), log_phase=0)
         start = time.perf_counter()  # compiled as the script compiles it, its states donated
         run = jax.jit(trainer.run, static_argnums=2, donate_argnums=0)
         program = run.lower(states, jnp.int32(first), chunk).compile()

@@ -60,8 +60,7 @@ class Args:
 def run_flags(args: Args, env_id: str, algo: str, copies: int) -> list[str]:
     """The mirl_gymnax.py flags of one part of the study."""
     minatar = env_id in args.minatar_games
-    study = minatar_study.Args(steps=args.steps)
-    env_flags = [*study.flags, "--exploration-fraction", str(min(1.0, study.exploration_steps / args.steps))]
+    env_flags = minatar_study.game_flags(minatar_study.Args(steps=args.steps))
     return [
         *("--env-id", env_id, "--algo", algo, "--exp-name", f"{algo}-K{copies}", "--redundant-actions", str(copies)),
         *("--num-seeds", str(args.minatar_seeds if minatar else args.num_seeds), "--total-timesteps", str(args.steps)),
@@ -125,10 +124,7 @@ def main(args: Args) -> dict:
             axis.grid(alpha=0.3)
             axis.legend(fontsize=7)
     figure.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(f"{args.out}_study.png", dpi=110)
-    plt.close("all")
-    print(f"wrote {args.out}_study.png")
+    studies.save_figure(figure, f"{args.out}_study.png")
     return results
 
 

@@ -71,3 +71,13 @@ def iqm_interval(scores: list[float], reps: int) -> tuple[float, float, float]:
     point, interval = rly.get_interval_estimates({"x": np.asarray(scores)[:, None]}, metrics.aggregate_iqm, reps=reps)
     (point,), (low, high) = np.ravel(point["x"]), np.ravel(interval["x"])
     return float(point), float(low), float(high)
+
+
+def save_figure(figure, path: str) -> None:
+    """Write a study's figure, its folder made where missing, and say where."""
+    import matplotlib.pyplot as plt
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    print(f"wrote {path}")
