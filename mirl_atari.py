@@ -30,8 +30,8 @@ from common.cpu import Dense, PatchConv, unroll_threefry_on_cpu
 from common.devices import shard_seeds
 from common.errors import not_multiples, out_of_range
 from common.experiment import Evaluation, Experiment, MemoryNeed, Start, run_experiment
-from common.logger import Record, interval_means, live_seeds_only
-from common.loop import Chunk, interval_problems, scan_logged
+from common.logger import Record, live_seeds_only
+from common.loop import Chunk, interval_problems, scan_tallied
 from common.replay import FrameReplay, loop_problems
 
 SCRIPT = os.path.basename(__file__)
@@ -415,10 +415,10 @@ def learn_and_sync(setup: Setup, state: AgentState, iteration: jax.Array) -> tup
     return dataclasses.replace(state, target_params=target_params), tally
 
 
-def interval_metrics(setup: Setup, states: AgentState, iteration: jax.Array, tallies: dict) -> tuple[dict, dict]:
+def interval_metrics(setup: Setup, states: AgentState, iteration: jax.Array, means: dict) -> tuple[dict, dict]:
     """Per-seed scalars and bar charts of the logging interval that ends at `iteration`: the means of what the steps
     tallied over it (a new mean: an entry `tag: (total, count)` in a step's tally) and values of the state."""
-    scalars = interval_means(tallies) | {"charts/epsilon": epsilon_at(setup, states.hypers, iteration)}
+    scalars = means | {"charts/epsilon": epsilon_at(setup, states.hypers, iteration)}
     if setup.args.algo == "dqn":
         return scalars, {}
     scalars["mirl/beta"] = states.beta
@@ -476,14 +476,14 @@ def make_train(
             states, rest = jax.vmap(observe_and_learn, in_axes=(0, 0, 0, None))(states, actions, step, iteration)
             return (states, handles), acting | rest
 
-        def end_interval(carry, iteration, tallies):
+        def end_interval(carry, iteration, means):
             states, handles = carry
-            metrics = interval_metrics(setup, states, iteration, tallies)
+            metrics = interval_metrics(setup, states, iteration, means)
             scalars, bar_charts = live_seeds_only(states.nan_step, metrics)
             return (states, handles), Record((iteration + 1) * args.num_envs, scalars, bar_charts)
 
         # envpool's handle orders the steps inside the chunk; its bytes stay the same, so the next chunk takes the same
-        (states, _), records = scan_logged(
+        (states, _), records = scan_tallied(
             iterate, (states, handles), first_iteration, chunk, args.log_every(), end_interval
         )
         return states, records

@@ -32,8 +32,8 @@ from common.devices import host_value
 from common.envs import episode_returns, make_env, redundancy_problems, replay_obs_dtype
 from common.errors import not_multiples, out_of_range
 from common.experiment import Evaluation, Experiment, MemoryNeed, Start, run_experiment
-from common.logger import Record, interval_means, live_seeds_only
-from common.loop import Chunk, interval_problems, scan_logged_over_seeds
+from common.logger import Record, live_seeds_only
+from common.loop import Chunk, interval_problems, scan_tallied_over_seeds
 from common.replay import Replay, loop_problems
 from common.sweep import Run, grid_runs, stacked_values, sweep_problems
 
@@ -415,10 +415,10 @@ def iterate(setup: Setup, state: AgentState, iteration: jax.Array) -> tuple[Agen
     return state, acting | episodes | learning
 
 
-def interval_metrics(setup: Setup, states: AgentState, iteration: jax.Array, tallies: dict) -> tuple[dict, dict]:
+def interval_metrics(setup: Setup, states: AgentState, iteration: jax.Array, means: dict) -> tuple[dict, dict]:
     """Per-seed scalars and bar charts of the logging interval that ends at `iteration`: the means of what the steps
     tallied over it (a new mean: an entry `tag: (total, count)` in a step's tally) and values of the state."""
-    scalars = interval_means(tallies) | {"charts/epsilon": epsilon_at(setup, states.hypers, iteration)}
+    scalars = means | {"charts/epsilon": epsilon_at(setup, states.hypers, iteration)}
     if setup.args.algo == "dqn":
         return scalars, {}
     scalars["mirl/beta"] = states.beta
@@ -468,13 +468,13 @@ def make_train(args: Args, env, env_params) -> Trainer:
         if chunk.log_phase:
             raise ValueError(f"a chunk of {chunk} starts inside a --log-interval ({args.log_every()} iterations)")
 
-        def end_interval(states: AgentState, iteration: jax.Array, tallies: dict) -> tuple[AgentState, Record]:
-            metrics = interval_metrics(setup, states, iteration, tallies)
+        def end_interval(states: AgentState, iteration: jax.Array, means: dict) -> tuple[AgentState, Record]:
+            metrics = interval_metrics(setup, states, iteration, means)
             scalars, bar_charts = live_seeds_only(states.nan_step, metrics)
             return states, Record((iteration + 1) * args.num_envs, scalars, bar_charts)
 
         step = partial(iterate, setup)
-        return scan_logged_over_seeds(step, states, first_iteration, chunk, args.log_every(), end_interval)
+        return scan_tallied_over_seeds(step, states, first_iteration, chunk, args.log_every(), end_interval)
 
     def evaluate(states: AgentState, keys: jax.Array) -> jax.Array:
         """Greedy episodes (argmax π for mirl/sql, argmax Q for dqn), --eval-episodes per seed, in parallel."""

@@ -1,7 +1,7 @@
 """Do the kit's CPU workarounds still pay on the installed XLA? Each is timed against the plain version it
 replaces, after compilation, the cases interleaved over the repeats; medians.
 
-- `scan_logged_over_seeds`: one seed runs without its seed axis (against vmap over a batch of one), CartPole-v1;
+- `scan_tallied_over_seeds`: one seed runs without its seed axis (against vmap over a batch of one), CartPole-v1;
 - `unroll_threefry_on_cpu`: JAX's threefry hash as straight-line code (against JAX's CPU loop), CartPole-v1;
 - `PatchConv`: the MinAtar convolution as a matmul over patches (against equinox's Conv2d), Breakout-MinAtar.
 
@@ -19,7 +19,7 @@ import tyro
 
 import mirl_gymnax
 from common.cpu import unroll_threefry_on_cpu
-from common.loop import scan_logged
+from common.loop import scan_tallied
 from common.sweep import grid_runs
 
 
@@ -40,9 +40,9 @@ def compiled_run(env_id: str, steps: int, plain_vmap=False, threefry_loop=False,
     swapped for the plain versions while the program is built."""
     args = mirl_gymnax.Args(env_id=env_id, total_timesteps=steps, learning_starts=10_000, buffer_size=10_000)
     env, env_params = mirl_gymnax.make_env(env_id)
-    kept = mirl_gymnax.scan_logged_over_seeds, mirl_gymnax.PatchConv
+    kept = mirl_gymnax.scan_tallied_over_seeds, mirl_gymnax.PatchConv
     if plain_vmap:
-        mirl_gymnax.scan_logged_over_seeds = lambda step, *rest: scan_logged(jax.vmap(step, in_axes=(0, None)), *rest)
+        mirl_gymnax.scan_tallied_over_seeds = lambda step, *rest: scan_tallied(jax.vmap(step, in_axes=(0, None)), *rest)
     if native_conv:
         mirl_gymnax.PatchConv = NativeConv
     unroll_threefry_on_cpu(unrolled=not threefry_loop)
@@ -53,7 +53,7 @@ def compiled_run(env_id: str, steps: int, plain_vmap=False, threefry_loop=False,
         chunk = mirl_gymnax.Chunk(steps // args.num_envs, log_phase=0)
         compiled = jax.jit(trainer.run, static_argnums=2).lower(states, jnp.int32(0), chunk).compile()
     finally:
-        mirl_gymnax.scan_logged_over_seeds, mirl_gymnax.PatchConv = kept
+        mirl_gymnax.scan_tallied_over_seeds, mirl_gymnax.PatchConv = kept
         unroll_threefry_on_cpu()
     return lambda: jax.block_until_ready(compiled(states, jnp.int32(0)))
 

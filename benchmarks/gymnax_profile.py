@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import tyro
 
 import mirl_gymnax as kit
-from common.loop import Chunk
+from common.loop import Chunk, scan_tallied
 from common.sweep import grid_runs
 
 
@@ -108,7 +108,7 @@ def profile(args: Args) -> dict:
     assert kit.learn_period(train_args) == train_args.num_envs, "one learning phase per iteration, as the defaults"
     setup, _, states, first = warmed_up(train_args)
 
-    one_seed = args.num_seeds == 1  # run without the seed axis, as common.loop.scan_logged_over_seeds does
+    one_seed = args.num_seeds == 1  # run without the seed axis, as common.loop.scan_tallied_over_seeds does
     if one_seed:
         states = jax.tree.map(lambda x: x[0], states)
 
@@ -125,9 +125,13 @@ def profile(args: Args) -> dict:
     if not one_seed:
         parts = {name: jax.vmap(part, in_axes=(0, None)) for name, part in parts.items()}
 
-    def scanned(part):  # the tallies leave as the scan's outputs, as in the loop
-        iterations = first + jnp.arange(args.iterations, dtype=jnp.int32)
-        return jax.jit(lambda states: jax.lax.scan(part, states, iterations))
+    def scanned(part):  # the tallies summed in the loop's carry, as in the script, over one interval
+        def tallied(state, i):  # scan_tallied wants the tallies' seed axis, which one seed runs without
+            state, tally = part(state, i)
+            return state, jax.tree.map(lambda x: jnp.asarray(x)[None], tally) if one_seed else tally
+
+        chunk, boundary = Chunk(args.iterations, log_phase=0), lambda state, i, means: (state, means)
+        return jax.jit(lambda states: scan_tallied(tallied, states, iteration, chunk, args.iterations, boundary))
 
     iteration = jnp.int32(first)
     flops = {

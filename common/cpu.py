@@ -1,5 +1,5 @@
 """What makes XLA:CPU fast without changing a number: layers in the layouts it runs best, and JAX's threefry hash as
-straight-line code (the third, one seed run without its seed axis, is common.loop.scan_logged_over_seeds).
+straight-line code (the third, one seed run without its seed axis, is common.loop.scan_tallied_over_seeds).
 benchmarks/cpu_workarounds.py times each against the plain version it replaces."""
 
 import importlib

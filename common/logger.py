@@ -252,25 +252,6 @@ def live_seeds_only(nan_step: jax.Array, metrics: Any) -> Any:
     return jax.tree.map(lambda x: jnp.where(dead.reshape((-1,) + (1,) * (x.ndim - 1)), jnp.nan, x), metrics)
 
 
-def nan_mean(total: jax.Array, count: jax.Array) -> jax.Array:
-    """total / count, NaN (= nothing to report) where count is 0."""
-    return jnp.where(count > 0, total / jnp.maximum(count, 1), jnp.nan)
-
-
-def interval_means(tallies: dict[str, tuple[jax.Array, jax.Array]]) -> dict[str, jax.Array]:
-    """Per tag, the mean over a logging interval of what its steps tallied: `tallies[tag]` is the (total, count)
-    pair of every step, stacked as [iterations, seeds, ...] (the trailing axes hold several per iteration, as
-    a learning phase's gradient steps). Totals and counts are summed in float32 in step order, one after the
-    other as a running sum in the state would be (a tree reduction would round otherwise), then divided; NaN
-    where nothing was counted."""
-
-    def in_step_order(x: jax.Array) -> jax.Array:
-        steps = jnp.moveaxis(x, 1, -1).reshape(-1, x.shape[1]).astype(jnp.float32)  # [steps in order, seeds]
-        return jax.lax.scan(lambda total, value: (total + value, None), jnp.zeros_like(steps[0]), steps)[0]
-
-    return {tag: nan_mean(in_step_order(total), in_step_order(count)) for tag, (total, count) in tallies.items()}
-
-
 def start_tracking(args: Any, run_name: str, project: str, entity: str | None) -> None:
     """`--track`: mirror the TensorBoard logs to Weights & Biases (wandb must be installed)."""
     try:

@@ -175,10 +175,10 @@ MUTANTS = [
         ("tests/test_redundant_actions.py",),
     ),
     Mutant(
-        "logger: an interval's sums taken as a tree reduction, not in step order",
-        "common/logger.py",
-        "return jax.lax.scan(lambda total, value: (total + value, None), jnp.zeros_like(steps[0]), steps)[0]",
-        "return steps.sum(axis=0)",
+        "loop: a step's several tallied entries summed first, not one after the other",
+        "common/loop.py",
+        "running = running + value[:, entry]",
+        "running = running + (value.sum(axis=1) if entry == 0 else 0.0)",
         ("tests/test_loop.py",),
     ),
     Mutant(
@@ -295,10 +295,10 @@ MUTANTS = [
     ),
     Mutant(
         "common: an empty interval reports 0",
-        "common/logger.py",
+        "common/loop.py",
         "return jnp.where(count > 0, total / jnp.maximum(count, 1), jnp.nan)",
         "return jnp.where(count > 0, total / jnp.maximum(count, 1), 0.0)",
-        ("tests/test_common.py",),
+        ("tests/test_loop.py",),
     ),
     Mutant(
         "common: a chunk's records out of order",

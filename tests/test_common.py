@@ -20,7 +20,7 @@ from common.checkpoint import load_checkpoint, read_header, save_checkpoint, sav
 from common.devices import check_fits, cpu_devices_for
 from common.errors import UserError
 from common.experiment import ChunkRunner
-from common.logger import Record, RunLogger, make_run_name, nan_mean, seed_sub_runs
+from common.logger import Record, RunLogger, make_run_name, seed_sub_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,10 +83,6 @@ def test_a_chunk_s_records_are_written_with_its_speed(tmp_path):
         [(100, 1.0), (200, 2.0), (300, 3.0), (400, 4.0)],
         [(100, 11.0), (200, 12.0), (300, 13.0), (400, 14.0)],
     ]
-
-
-def test_nan_mean_reports_nothing_for_an_empty_interval():
-    np.testing.assert_allclose(nan_mean(jnp.asarray([6.0, 0.0]), jnp.asarray([3.0, 0.0])), [2.0, np.nan])
 
 
 def test_bar_chart_is_a_histogram_of_the_weights(tmp_path):

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from common.cpu import unroll_threefry_on_cpu
-from common.logger import interval_means
-from common.loop import Chunk, chunks, interval_problems, scan_logged
+from common.loop import Chunk, chunks, interval_problems, nan_mean, scan_logged, scan_tallied, scan_tallied_over_seeds
 
 
 @pytest.mark.parametrize("log_every", [1, 3, 5])
@@ -90,25 +89,75 @@ def test_unrolled_threefry_gives_jax_own_bits_without_a_loop():
         unroll_threefry_on_cpu()
 
 
-def test_interval_means_sum_in_step_order_as_a_running_sum_does():
-    """Totals and counts over [iterations, seeds, gradient steps], summed one after the other in step order (the
-    running sums the state used to carry, bit for bit), then divided; NaN where nothing was counted."""
+@pytest.mark.parametrize("length", [200, 120])  # whole intervals, and a chunk whose tail is a part-interval
+def test_scan_tallied_means_are_running_sums_in_step_order(length):
+    """Totals and counts tallied as [seeds, gradient steps] each iteration, summed in float32 one after the other in
+    step order (the running sums the agent state used to carry, bit for bit), then divided; NaN where nothing was
+    counted; the sums start again after each boundary."""
     rng = np.random.default_rng(0)
     # magnitudes from 1e-3 to 1e3, where the order of float32 additions shows in the sums (it does for both seeds)
-    losses = (rng.normal(size=(200, 3, 2)) * 10.0 ** rng.integers(-3, 4, (200, 3, 2))).astype(np.float32)
-    counts = rng.integers(0, 2, (200, 3, 2)).astype(np.int32)
+    losses = (rng.normal(size=(length, 3, 2)) * 10.0 ** rng.integers(-3, 4, (length, 3, 2))).astype(np.float32)
+    counts = rng.integers(0, 2, (length, 3, 2)).astype(np.int32)
     counts[:, 2] = 0  # a seed that took no step
-    means = interval_means({"loss": (jnp.asarray(losses * counts), jnp.asarray(counts))})
-    for seed in range(3):
-        total, count = np.float32(0), np.float32(0)
-        for iteration in range(200):
-            for update in range(2):
-                total += np.float32(losses[iteration, seed, update] * counts[iteration, seed, update])
-                count += np.float32(counts[iteration, seed, update])
-        expected = total / count if count else np.nan
-        np.testing.assert_array_equal(np.asarray(means["loss"][seed]), np.float32(expected))
-    per_seed = jnp.asarray(losses[:, :, 0])
-    assert interval_means({"q": (per_seed, jnp.ones((200, 3)))})["q"].shape == (3,)
+    log_every = 50
+
+    def step(carry, i):
+        tally = {
+            "loss": (jnp.asarray(losses * counts)[i], jnp.asarray(counts)[i]),
+            "q": (jnp.asarray(losses)[i, :, 0], jnp.ones(3)),
+        }
+        return carry, tally
+
+    def at_boundary(carry, i, means):
+        return carry, means
+
+    run = jax.jit(lambda: scan_tallied(step, 0, jnp.int32(0), Chunk(length, 0), log_every, at_boundary)[1])
+    means = run()
+    assert means["loss"].shape == means["q"].shape == (length // log_every, 3)
+    for interval in range(length // log_every):
+        for seed in range(3):
+            total, count, q_total = np.float32(0), np.float32(0), np.float32(0)
+            for iteration in range(interval * log_every, (interval + 1) * log_every):
+                q_total += losses[iteration, seed, 0]
+                for update in range(2):
+                    total += np.float32(losses[iteration, seed, update] * counts[iteration, seed, update])
+                    count += np.float32(counts[iteration, seed, update])
+            expected = total / count if count else np.nan
+            np.testing.assert_array_equal(np.asarray(means["loss"][interval, seed]), np.float32(expected))
+            np.testing.assert_array_equal(np.asarray(means["q"][interval, seed]), q_total / np.float32(log_every))
+
+
+def test_nan_mean_reports_nothing_for_an_empty_interval():
+    np.testing.assert_allclose(nan_mean(jnp.asarray([6.0, 0.0]), jnp.asarray([3.0, 0.0])), [2.0, np.nan])
+
+
+def test_one_seed_runs_without_its_seed_axis_and_tallies_as_vmapped_seeds_do():
+    """scan_tallied_over_seeds: a batch of one seed runs the step unbatched; its state and means come back with
+    the seed axis, equal to the same seed's in a vmapped batch."""
+    increments = jnp.asarray([1.5, -0.25])
+
+    def step(state, i):
+        assert state.ndim == 0  # one seed's state, vmapped or not
+        return state + i, {"state": (state, 1)}
+
+    def at_boundary(states, i, means):
+        return states, {"state": means["state"], "states": states}
+
+    def run(states):
+        return scan_tallied_over_seeds(step, states, jnp.int32(0), Chunk(6, 0), 3, at_boundary)
+
+    one_state, one = jax.jit(run)(increments[:1])
+    both_states, both = jax.jit(run)(increments)
+    assert one_state.shape == (1,) and one["state"].shape == (2, 1) and one["states"].shape == (2, 1)
+    np.testing.assert_array_equal(one_state, both_states[:1])
+    np.testing.assert_array_equal(one["state"], both["state"][:, :1])
+    # the states the steps tallied: s, s, s + 1 in the first interval; s + 3, s + 6, s + 10 in the second
+    for interval, offsets in enumerate([(0, 0, 1), (3, 6, 10)]):
+        for seed, start in enumerate(np.asarray(increments)):
+            total = np.float32(0)
+            for offset in offsets:
+                total += np.float32(start + offset)
+            assert both["state"][interval, seed] == total / np.float32(3)
 
 
 def test_chunk_ends_must_be_whole_logging_intervals():
