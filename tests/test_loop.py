@@ -127,6 +127,19 @@ def test_scan_tallied_means_are_running_sums_in_step_order(length):
             np.testing.assert_array_equal(np.asarray(means["q"][interval, seed]), q_total / np.float32(log_every))
 
 
+def test_scan_tallied_traces_the_step_once():
+    """Finding the sums' shapes and scanning share one trace of the step (tracing a whole iteration is not free)."""
+    traces = []
+
+    def step(carry, i):
+        traces.append(i)
+        return carry + 1.0, {"x": (carry[None], jnp.ones(1))}
+
+    boundary = lambda carry, i, means: (carry, means)  # noqa: E731
+    jax.jit(lambda c: scan_tallied(step, c, jnp.int32(0), Chunk(6, 0), 3, boundary)).lower(jnp.float32(0))
+    assert len(traces) == 1
+
+
 def test_nan_mean_reports_nothing_for_an_empty_interval():
     np.testing.assert_allclose(nan_mean(jnp.asarray([6.0, 0.0]), jnp.asarray([3.0, 0.0])), [2.0, np.nan])
 
