@@ -117,7 +117,7 @@ def scan_tallied(
     once: jitted, the trace that finds the sums' shapes is the one the scan reuses."""
     step = jax.jit(step)
     tally_shapes = jax.eval_shape(step, carry, first_iteration)[1]
-    zeros = {tag: (jnp.zeros(total.shape[:1]), jnp.zeros(total.shape[:1])) for tag, (total, _) in tally_shapes.items()}
+    zeros = {tag: (jnp.zeros(t.shape[:1], jnp.float32),) * 2 for tag, (t, _) in tally_shapes.items()}
 
     def summing(carry_sums, iteration):
         carry, sums = carry_sums

@@ -301,6 +301,13 @@ MUTANTS = [
         ("tests/test_loop.py",),
     ),
     Mutant(
+        "loop: one seed vmapped over a batch of one, not run without its seed axis",
+        "common/loop.py",
+        "if jax.tree.leaves(states)[0].shape[0] != 1:",
+        "if jax.tree.leaves(states)[0].shape[0] != 0:",
+        ("tests/test_loop.py",),
+    ),
+    Mutant(
         "common: a chunk's records out of order",
         "common/loop.py",
         "records.append(stacked)",

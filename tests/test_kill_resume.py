@@ -104,7 +104,7 @@ def test_ctrl_c_exits_130_with_one_line_naming_the_checkpoint_and_the_resume_com
     import signal
 
     script, flags = "mirl_gymnax.py", list(FLAGS["mirl_gymnax.py"])
-    # ten times the budget after the first checkpoint: the 24k-step run could end before the signal reached it
+    # ten times the budget (240k steps): the 24k-step run could end before the signal reached it
     flags[flags.index("--total-timesteps") + 1] = "240000"
     process = subprocess.Popen(
         command(script, *flags), env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE

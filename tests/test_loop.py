@@ -89,7 +89,7 @@ def test_unrolled_threefry_gives_jax_own_bits_without_a_loop():
         unroll_threefry_on_cpu()
 
 
-@pytest.mark.parametrize("length", [200, 120])  # whole intervals, and a chunk whose tail is a part-interval
+@pytest.mark.parametrize("length", [200, 120, 30])  # whole intervals, a part-interval tail, no boundary at all
 def test_scan_tallied_means_are_running_sums_in_step_order(length):
     """Totals and counts tallied as [seeds, gradient steps] each iteration, summed in float32 one after the other in
     step order (the running sums the agent state used to carry, bit for bit), then divided; NaN where nothing was
@@ -114,6 +114,7 @@ def test_scan_tallied_means_are_running_sums_in_step_order(length):
     run = jax.jit(lambda: scan_tallied(step, 0, jnp.int32(0), Chunk(length, 0), log_every, at_boundary)[1])
     means = run()
     assert means["loss"].shape == means["q"].shape == (length // log_every, 3)
+    assert means["loss"].dtype == jnp.float32
     for interval in range(length // log_every):
         for seed in range(3):
             total, count, q_total = np.float32(0), np.float32(0), np.float32(0)
@@ -149,8 +150,10 @@ def test_one_seed_runs_without_its_seed_axis_and_tallies_as_vmapped_seeds_do():
     the seed axis, equal to the same seed's in a vmapped batch."""
     increments = jnp.asarray([1.5, -0.25])
 
+    batched = []
+
     def step(state, i):
-        assert state.ndim == 0  # one seed's state, vmapped or not
+        batched.append(type(state).__name__ == "BatchTracer")  # vmap's tracer
         return state + i, {"state": (state, 1)}
 
     def at_boundary(states, i, means):
@@ -160,7 +163,9 @@ def test_one_seed_runs_without_its_seed_axis_and_tallies_as_vmapped_seeds_do():
         return scan_tallied_over_seeds(step, states, jnp.int32(0), Chunk(6, 0), 3, at_boundary)
 
     one_state, one = jax.jit(run)(increments[:1])
+    assert batched == [False]  # traced once, without the seed axis
     both_states, both = jax.jit(run)(increments)
+    assert batched == [False, True]
     assert one_state.shape == (1,) and one["state"].shape == (2, 1) and one["states"].shape == (2, 1)
     np.testing.assert_array_equal(one_state, both_states[:1])
     np.testing.assert_array_equal(one["state"], both["state"][:, :1])
