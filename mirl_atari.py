@@ -466,8 +466,6 @@ def make_train(
     def run(states: AgentState, handles: jax.Array, first_iteration: jax.Array, chunk: Chunk):
         """Advance all seeds (leading axis of `states`) by `chunk.length` steps of their environments, whose pools
         `handles` name; the chunk starts a logging interval (an interval's means come from one chunk)."""
-        if chunk.log_phase:
-            raise ValueError(f"a chunk of {chunk} starts inside a --log-interval ({args.log_every()} iterations)")
 
         def iterate(carry, iteration):
             states, handles = carry

@@ -465,8 +465,6 @@ def make_train(args: Args, env, env_params) -> Trainer:
     def run(states: AgentState, first_iteration: jax.Array, chunk: Chunk) -> tuple[AgentState, Record]:
         """Advance all seeds (leading axis of `states`) by `chunk.length` iterations from `first_iteration`, which
         starts a logging interval (an interval's means come from one chunk)."""
-        if chunk.log_phase:
-            raise ValueError(f"a chunk of {chunk} starts inside a --log-interval ({args.log_every()} iterations)")
 
         def end_interval(states: AgentState, iteration: jax.Array, means: dict) -> tuple[AgentState, Record]:
             metrics = interval_metrics(setup, states, iteration, means)

@@ -115,6 +115,8 @@ def scan_tallied(
     interval must lie whole in one chunk (interval_problems). Stacking the steps' tallies as scan outputs instead
     made an 8-seed CartPole chunk's program 39 fusions and 9 loops larger (docs/benchmarks.md). `step` is traced
     once: jitted, the trace that finds the sums' shapes is the one the scan reuses."""
+    if chunk.log_phase:
+        raise ValueError(f"a chunk of {chunk} starts inside a logging interval ({log_every} iterations)")
     step = jax.jit(step)
     tally_shapes = jax.eval_shape(step, carry, first_iteration)[1]
     zeros = {tag: (jnp.zeros(t.shape[:1], jnp.float32),) * 2 for tag, (t, _) in tally_shapes.items()}

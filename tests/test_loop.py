@@ -141,6 +141,12 @@ def test_scan_tallied_traces_the_step_once():
     assert len(traces) == 1
 
 
+def test_scan_tallied_refuses_a_chunk_that_starts_inside_an_interval():
+    """Its sums start at zero with the chunk: a chunk starting mid-interval would log a part-interval's mean."""
+    with pytest.raises(ValueError, match="starts inside a logging interval"):
+        scan_tallied(lambda c, i: (c, {}), 0, jnp.int32(2), Chunk.starting_at(2, 6, 3), 3, lambda c, i, m: (c, m))
+
+
 def test_nan_mean_reports_nothing_for_an_empty_interval():
     np.testing.assert_allclose(nan_mean(jnp.asarray([6.0, 0.0]), jnp.asarray([3.0, 0.0])), [2.0, np.nan])
 
