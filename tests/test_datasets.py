@@ -3,6 +3,7 @@ evaluation envs and normalised scores. No network: files are written here, downl
 server, Minari datasets are created in a temporary directory."""
 
 import http.server
+import tempfile
 import threading
 from pathlib import Path
 
@@ -291,6 +292,8 @@ def test_minari_robotics_datasets_recover_their_evaluation_env(env_id, dataset_i
     """Minari's adroit and antmaze copies evaluate on gymnasium-robotics environments (antmaze's observations
     are a dict): the recovered env must build and give observations shaped like the flattened dataset's."""
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    # gymnasium-robotics writes each maze's XML beside its TemporaryDirectory and never removes it: keep it in tmp_path
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     env = gym.make(f"gymnasium_robotics:{env_id}")  # imports the package, which registers its ids
     env.action_space.seed(0)
     obs, _ = env.reset(seed=0)
