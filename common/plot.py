@@ -100,6 +100,12 @@ def check_run_dirs(runs: list[Path]) -> None:
                 f"{run} matched no run directory{pattern}; "
                 + (f"{run.parent} holds: {', '.join(siblings[:12])}" if siblings else f"{run.parent} holds no runs")
             )
+        if "=" in run.name and len(run.parent.name.split("__")) >= 4:
+            # a sweep's configuration folder: its run's name, which says the environment, is its parent's
+            raise UserError(
+                f"{run} is one configuration of the sweep {run.parent}: pass {run.parent}, whose every "
+                "configuration is then an experiment of its own"
+            )
 
 
 def seed_dirs(run_dir: Path) -> list[Path]:

@@ -23,7 +23,7 @@ from test_misa_d4rl import TINY as MISA_TINY
 import mirl_atari
 import mirl_gymnax
 import misa_d4rl
-from common import plot
+from common import aggregate, plot
 from common.checkpoint import read_header, save_checkpoint
 from common.cli import check_flags, parse
 from common.datasets import DatasetError, load_dataset
@@ -504,6 +504,16 @@ def test_the_plot_command_says_which_pattern_matched_nothing(tmp_path):
         match=r"runs/CartPole-v1__dqn__\* matched no run directory \(the shell .*holds: CartPole-v1__mirl__1__5",
     ):
         plot.main(plot.Args(runs=[Path("runs/CartPole-v1__dqn__*")]))
+
+
+def test_the_plot_commands_refuse_a_sweep_configuration_folder_naming_its_run(tmp_path):
+    """A configuration folder's own name does not say its environment: passed alone, it was read as an
+    environment of its own and refused with a count of seeds that did not say why."""
+    run = tmp_path / "runs" / "CartPole-v1__sweep__1__5"
+    (run / "alpha_rho=1e-05" / "seed_1").mkdir(parents=True)
+    for main, args in ((plot.main, plot.Args), (aggregate.main, aggregate.Args)):
+        with pytest.raises(UserError, match=rf"alpha_rho=1e-05 is one configuration of the sweep {run}: pass {run},"):
+            main(args(runs=[run / "alpha_rho=1e-05"]))
 
 
 # ---- the command line's wiring ------------------------------------------------------------------------------------
