@@ -29,7 +29,7 @@ from scipy.stats import trim_mean
 
 from common.cli import run_script
 from common.errors import UserError, check_writable
-from common.plot import check_run_dirs, curve_label, curves_and_finals, run_label, seed_runs
+from common.plot import check_run_dirs, curve_label, curves_and_finals, run_label, seed_runs, step_ticks
 
 
 @dataclass
@@ -195,9 +195,10 @@ def main(args: Args) -> dict:
             axis.fill_between(grid, ci[experiment][0], ci[experiment][1], alpha=0.2)
         axis.set_title(env)
         axis.set_xlabel("steps")
+        step_ticks(axis)
         axis.set_ylabel(f"normalised {args.tag} (IQM)")
         axis.grid(alpha=0.3)
-        axis.legend()
+        axis.legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(f"{args.out}_curves.png", dpi=120)
     plt.close("all")

@@ -108,6 +108,13 @@ def check_run_dirs(runs: list[Path]) -> None:
             )
 
 
+def step_ticks(axis) -> None:
+    """Steps as 100k or 5M: six-digit tick labels run into each other on a narrow panel."""
+    from matplotlib.ticker import EngFormatter
+
+    axis.xaxis.set_major_formatter(EngFormatter(sep=""))
+
+
 def seed_dirs(run_dir: Path) -> list[Path]:
     return sorted(run_dir.glob("seed_*"), key=lambda p: int(re.sub(r"\D", "", p.name) or 0))
 
@@ -254,6 +261,7 @@ def main(args: Args) -> dict[str, np.ndarray]:
     if args.baseline is not None:
         axis.axhline(args.baseline, color="gray", linestyle="--", label=args.baseline_label)
     axis.set_xlabel(args.xlabel)
+    step_ticks(axis)
     axis.set_ylabel(args.tag)
     axis.set_title(args.title or args.runs[0].name.split("__")[0])
     axis.grid(alpha=0.3)
