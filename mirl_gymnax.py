@@ -85,7 +85,7 @@ class Args(RunFlags):
     train_frequency: int = 10
     """environment steps per gradient step"""
     huber: bool = False
-    """Huber instead of squared TD error"""
+    """Huber instead of squared TD error; β's rule reads the loss, so Huber's 0.5·e² doubles β's target c/L"""
     alpha_rho: tuple[float, ...] = (4e-5,)
     """prior step size α_ρ, per environment step (mirl only; sql and dqn keep ρ uniform); swept"""
     alpha_beta: tuple[float, ...] = (2e-4,)
@@ -167,15 +167,16 @@ def policy_logits(q: jax.Array, log_prior: jax.Array, beta: jax.Array) -> jax.Ar
 
 
 def kl_to_prior(log_policy: jax.Array, log_prior: jax.Array) -> jax.Array:
-    """KL(π(·|s) ‖ ρ) from the normalised log π; its mean over visited states estimates I(S; A)."""
+    """KL(π(·|s) ‖ ρ) from the normalised log π. Its mean over visited states is I(S; A) + KL(marginal ‖ ρ):
+    I(S; A) where ρ is the policy's state marginal (mirl's ρ tracks it), an upper bound on it otherwise."""
     policy_terms = jnp.exp(log_policy) * (log_policy - log_prior)
     return jnp.sum(jnp.where(log_policy > -jnp.inf, policy_terms, 0.0), axis=-1)
 
 
 def update_prior(prior: jax.Array, mean_policy: jax.Array, alpha: float, num_states: int) -> jax.Array:
-    """ρ ← ρ + (1 − (1 − α)^N)(mean_k π(·|s_k) − ρ): N sequential steps ρ ← ρ + α(π − ρ) with the
-    N states' policies in any order have this closed form when the policies are averaged, so α keeps its
-    per-environment-step meaning whatever the number of parallel environments."""
+    """ρ ← ρ + (1 − (1 − α)^N)(mean_k π(·|s_k) − ρ): the order-free form of N sequential steps ρ ← ρ + α(π − ρ),
+    exact for N steps towards the N states' mean policy, so α keeps its per-environment-step meaning whatever
+    the number of parallel environments."""
     rate = -jnp.expm1(num_states * jnp.log1p(-alpha))
     prior = prior + rate * (mean_policy - prior)
     total = prior.sum()
@@ -266,17 +267,24 @@ def updates_per_learn(args: Args) -> int:
 
 
 def learn_period(args: Args) -> int:
-    """Environment steps (of one environment) between learning phases."""
+    """Environment steps (all environments together) between learning phases."""
     return max(args.train_frequency, args.num_envs)
+
+
+def gradient_steps(args: Args) -> int:
+    """The run's gradient steps: a learning phase at each multiple of learn_period past --learning-starts."""
+    period = learn_period(args)
+    return max(0, args.total_timesteps // period - args.learning_starts // period) * updates_per_learn(args)
 
 
 def make_optimizer(args: Args) -> Callable[[jax.Array], optax.GradientTransformation]:
     """Adam at a run's learning rate (a traced value: it may be swept), decaying linearly to 0 over the run's
     gradient steps with --anneal-lr. Its state's structure does not depend on the rate."""
-    num_updates = (args.total_timesteps - args.learning_starts) // learn_period(args) * updates_per_learn(args)
 
     def adam(learning_rate: jax.Array) -> optax.GradientTransformation:
-        return optax.adam(optax.linear_schedule(learning_rate, 0.0, num_updates) if args.anneal_lr else learning_rate)
+        if not args.anneal_lr:
+            return optax.adam(learning_rate)
+        return optax.adam(optax.linear_schedule(learning_rate, 0.0, gradient_steps(args)))
 
     return adam
 
@@ -307,7 +315,7 @@ def choose(setup: Setup, state: AgentState, iteration: jax.Array) -> tuple[Agent
     epsilon = epsilon_at(setup, state.hypers, iteration)
     actions = behaviour_action(action_key, jnp.argmax(logits, axis=-1), log_prior, epsilon)
     prior, tally = state.prior, {}
-    if args.algo != "dqn":  # one log-softmax serves ρ's update and the logged I(S; A)
+    if args.algo != "dqn":  # one log-softmax serves ρ's update and the logged KL(π ‖ ρ)
         log_policy = jax.nn.log_softmax(logits, axis=-1)
         tally["mirl/kl_pi_prior"] = (jnp.sum(kl_to_prior(log_policy, log_prior)), args.num_envs)
         if args.algo == "mirl":  # sql and dqn keep ρ uniform

@@ -287,6 +287,13 @@ MUTANTS = [
         GYMNAX_STEPS,
     ),
     Mutant(
+        "gymnax: the learning rate's decay one phase short when --learning-starts is off the period",
+        "mirl_gymnax.py",
+        "return max(0, args.total_timesteps // period - args.learning_starts // period) * updates_per_learn(args)",
+        "return (args.total_timesteps - args.learning_starts) // period * updates_per_learn(args)",
+        ("tests/test_bad_input.py", "-k", "target_rule"),
+    ),
+    Mutant(
         "gymnax: target copied one iteration too often",
         "mirl_gymnax.py",
         "sync = learning & (env_steps % args.target_network_frequency < args.num_envs)",

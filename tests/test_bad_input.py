@@ -169,7 +169,8 @@ class Counter(eqx.Module):
 
 @pytest.mark.parametrize("train_frequency", [1, 4, 10])
 def test_the_target_rule_is_the_scripts_own_schedule(train_frequency, monkeypatch):
-    """common.replay's first learning step, last learning step and first target copy against mirl_gymnax's
+    """common.replay's first learning step, last learning step and first target copy, and the scripts' count of
+    gradient steps, against mirl_gymnax's
     learn_and_sync stepped through every iteration: its `learn` replaced by a counter and its parameters by the
     count, so the target network holds the number of gradient steps taken when it was last copied."""
     from common.replay import first_learning_step, first_target_copy, last_learning_step
@@ -199,6 +200,7 @@ def test_the_target_rule_is_the_scripts_own_schedule(train_frequency, monkeypatc
                 copied.append(env_steps)
         case = (num_envs, train_frequency, frequency, learning_starts)
         assert (learned[0], learned[-1]) == (first_learning_step(args), last_learning_step(args)), case
+        assert int(state.params) == mirl_gymnax.gradient_steps(args), case  # the length of --anneal-lr's decay
         copies = [c for c in copied if int(c) >= learned[0]]
         assert copies[0] == first_target_copy(args, after=learned[0]), case
 

@@ -252,6 +252,7 @@ def test_patch_conv_is_a_valid_convolution(size, stride, image_size, channels):
         "PatchConv",
         "updates_per_learn",
         "learn_period",
+        "gradient_steps",
         "Hypers",
         "make_optimizer",
         "q_values",
