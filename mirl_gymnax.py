@@ -152,7 +152,9 @@ def soft_value(q: jax.Array, log_prior: jax.Array, beta: jax.Array) -> jax.Array
 
     Both forms below are centred on the prior mean Q̄ = Σ ρ Q and exact in real arithmetic. Where
     β|Q − Q̄| < 1, log1p/expm1 keep the rounding error near eps·|Q − Q̄|, whereas logsumexp(·)/β would
-    divide float32 rounding by a tiny β; beyond that, logsumexp (which cannot overflow) is as accurate."""
+    divide float32 rounding by a tiny β; beyond that, logsumexp (which cannot overflow) is as accurate. The near
+    form needs Σ ρ = 1 (update_prior keeps it); the clamp at 1 only keeps the branch `where` discards finite. A
+    change to V is checked most simply against the plain form above."""
     prior = jnp.exp(log_prior)
     prior_mean = jnp.sum(prior * q, axis=-1, keepdims=True)
     centred = beta * (q - prior_mean)
@@ -173,7 +175,7 @@ def kl_to_prior(log_policy: jax.Array, log_prior: jax.Array) -> jax.Array:
     return jnp.sum(jnp.where(log_policy > -jnp.inf, policy_terms, 0.0), axis=-1)
 
 
-def update_prior(prior: jax.Array, mean_policy: jax.Array, alpha: float, num_states: int) -> jax.Array:
+def update_prior(prior: jax.Array, mean_policy: jax.Array, alpha: jax.Array, num_states: int) -> jax.Array:
     """ρ ← ρ + (1 − (1 − α)^N)(mean_k π(·|s_k) − ρ): the order-free form of N sequential steps ρ ← ρ + α(π − ρ),
     exact for N steps towards the N states' mean policy, so α keeps its per-environment-step meaning whatever
     the number of parallel environments."""
@@ -204,8 +206,8 @@ def linear_schedule(start: float, end: float, duration: int, t: jax.Array) -> ja
 # --- Training state
 class Hypers(eqx.Module):
     """The swept flags' values of one run, as float32 arrays in the state rather than constants of the program,
-    vmapped over like the seeds: one compiled program trains a grid. A new swept flag: a field here, a tuple in
-    Args."""
+    vmapped over like the seeds: one compiled program trains a grid. A new swept flag (mirl_gymnax.py): a field
+    here, a tuple in Args, its range in `flag_problems`; the steps read it from `state.hypers`, not `args`."""
 
     learning_rate: jax.Array
     end_e: jax.Array
@@ -416,7 +418,10 @@ def learn_and_sync(setup: Setup, state: AgentState, iteration: jax.Array) -> tup
 
 
 def iterate(setup: Setup, state: AgentState, iteration: jax.Array) -> tuple[AgentState, dict]:
-    """One seed, one step of all its environments: behave, step and store, learn; with the step's tally."""
+    """One seed, one step of all its environments: behave, step and store, learn; with the step's tally. The order
+    is the paper's: ρ moves in `choose`, so each TD target sees this step's ρ, and the β that the gradient steps
+    before it left. `iteration` counts vector steps: iteration·num_envs environment steps came before it, and
+    (iteration + 1)·num_envs are done once it ends (the count the learning and target schedules use)."""
     state, actions, acting = choose(setup, state, iteration)
     state, episodes = observe(setup, state, actions, iteration)
     state, learning = learn_and_sync(setup, state, iteration)
