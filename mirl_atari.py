@@ -94,7 +94,7 @@ class Args(RunFlags):
     train_frequency: int = 4
     """environment steps per gradient step"""
     huber: bool = False
-    """Huber instead of squared TD error; β's rule reads the loss, so Huber's 0.5·e² doubles β's target c/L"""
+    """Huber instead of squared TD error; β's rule reads the loss, so Huber's 0.5·e² (|e| ≤ 1) doubles β's target c/L"""
     alpha_rho: float = 2e-6
     """prior step size α_ρ, per environment step (the paper's Atari value; mirl only)"""
     alpha_beta: float = 3.3e-6

@@ -85,7 +85,7 @@ class Args(RunFlags):
     train_frequency: int = 10
     """environment steps per gradient step"""
     huber: bool = False
-    """Huber instead of squared TD error; β's rule reads the loss, so Huber's 0.5·e² doubles β's target c/L"""
+    """Huber instead of squared TD error; β's rule reads the loss, so Huber's 0.5·e² (|e| ≤ 1) doubles β's target c/L"""
     alpha_rho: tuple[float, ...] = (4e-5,)
     """prior step size α_ρ, per environment step (mirl only; sql and dqn keep ρ uniform); swept"""
     alpha_beta: tuple[float, ...] = (2e-4,)

@@ -170,9 +170,9 @@ class Counter(eqx.Module):
 @pytest.mark.parametrize("train_frequency", [1, 4, 10])
 def test_the_target_rule_is_the_scripts_own_schedule(train_frequency, monkeypatch):
     """common.replay's first learning step, last learning step and first target copy, and the scripts' count of
-    gradient steps, against mirl_gymnax's
-    learn_and_sync stepped through every iteration: its `learn` replaced by a counter and its parameters by the
-    count, so the target network holds the number of gradient steps taken when it was last copied."""
+    gradient steps, against mirl_gymnax's learn_and_sync stepped through every iteration: its `learn` replaced by a
+    counter and its parameters by the count, so the target network holds the number of gradient steps taken when
+    it was last copied."""
     from common.replay import first_learning_step, first_target_copy, last_learning_step
 
     def count_step(setup, state, iteration):  # a gradient step: one more in the parameters
